@@ -1,0 +1,164 @@
+"""Multi-stage work as one command: a chain of runs (teacher -> distil -> fine-tune, zoo ->
+search -> train, ...) declared in conf/chain/<name>.yaml. Each stage is an ordinary run
+in its own dir under the chain dir; later stages get earlier run dirs through
+`{run:<stage>}` placeholders. Finished stages are skipped when the chain is re-run with
+`--dir`, so an interrupted chain continues where it stopped.
+
+    python -m tasks.chain repfusion_digits                 # the whole chain
+    python -m tasks.chain repfusion_digits trainer=ddp_cpu distil:trainer.max_epochs=5
+    python -m tasks.chain repfusion_digits --dir logs/chains/repfusion_digits/<stamp>   # continue
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from tasks.errors import UserError
+from tasks.report import aggregate, bar_plot, markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAIN_DIR = ROOT / "conf" / "chain"
+PLACEHOLDER = re.compile(r"\{run:([A-Za-z0-9_]+)\}")
+
+
+@dataclass
+class StageRun:
+    stage: str
+    seed: int | None
+    run_dir: Path
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return (self.run_dir / "summary.json").is_file()
+
+
+def load_chain(name: str) -> DictConfig:
+    path = CHAIN_DIR / f"{name}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in CHAIN_DIR.glob("*.yaml"))
+        raise UserError(f"Unknown chain '{name}'. Available: {options}.")
+    chain = OmegaConf.load(path)
+    if "stages" not in chain or not chain.stages:
+        raise UserError(f"{path} has no stages.")
+    return chain
+
+
+def plan(chain: DictConfig, chain_dir: Path, common: list[str], per_stage: dict[str, list[str]], seeds: list[int] | None) -> list[StageRun]:
+    """Every run of the chain, in order, with its full command line."""
+    names = list(chain.stages.keys())
+    unknown = sorted(set(per_stage) - set(names))
+    if unknown:
+        raise UserError(f"Overrides name unknown stages {unknown}; stages of this chain: {names}.")
+    runs: list[StageRun] = []
+    seeded = {n: (seeds if seeds and chain.stages[n].get("seeds") else list(chain.stages[n].get("seeds") or [])) for n in names}
+    for index, name in enumerate(names):
+        stage = chain.stages[name]
+        for seed in seeded[name] or [None]:
+            run_dir = chain_dir / name / (f"seed{seed}" if seed is not None else "")
+
+            def locate(match: re.Match) -> str:
+                ref = match.group(1)
+                if ref not in names[:index]:
+                    raise UserError(f"Stage '{name}' refers to {{run:{ref}}}, which is not an earlier stage of the chain.")
+                if seeded[ref]:
+                    if seed is None or seed not in seeded[ref]:
+                        raise UserError(f"Stage '{name}' needs the seeded stage '{ref}' but runs without a matching seed.")
+                    return str(chain_dir / ref / f"seed{seed}")
+                return str(chain_dir / ref)
+
+            overrides = [PLACEHOLDER.sub(locate, str(o)) for o in stage.get("overrides", [])]
+            overrides += common + per_stage.get(name, [])
+            if seed is not None:
+                overrides.append(f"seed={seed}")
+            if "experiment" in stage:
+                command = [sys.executable, str(ROOT / "train.py"), f"experiment={stage.experiment}"]
+            elif "module" in stage:
+                command = [sys.executable, "-m", str(stage.module)]
+            else:
+                raise UserError(f"Stage '{name}' needs 'experiment:' or 'module:'.")
+            runs.append(StageRun(name, seed, run_dir.resolve(), command + overrides + [f"hydra.run.dir={run_dir.resolve()}"]))
+    return runs
+
+
+def execute(run: StageRun) -> None:
+    command = list(run.command)
+    if (run.run_dir / "checkpoints" / "last.ckpt").is_file():
+        command.append(f"resume={run.run_dir}")  # an interrupted stage continues from its last checkpoint
+    label = run.stage + (f" (seed {run.seed})" if run.seed is not None else "")
+    print(f"\n=== chain stage: {label} -> {run.run_dir}\n    {' '.join(command[1:])}", flush=True)
+    code = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+    if code != 0 or not run.finished:
+        raise UserError(
+            f"Chain stage '{label}' failed (exit code {code}); its files are in {run.run_dir}. "
+            f"Fix the cause and re-run the same command with --dir {run.run_dir.parents[1] if run.seed is not None else run.run_dir.parent} to continue."
+        )
+
+
+def report(chain: DictConfig, runs: list[StageRun], chain_dir: Path, wall: float) -> dict:
+    compare = chain.get("compare") or {}
+    metric = compare.get("metric", "test/acc")
+    rows_spec = compare.get("rows") or {r.stage: r.stage for r in runs}
+    summaries = {}
+    for run in runs:
+        if run.finished:
+            summaries.setdefault(run.stage, []).append(json.loads((run.run_dir / "summary.json").read_text()))
+    groups = {label: summaries.get(stage, []) for label, stage in rows_spec.items()}
+    rows = aggregate(groups, [metric])
+    table = markdown_table(rows, [metric], label_header="stage")
+    (chain_dir / "report.md").write_text(table)
+    if any(r[metric] for r in rows):
+        bar_plot(rows, metric, chain_dir / "report.png", title=f"{chain_dir.parent.name}: {metric}")
+    result = {"chain": chain_dir.parent.name, "chain_dir": str(chain_dir), "wall_time_s": wall, "metric": metric,
+              "rows": rows, "stages": {r.stage + (f"/seed{r.seed}" if r.seed is not None else ""): str(r.run_dir) for r in runs}}
+    (chain_dir / "chain_summary.json").write_text(json.dumps(result, indent=2))
+    print(f"\n=== chain {result['chain']} finished in {wall / 60:.1f} min: {chain_dir}\n{table}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", help="a chain in conf/chain/")
+    parser.add_argument("overrides", nargs="*", help="key=value for every stage, or <stage>:key=value for one")
+    parser.add_argument("--dir", default=None, help="chain dir (re-use one to continue an interrupted chain)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds for the seeded stages, e.g. 1,2,3")
+    args = parser.parse_args(argv)
+    try:
+        chain = load_chain(args.name)
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+        chain_dir = Path(args.dir or Path(os.environ.get("KT_LOG_DIR", "logs")) / "chains" / args.name / stamp).resolve()
+        common, per_stage = [], {}
+        for override in args.overrides:
+            stage, sep, rest = override.partition(":")
+            if sep and "=" not in stage:
+                per_stage.setdefault(stage, []).append(rest)
+            else:
+                common.append(override)
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        runs = plan(chain, chain_dir, common, per_stage, seeds)
+        chain_dir.mkdir(parents=True, exist_ok=True)
+        start = time.time()
+        for run in runs:
+            if run.finished:
+                print(f"=== chain stage {run.stage} already finished: {run.run_dir}")
+                continue
+            execute(run)
+        return report(chain, runs, chain_dir, time.time() - start)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""ClassificationModule: a timm backbone with its linear head, cross-entropy (optional label
+smoothing), top-1/top-5 accuracy; the supervised baseline and every stage-2 fine-tune."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from tasks.backbones import create_backbone, export_backbone
+from tasks.errors import UserError
+from tasks.optim import configure_optimizers
+
+
+class ClassificationModule(pl.LightningModule):
+    def __init__(
+        self,
+        backbone: dict[str, Any],
+        num_classes: int,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.net = create_backbone(**backbone, num_classes=num_classes)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.label_smoothing = label_smoothing
+        top_k = min(5, num_classes)
+        self.metrics = torch.nn.ModuleDict({
+            f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+            for stage in ("train", "val", "test") for name, k in (("acc", 1), ("acc_top5", top_k))
+        })
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # survives a resume
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def on_fit_start(self) -> None:
+        data = self.trainer.datamodule
+        n = getattr(data, "num_classes", None)
+        if n and n != self.hparams.num_classes:
+            raise UserError(f"The data has {n} classes but model.num_classes={self.hparams.num_classes}. Set model.num_classes={n}.")
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        self.metrics["train_acc"](logits, y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True)
+        return loss
+
+    def _evaluate(self, batch, stage: str) -> None:
+        x, y = batch
+        logits = self(x)
+        loss = getattr(self, f"{stage}_loss")
+        loss(F.cross_entropy(logits.float(), y))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
+        for name in ("acc", "acc_top5"):
+            metric = self.metrics[f"{stage}_{name}"]
+            metric(logits, y)
+            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc")
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.metrics["val_acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self):
+        return configure_optimizers(self, [p for p in self.parameters() if p.requires_grad],
+                                    self.optimizer_factory, self.scheduler_factory)
+
+    def export_artifacts(self, export_dir: Path) -> dict[str, str]:
+        return export_backbone(self.net, export_dir, name="model")

@@ -1,0 +1,103 @@
+"""ImageDataModule: the shared base of every DataModule. Datasets yield images in [0, 1];
+the module augments training batches on the device and applies its normalisation, which
+it publishes (`mean`, `std`) so teachers can map inputs back to their own range."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tasks.data.augment import RandomAffine
+from tasks.data.sampler import EpochShuffleSampler
+
+
+class ImageDataModule(pl.LightningDataModule):
+    num_classes: int = 0
+    image_size: int = 32
+    mean: Sequence[float] = (0.5, 0.5, 0.5)
+    std: Sequence[float] = (0.5, 0.5, 0.5)
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 0,
+        batch_augment: RandomAffine | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ):
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.seed = seed
+        self.batch_augment = batch_augment
+        self.mean = tuple(mean) if mean is not None else tuple(self.mean)
+        self.std = tuple(std) if std is not None else tuple(self.std)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    # --- normalisation -------------------------------------------------------------
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, -1, 1, 1)
+        return (torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(shape),
+                torch.tensor(self.std, device=x.device, dtype=x.dtype).view(shape))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(x)
+        return (x - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(x)
+        return x * std + mean
+
+    # --- loaders -------------------------------------------------------------------
+    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() did not build this split.")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            sampler=EpochShuffleSampler(dataset, self.seed) if train else None,
+            drop_last=train and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    # --- device-side augmentation and normalisation -------------------------------
+    def _augment_generator(self, device: torch.device) -> torch.Generator:
+        """Seeded by (seed, rank, epoch, batch index): identical after a resume."""
+        trainer = self.trainer
+        batch_idx = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        key = ((self.seed * 1_000_003 + trainer.global_rank) * 100_003 + trainer.current_epoch) * 1_000_003 + batch_idx
+        return torch.Generator(device=device).manual_seed(key % (2**63))
+
+    def augment(self, batch: Any) -> Any:
+        """Train-time augmentation of a batch of [0, 1] images; dense tasks override it to
+        move their targets with the image."""
+        x, *rest = batch
+        return (self.batch_augment(x, self._augment_generator(x.device)), *rest)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        training = self.trainer is not None and self.trainer.training
+        if training and self.batch_augment is not None:
+            batch = self.augment(batch)
+        x, *rest = batch
+        return (self.normalize(x), *rest)

@@ -1,0 +1,52 @@
+"""The embedded default data set: scikit-learn's bundled digits (1,797 real 8x8 scans of
+handwritten digits, 10 classes), upsampled to 32x32 RGB, with a fixed-seed stratified
+train/val/test split. No download, no network."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch.utils.data import TensorDataset
+
+from tasks.data.base import ImageDataModule
+
+
+def load_digit_images(image_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 digits as (N, 3, S, S) floats in [0, 1] and (N,) int64 labels."""
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=image_size, mode="bilinear", align_corners=False).clamp(0, 1)
+    return x.expand(-1, 3, -1, -1).contiguous(), torch.tensor(digits.target, dtype=torch.long)
+
+
+def split_indices(labels: torch.Tensor, val_fraction: float, test_fraction: float, split_seed: int) -> dict[str, list[int]]:
+    """Stratified train/val/test indices, fixed by `split_seed`."""
+    idx = list(range(len(labels)))
+    rest, test = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=split_seed)
+    val_share = val_fraction / (1 - test_fraction)
+    train, val = train_test_split(rest, test_size=val_share, stratify=labels[rest], random_state=split_seed)
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+class DigitsDataModule(ImageDataModule):
+    num_classes = 10
+    # Statistics of the upsampled images (grey replicated to RGB).
+    mean = (0.3053, 0.3053, 0.3053)
+    std = (0.3236, 0.3236, 0.3236)
+
+    def __init__(self, image_size: int = 32, val_fraction: float = 0.15, test_fraction: float = 0.15,
+                 split_seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = image_size
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        x, y = load_digit_images(self.image_size)
+        splits = split_indices(y, self.val_fraction, self.test_fraction, self.split_seed)
+        self.train_set, self.val_set, self.test_set = (TensorDataset(x[splits[s]], y[splits[s]]) for s in ("train", "val", "test"))

@@ -1,0 +1,72 @@
+"""Shared fixtures: compose configs like train.py does, run jobs in-process or as real
+subprocesses, all offline and inside tmp dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import tasks  # noqa: F401  (resolvers)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Small, fast settings for any classifier-like run in the tests.
+TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1", "trainer.num_sanity_val_steps=0", "logger=csv",
+        "trainer.enable_model_summary=false"]
+
+
+def compose_config(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
+    """Compose conf/train.yaml as `python train.py <overrides>` would, with HydraConfig set."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    if run_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)
+            cfg.hydra.runtime.output_dir = str(run_dir)
+            cfg.hydra.job.num = 0
+            cfg.hydra.job.id = "test"
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def run_in_process(overrides: list[str], run_dir: Path) -> dict:
+    """Run train.train() in this process (fast: no interpreter start)."""
+    sys.path.insert(0, str(ROOT))
+    from train import train
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return train(compose_config(overrides, run_dir))
+
+
+def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 600, env: dict | None = None, module: str | None = None) -> subprocess.CompletedProcess:
+    """Run `python train.py <args>` (or `python -m <module> <args>`) as a user would."""
+    entry = ["-m", module] if module else [str(ROOT / "train.py")]
+    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, *entry, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+@pytest.fixture
+def tiny() -> list[str]:
+    return list(TINY)

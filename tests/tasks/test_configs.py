@@ -1,0 +1,58 @@
+"""Every experiment composes with every trainer preset and passes start-up validation."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from tasks.config_check import check_config
+from tasks.errors import UserError
+from tests.conftest import CONF, compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+TRAINERS = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_with_trainer(experiment, trainer, tmp_path):
+    cfg = compose_config([f"experiment={experiment}", f"trainer={trainer}"], tmp_path)
+    check_config(cfg)
+    assert cfg.task_name and cfg.task_name != "train", "every experiment names its runs"
+    assert OmegaConf.select(cfg, "trainer._target_") == "pytorch_lightning.Trainer"
+
+
+@pytest.mark.parametrize("group,option", [("logger", p.stem) for p in (CONF / "logger").glob("*.yaml")]
+                         + [("callbacks", p.stem) for p in (CONF / "callbacks").glob("*.yaml")]
+                         + [("debug", p.stem) for p in (CONF / "debug").glob("*.yaml")]
+                         + [("data", p.stem) for p in (CONF / "data").glob("*.yaml")])
+def test_group_options_compose(group, option, tmp_path):
+    extra = ["data.root=/some/folder"] if option == "imagefolder" else []
+    cfg = compose_config([f"{group}={option}", *extra], tmp_path)
+    check_config(cfg, sections=("model", "trainer", "callbacks", "logger"))
+
+
+def test_launchers_and_sweeper_compose(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        slurm = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4"], return_hydra_config=True)
+        local = compose("train", overrides=["hydra/launcher=submitit_local"], return_hydra_config=True)
+        optuna = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert slurm.hydra.launcher.tasks_per_node == 4 == slurm.hydra.launcher.gpus_per_node
+    assert "submitit" in local.hydra.launcher._target_.lower()
+    assert optuna.hydra.sweeper.params["model.optimizer.lr"].startswith("interval")
+
+
+def test_unknown_target_key_is_named_with_suggestion(tmp_path):
+    cfg = compose_config(["+trainer.max_epoch=3"], tmp_path)
+    with pytest.raises(UserError, match=r"trainer\.max_epoch.*max_epochs"):
+        check_config(cfg)
+
+
+def test_run_dirs_are_unique_per_process_and_microsecond():
+    text = (CONF / "hydra" / "default.yaml").read_text()
+    assert "%f" in text and "${pid:}" in text
