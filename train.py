@@ -55,6 +55,7 @@ def train(cfg: DictConfig) -> dict:
         load_checkpoint(ckpt_path)  # refuses corrupt or code-carrying files before Lightning sees them
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        fit_metrics = plain_metrics(trainer.callback_metrics)  # trainer.test replaces them
         checkpoints = checkpoint_paths(trainer)
         test_metrics = {}
         if cfg.get("test") and is_overridden("test_step", model):
@@ -71,7 +72,7 @@ def train(cfg: DictConfig) -> dict:
             "seed": cfg.seed,
             "run_dir": str(out),
             "test": test_metrics,
-            "final": plain_metrics(trainer.callback_metrics),
+            "final": fit_metrics,
             "checkpoints": checkpoints,
             "export": exports,
             "global_step": trainer.global_step,

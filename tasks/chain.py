@@ -45,7 +45,8 @@ class StageRun:
 
 
 def load_chain(name: str) -> DictConfig:
-    path = CHAIN_DIR / f"{name}.yaml"
+    """A chain by name (conf/chain/<name>.yaml) or by path to a YAML file."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else CHAIN_DIR / f"{name}.yaml"
     if not path.is_file():
         options = sorted(p.stem for p in CHAIN_DIR.glob("*.yaml"))
         raise UserError(f"Unknown chain '{name}'. Available: {options}.")
@@ -129,15 +130,16 @@ def report(chain: DictConfig, runs: list[StageRun], chain_dir: Path, wall: float
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", help="a chain in conf/chain/")
+    parser.add_argument("name", help="a chain in conf/chain/ (or a path to a chain YAML file)")
     parser.add_argument("overrides", nargs="*", help="key=value for every stage, or <stage>:key=value for one")
     parser.add_argument("--dir", default=None, help="chain dir (re-use one to continue an interrupted chain)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds for the seeded stages, e.g. 1,2,3")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         chain = load_chain(args.name)
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-        chain_dir = Path(args.dir or Path(os.environ.get("KT_LOG_DIR", "logs")) / "chains" / args.name / stamp).resolve()
+        chain_name = Path(args.name).stem
+        chain_dir = Path(args.dir or Path(os.environ.get("KT_LOG_DIR", "logs")) / "chains" / chain_name / stamp).resolve()
         common, per_stage = [], {}
         for override in args.overrides:
             stage, sep, rest = override.partition(":")

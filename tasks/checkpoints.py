@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -23,11 +24,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()
-        detail = next((line for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0] if reason else "")
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found is None:  # not a disallowed object: the bytes themselves are broken
+            raise UserError(f"Checkpoint {path} is corrupt or not a PyTorch file ({str(err).splitlines()[-1][:120]}). "
+                            "Re-create it, or point to another checkpoint (for resume: the run's checkpoints/last.ckpt).") from None
         raise UserError(
             f"Refusing to load {path}: it holds pickled Python objects that would run code when loaded "
-            f"({detail.strip()}). Only tensors, numbers, strings and plain containers are accepted. "
+            f"(it asks to import {found.group(1)}). Only tensors, numbers, strings and plain containers are accepted. "
             "Re-save the weights as a plain state_dict (torch.save(model.state_dict(), ...)) or as safetensors."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:

@@ -28,7 +28,7 @@ class ClassificationModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.net = create_backbone(**backbone, num_classes=num_classes)
+        self.net = self.build_net(backbone, num_classes)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing = label_smoothing
         top_k = min(5, num_classes)
@@ -39,6 +39,10 @@ class ClassificationModule(pl.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # survives a resume
+
+    def build_net(self, backbone: dict[str, Any], num_classes: int) -> torch.nn.Module:
+        """The network (a timm backbone with its head); subclasses that build it another way override this."""
+        return create_backbone(**backbone, num_classes=num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -37,7 +37,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path, prefix: str | None
     if missing or unexpected:
         raise UserError(
             f"Weights in {path} do not match the backbone: missing {missing[:8]}, unexpected {unexpected[:8]}"
-            f"{' (check init_prefix)' if prefix is None else ''}."
+            f"{' (check init_prefix)' if prefix is None and unexpected else ''}. Use the architecture they were exported from."
         )
     return model
 

@@ -9,6 +9,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from tasks.data.base import ImageDataModule
 from tasks.data.layout import require_layout
+from tasks.errors import UserError
 
 _LAYOUTS = {
     10: ("cifar-10-batches-py", ["data_batch_1", "data_batch_5", "test_batch", "batches.meta"],
@@ -59,8 +60,12 @@ class CIFARDataModule(ImageDataModule):
         from torchvision.datasets import CIFAR10, CIFAR100
 
         cls = CIFAR10 if self.num_classes == 10 else CIFAR100
-        train = _as_tensors(cls(self.root, train=True, download=False))
-        test = _as_tensors(cls(self.root, train=False, download=False))
+        try:
+            train = _as_tensors(cls(self.root, train=True, download=False))
+            test = _as_tensors(cls(self.root, train=False, download=False))
+        except RuntimeError as err:  # torchvision's checksum test failed
+            raise UserError(f"CIFAR-{self.num_classes} files under '{self.root}' failed torchvision's check ({err}). "
+                            f"Re-extract the archive from {_LAYOUTS[self.num_classes][2]}.") from None
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed))
         if self.val_size > 0:
             self.train_set, self.val_set = _ToFloat(train, order[self.val_size:]), _ToFloat(train, order[: self.val_size])

@@ -24,13 +24,13 @@ _PLUGINS = {
 
 
 def _explain(err: Exception, cfg_dir: Path, overrides: list[str]) -> str:
-    text = str(err)
+    text = str(err) + (f"\n{err.__cause__}" if err.__cause__ else "")
     for plugin, fix in _PLUGINS.items():
         if plugin in text and ("Could not find" in text or "Could not load" in text or "not found" in text):
             return f"{text.splitlines()[0]}\nFix: {fix}."
-    match = re.search(r"Key '([^']+)' is not in struct\s+full_key: (\S+)", text)
-    if match or "not in struct" in text:
-        full_key = match.group(2) if match else text.split("'")[1]
+    match = re.search(r"full_key: (\S+)", text) or re.search(r"Could not override '([^']+)'", text)
+    if match and "not in struct" in text:
+        full_key = match.group(1)
         parent, _, leaf = full_key.rpartition(".")
         try:
             with initialize_config_dir(str(cfg_dir), version_base="1.3"):

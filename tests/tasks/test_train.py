@@ -1,0 +1,98 @@
+"""The train.py pipeline in-process: fast_dev_run, checkpoints that load without pickled
+code, export that timm reloads, and a resumed run that matches an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tasks.backbones import load_exported
+from tasks.checkpoints import load_checkpoint
+from tasks.errors import UserError
+from tests.conftest import TINY, read_summary, run_in_process
+
+
+def test_fast_dev_run_of_the_classifier(tmp_path):
+    summary = run_in_process(["debug=fast"], tmp_path / "run")
+    assert summary["global_step"] == 1
+    assert set(summary["test"]) >= {"test/acc", "test/acc_top5", "test/loss"}
+    assert read_summary(tmp_path / "run")["task_name"] == "classify_digits"
+
+
+def test_checkpoint_loads_weights_only_and_export_reloads_with_timm(tmp_path):
+    run = tmp_path / "run"
+    summary = run_in_process(TINY + ["trainer.limit_test_batches=2"], run)
+    ckpt = load_checkpoint(summary["checkpoints"]["last"])  # weights_only=True inside
+    assert any(k.startswith("net.") for k in ckpt["state_dict"])
+    model = load_exported(run / "export" / "model.json").eval()
+    card = json.loads((run / "export" / "card.json").read_text())
+    assert card["run_dir"] == str(run) and "test/acc" in card["test"]
+    # the exported weights are the tested (best) checkpoint's
+    best = load_checkpoint(summary["checkpoints"]["best"])["state_dict"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best[f"net.{key}"]), key
+    assert (run / "metrics.csv").is_file() and (run / "summary.json").is_file()
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    common = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+              "trainer.num_sanity_val_steps=0", "logger=csv", "trainer.deterministic=true",
+              "trainer.enable_model_summary=false", "export=false"]
+    straight = run_in_process(common + ["trainer.max_epochs=2"], tmp_path / "straight")
+    run_in_process(common + ["trainer.max_epochs=1"], tmp_path / "split")
+    resumed = run_in_process(common + ["trainer.max_epochs=2", f"resume={tmp_path / 'split'}"], tmp_path / "split")
+    assert resumed["global_step"] == straight["global_step"] == 6
+    assert resumed["test"] == straight["test"]
+    for key in ("val/acc", "val/loss", "val/acc_best", "train/loss"):
+        assert resumed["final"][key] == straight["final"][key], key
+
+
+def test_resume_from_a_missing_run_dir_is_a_clear_error(tmp_path):
+    from tasks.run.resume import resume_run_dir
+
+    with pytest.raises(UserError, match="no such file"):
+        resume_run_dir(str(tmp_path / "nothing"), tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="last.ckpt does not exist"):
+        resume_run_dir(str(tmp_path / "empty"), tmp_path)
+
+
+def test_resume_auto_picks_the_newest_unfinished_run(tmp_path):
+    import os
+    import time
+
+    from tasks.run.resume import latest_unfinished_run
+
+    for name, finished in (("a", False), ("b", False), ("c", True)):
+        ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"x")
+        if finished:
+            (tmp_path / name / "summary.json").write_text("{}")
+        time.sleep(0.01)
+    os.utime(tmp_path / "a" / "checkpoints" / "last.ckpt")  # a is the newest unfinished
+    assert latest_unfinished_run(tmp_path) == tmp_path / "a"
+
+
+def test_pickled_code_and_corrupt_checkpoints_are_refused(tmp_path):
+    import subprocess
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": subprocess.Popen}, evil)  # a global that would be imported
+    with pytest.raises(UserError, match="pickled Python objects"):
+        load_checkpoint(evil)
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(UserError, match="corrupt"):
+        load_checkpoint(corrupt)
+    with pytest.raises(UserError, match="pickled Python objects"):
+        run_in_process(TINY + [f"model.backbone.init={evil}"], tmp_path / "run")
+
+
+def test_wandb_run_id_is_kept_per_run_dir(tmp_path):
+    from tasks.loggers import run_id
+
+    first = run_id(tmp_path)
+    assert run_id(tmp_path) == first and len(first) == 8
