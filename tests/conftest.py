@@ -30,11 +30,12 @@ TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_
         "trainer.enable_model_summary=false"]
 
 
-def compose_config(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
-    """Compose conf/train.yaml as `python train.py <overrides>` would, with HydraConfig set."""
+def compose_config(overrides: list[str], run_dir: Path | None = None, config_name: str = "train") -> DictConfig:
+    """Compose conf/train.yaml (or another primary config of conf/) as `python train.py
+    <overrides>` would, with HydraConfig set."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     if run_dir is not None:
         with open_dict(cfg):
             cfg.paths.output_dir = str(run_dir)

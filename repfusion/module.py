@@ -1,0 +1,236 @@
+"""RepFusionModule: stage 1 of RepFusion. Per batch (x, y):
+
+    policy(x) -> t ~ pi(t|x) -> teacher(x, t) under no_grad, stopped at its tapped layer -> f_T
+    student(x) at stage `feature_index` -> f_S -> loss(f_S, f_T)
+    probe(pool(f_T)) -> cross-entropy -> reward -> REINFORCE (rl mode)
+    one optimiser step for student, adapter, probe and policy (or a second optimiser for
+    probe and policy); then the EMA of the student moves.
+
+The student never sees labels: they reach only the probe. Validation and test report the
+EMA student's leave-one-out k-NN accuracy on the split (`knn_acc`), the probe's accuracy on
+the teacher feature (`probe_acc`) and the distillation loss. The export is the EMA
+student's backbone (safetensors + card) for `model.backbone.init=` of stage 2."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from repfusion.ema import ModelEMA
+from repfusion.knn import knn_accuracy
+from repfusion.losses import FeatureLoss
+from repfusion.plots import timestep_figure
+from repfusion.policy import TimestepPolicy
+from repfusion.teacher import DiffusionTeacher
+from tasks.backbones import create_backbone, export_backbone
+from tasks.errors import UserError
+from tasks.features import stage_features
+from tasks.frozen import attach_frozen, trainable_parameters
+from tasks.optim import configure_optimizers
+from tasks.plots import log_figure
+
+# The frozen teacher and the EMA copy stay in eval mode on purpose.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+
+
+class RepFusionModule(pl.LightningModule):
+    def __init__(
+        self,
+        student: dict[str, Any],
+        teacher: DiffusionTeacher,
+        distill_loss: Callable[..., FeatureLoss],
+        timesteps: Callable[..., TimestepPolicy],
+        num_classes: int,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        policy_optimizer: Callable | None = None,
+        feature_index: int = -1,
+        image_size: int = 32,
+        ema_decay: float = 0.999,
+        ema_warmup: bool = True,
+        knn_k: int = 10,
+        histogram_bins: int = 50,
+        seed: int = 0,
+    ):
+        """`student`: kwargs of tasks.backbones.create_backbone (a timm model). `feature_index`:
+        the student stage distilled (timm feature_info index; -1 is the last). `distill_loss`
+        and `timesteps` are partials completed here with the channel counts. `policy_optimizer`:
+        a separate optimiser for policy and probe (null: the student's, as the original)."""
+        super().__init__()
+        self.save_hyperparameters(ignore=["teacher", "distill_loss", "timesteps", "optimizer", "scheduler", "policy_optimizer"])
+        self.student = create_backbone(**{**student, "num_classes": 0})
+        self.feature_index = feature_index
+        attach_frozen(self, "teacher", teacher)
+        student_channels, positions = self._prepare_student(image_size)
+        self.distill_loss = distill_loss(student_channels=student_channels, teacher_channels=teacher.channels)
+        if self.distill_loss.spatial and positions == 1:
+            raise UserError(
+                f"{type(self.distill_loss).__name__} compares spatial maps, but the student's stage {feature_index} is 1x1 "
+                f"at {image_size}x{image_size} inputs. Pick an earlier stage (model.feature_index=-2), the small-input stem "
+                "(model.student.small_input_stem=true), or the hint/rkd loss.")
+        self.policy = timesteps(feature_channels=teacher.channels, num_classes=num_classes)
+        self.ema = ModelEMA(self.student, ema_decay, ema_warmup)
+        self.optimizer_factory, self.scheduler_factory, self.policy_optimizer_factory = optimizer, scheduler, policy_optimizer
+        self.automatic_optimization = policy_optimizer is None
+        self.t_histograms: list[list[int]] = []  # one row per finished epoch
+        self._epoch_counts: torch.Tensor | None = None
+        self._eval_store: dict[str, list[torch.Tensor]] = {"features": [], "labels": []}
+
+    def _prepare_student(self, image_size: int) -> tuple[int, int]:
+        """Channels and positions of the tapped stage. Parameters the tapped feature does not
+        depend on (stages after it, the head) are frozen: stage 1 gives them no signal, and
+        DDP would reject parameters without gradients."""
+        was_training = self.student.training
+        self.student.eval()
+        feature = stage_features(self.student, torch.zeros(2, 3, image_size, image_size), self.feature_index)[0]
+        feature.float().sum().backward()
+        for p in self.student.parameters():
+            if p.grad is None:
+                p.requires_grad_(False)
+            p.grad = None
+        self.student.train(was_training)
+        return feature.shape[1], feature.shape[2] * feature.shape[3]
+
+    # --- set-up ----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        data = self.trainer.datamodule if self.trainer is not None else None
+        if data is not None:
+            self.teacher.module.set_input_normalization(data)
+            n = getattr(data, "num_classes", None)
+            if n and n != self.hparams.num_classes:
+                raise UserError(f"The data has {n} classes but model.num_classes={self.hparams.num_classes}. Set model.num_classes={n}.")
+
+    def _generator(self, device: torch.device, step: int) -> torch.Generator:
+        """Randomness of t and noise keyed by (seed, rank, step): the same after a resume."""
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        key = ((self.hparams.seed * 1_000_003 + rank) * 1_000_003 + step) % (2**63)
+        return torch.Generator(device=device).manual_seed(key)
+
+    def student_feature(self, x: torch.Tensor, ema: bool = False) -> torch.Tensor:
+        return stage_features(self.ema.model if ema else self.student, x, self.feature_index)[0]
+
+    # --- training --------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        generator = self._generator(x.device, self.global_step)
+        draw = self.policy.draw(x, generator)
+        f_t = self.teacher(x, draw.t, generator)
+        loss_feat = self.distill_loss(self.student_feature(x), f_t)
+        terms = self.policy.losses(draw, f_t, y)
+        loss = loss_feat + terms["loss_probe"] + terms.get("loss_policy", 0.0) + terms.get("loss_entropy", 0.0)
+        self._count(draw.t)
+        entropy = self.policy.t_entropy(draw)
+        self.log("train/loss", loss, prog_bar=True)
+        logged = {"loss_feat": loss_feat, **terms, "t_mean": draw.t.float().mean(), "policy_entropy": entropy,
+                  "entropy_coef": self.policy.entropy_coef if self.policy.mode == "rl" else 0.0}
+        for name, value in logged.items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, prog_bar=name in ("policy_entropy", "t_mean"))
+        if not self.automatic_optimization:
+            self._manual_step(loss)
+        return loss
+
+    def _manual_step(self, loss: torch.Tensor) -> None:
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for opt in optimizers:
+            opt.zero_grad()
+        self.manual_backward(loss)
+        for opt in optimizers:
+            opt.step()
+        schedulers = self.lr_schedulers() or []
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.ema.update(self.student)
+
+    def on_train_epoch_start(self) -> None:
+        self.policy.set_epoch(self.current_epoch)
+        self._epoch_counts = None
+
+    def _count(self, t: torch.Tensor) -> None:
+        bins = self.hparams.histogram_bins
+        index = (t * bins // self.policy.num_timesteps).clamp(0, bins - 1)
+        counts = torch.bincount(index, minlength=bins)
+        self._epoch_counts = counts if self._epoch_counts is None else self._epoch_counts + counts
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_counts is None:
+            return
+        counts = self.all_gather(self._epoch_counts)
+        counts = counts.sum(0) if counts.dim() > 1 else counts
+        self.t_histograms.append([int(c) for c in counts.tolist()])
+        if self.trainer.is_global_zero:
+            title = f"timesteps chosen by the '{self.policy.mode}' policy, T={self.policy.num_timesteps}"
+            log_figure(self.trainer, timestep_figure(np.array(self.t_histograms), self.policy.num_timesteps, title), "timestep_histogram")
+
+    # --- validation / test -----------------------------------------------------------------
+    def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
+        x, y = batch
+        generator = self._generator(x.device, 10**9 + batch_idx)  # the same t every epoch
+        draw = self.policy.draw(x, generator)
+        f_t = self.teacher(x, draw.t, generator)
+        f_s = self.student_feature(x, ema=True)
+        terms = self.policy.losses(draw, f_t, y)
+        n = x.shape[0]
+        self.log(f"{stage}/loss_feat", self.distill_loss(f_s, f_t), batch_size=n, sync_dist=True)
+        self.log(f"{stage}/probe_acc", terms["probe_acc"], batch_size=n, sync_dist=True)
+        self.log(f"{stage}/t_mean", draw.t.float().mean(), batch_size=n, sync_dist=True)
+        self._eval_store["features"].append(f_s.float().mean(dim=(2, 3)))
+        self._eval_store["labels"].append(y)
+
+    def _finish_evaluation(self, stage: str) -> None:
+        store, self._eval_store = self._eval_store, {"features": [], "labels": []}
+        if self.trainer.sanity_checking or not store["features"]:
+            return
+        features, labels = torch.cat(store["features"]), torch.cat(store["labels"])
+        if self.trainer.world_size > 1:
+            features, labels = self.all_gather(features).flatten(0, 1), self.all_gather(labels).flatten(0, 1)
+        self.log(f"{stage}/knn_acc", knn_accuracy(features, labels, self.hparams.knn_k), prog_bar=stage == "val")
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_evaluation("val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_evaluation("test")
+
+    # --- optimisers, checkpoints, export ---------------------------------------------------
+    def configure_optimizers(self):
+        policy_params = trainable_parameters(self.policy)
+        separate = self.policy_optimizer_factory is not None
+        owned = {id(p) for p in policy_params} if separate else set()
+        main = configure_optimizers(self, [p for p in trainable_parameters(self) if id(p) not in owned],
+                                    self.optimizer_factory, self.scheduler_factory)
+        if not separate:
+            return main
+        return main, configure_optimizers(self, policy_params, self.policy_optimizer_factory, self.scheduler_factory)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["repfusion_t_histograms"] = self.t_histograms
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.t_histograms = [list(map(int, row)) for row in checkpoint.get("repfusion_t_histograms", [])]
+
+    def export_artifacts(self, export_dir: Path) -> dict[str, str]:
+        """The EMA student backbone, plus the timestep histograms of every epoch."""
+        export_dir = Path(export_dir)
+        card = {"stage": "repfusion stage 1 (EMA student)", "feature_index": self.feature_index,
+                "teacher": self.teacher.module.source, "teacher_layer": self.teacher.module.layer,
+                "timestep_mode": self.policy.mode}
+        files = export_backbone(self.ema.model, export_dir, name="backbone", card=card)
+        timesteps = export_dir / "timesteps.json"
+        timesteps.write_text(json.dumps({"mode": self.policy.mode, "num_timesteps": self.policy.num_timesteps,
+                                         "bins": self.hparams.histogram_bins, "per_epoch": self.t_histograms}))
+        return {"backbone": files["weights"], "backbone_card": files["card"], "timesteps": str(timesteps)}

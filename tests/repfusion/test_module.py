@@ -1,0 +1,162 @@
+"""Stage 1 end to end (in-process, tiny): what it logs, plots, saves and exports; that
+labels never reach the student; the EMA; precision and optimiser options; stage 2 from
+its export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from repfusion.ema import ModelEMA
+from tasks.checkpoints import load_checkpoint
+from tasks.errors import UserError
+from tasks.run.instantiate import build
+from tests.conftest import TINY, compose_config, run_in_process
+from tests.repfusion.conftest import stage1_overrides
+
+
+@pytest.fixture(scope="module")
+def stage1(teacher_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("stage1")
+    summary = run_in_process(stage1_overrides(teacher_dir, "trainer.max_epochs=2"), run_dir)
+    return run_dir, summary
+
+
+def build_module(teacher_dir, tmp_path, *extra):
+    cfg = compose_config(stage1_overrides(teacher_dir, *extra), tmp_path)
+    return build("model", cfg.model)
+
+
+def test_stage1_logs_plots_and_exports(stage1):
+    run_dir, summary = stage1
+    for key in ("test/knn_acc", "test/probe_acc", "test/loss_feat", "test/t_mean"):
+        assert key in summary["test"]
+    for key in ("train/loss_feat", "train/loss_probe", "train/loss_policy", "train/loss_entropy",
+                "train/t_mean", "train/policy_entropy", "val/knn_acc"):
+        assert key in summary["final"], key
+    assert 0.0 <= summary["test"]["knn_acc"] <= 1.0 if "knn_acc" in summary["test"] else True
+    assert (run_dir / "plots" / "timestep_histogram.png").is_file()
+    timesteps = json.loads((run_dir / "export" / "timesteps.json").read_text())
+    assert timesteps["mode"] == "rl" and len(timesteps["per_epoch"]) == 2
+    assert all(sum(row) == 3 * 16 for row in timesteps["per_epoch"])  # 3 batches of 16 per epoch
+
+
+def test_checkpoint_leaves_the_teacher_out(stage1, teacher_dir):
+    run_dir, _ = stage1
+    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = load_checkpoint(ckpt_path)
+    state = ckpt["state_dict"]
+    assert not any(k.startswith("teacher.") for k in state)
+    assert any(k.startswith("ema.model.") for k in state) and any(k.startswith("policy.net.") for k in state)
+    assert len(ckpt["repfusion_t_histograms"]) == 2
+    teacher_bytes = sum(t.numel() * t.element_size() for t in load_file(str(teacher_dir / "unet" / "diffusion_pytorch_model.safetensors")).values())
+    saved_bytes = sum(t.numel() * t.element_size() for t in state.values())
+    saved_bytes += sum(t.numel() * t.element_size() for s in ckpt["optimizer_states"][0]["state"].values() for t in s.values() if torch.is_tensor(t))
+    size = ckpt_path.stat().st_size
+    assert saved_bytes <= size < saved_bytes + 500_000 < saved_bytes + teacher_bytes
+
+
+def test_export_initialises_stage2_classifier(stage1, tmp_path):
+    run_dir, _ = stage1
+    export = run_dir / "export" / "backbone.safetensors"
+    summary = run_in_process(["experiment=repfusion_digits_finetune", "model.backbone.name=test_resnet",
+                              f"model.backbone.init={export}", "data.batch_size=16", *TINY], tmp_path)
+    assert "test/acc" in summary["test"]
+    ema_weights = load_file(str(export))
+    module = build("model", compose_config(["experiment=repfusion_digits_finetune", "model.backbone.name=test_resnet",
+                                            f"model.backbone.init={export}"], tmp_path / "x").model)
+    own = module.net.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in ema_weights.items())
+
+
+def test_labels_reach_only_the_probe(teacher_dir, tmp_path):
+    module = build_module(teacher_dir, tmp_path)
+    module.teacher.module.pixels.set([0.3] * 3, [0.3] * 3)
+    x = torch.randn(8, 3, 32, 32)
+    grads = []
+    for labels in (torch.arange(8) % 10, (torch.arange(8) * 7 + 3) % 10):
+        module.zero_grad()
+        torch.manual_seed(0)
+        generator = torch.Generator().manual_seed(0)
+        draw = module.policy.draw(x, generator)
+        f_t = module.teacher(x, draw.t, generator)
+        terms = module.policy.losses(draw, f_t, labels)
+        loss = module.distill_loss(module.student_feature(x), f_t) + sum(v for k, v in terms.items() if k.startswith("loss"))
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in module.student.named_parameters() if p.grad is not None})
+        first_linear = next(m for m in module.policy.probe if isinstance(m, torch.nn.Linear))
+        probe_grad = first_linear.weight.grad.clone()
+        grads[-1]["_probe"] = probe_grad
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    assert all(torch.equal(grads[0][k], grads[1][k]) for k in grads[0] if k != "_probe")
+    assert not torch.equal(grads[0]["_probe"], grads[1]["_probe"])
+
+
+def test_stages_after_the_tap_are_frozen_and_spatial_losses_need_a_map(teacher_dir, tmp_path):
+    module = build_module(teacher_dir, tmp_path, "model.feature_index=-2")
+    assert not any(p.requires_grad for p in module.student.layer4.parameters())
+    assert all(p.requires_grad for p in module.student.layer3.parameters())
+    assert module.distill_loss.adapter.in_channels == module.student.feature_info[-2]["num_chs"]
+    with pytest.raises(UserError, match=r"1x1.*feature_index=-2"):
+        build_module(teacher_dir, tmp_path, "model/distill_loss=at")
+    assert build_module(teacher_dir, tmp_path, "model/distill_loss=at", "model.feature_index=-2") is not None
+
+
+def test_student_ema_follows_the_formula():
+    model = torch.nn.Linear(2, 1)
+    ema = ModelEMA(model, decay=0.9, warmup=False)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    assert torch.allclose(ema.model.weight, 0.9 * start + 0.1 * model.weight)
+    warm = ModelEMA(model, decay=0.999, warmup=True)
+    assert warm.current_decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
+    assert not ema.model.weight.requires_grad and not ema.train().training
+
+
+@pytest.mark.parametrize("extra", [
+    ["trainer.precision=bf16-mixed"],
+    ["+model.policy_optimizer={_target_: torch.optim.Adam, _partial_: true, lr: 0.001}", "model.timesteps.baseline=mean"],
+    ["model.timesteps.mode=uniform", "model/distill_loss=rkd", "model.teacher.noise=true"],
+])
+def test_stage1_variants_run(teacher_dir, tmp_path, extra):
+    summary = run_in_process(stage1_overrides(teacher_dir, *extra), tmp_path)
+    assert summary["global_step"] >= 3 and "test/knn_acc" in summary["test"]
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert len(ckpt["optimizer_states"]) == (2 if "policy_optimizer" in extra[0] else 1)
+
+
+@pytest.mark.slow
+def test_resumed_stage1_matches_an_uninterrupted_one(teacher_dir, tmp_path):
+    common = stage1_overrides(teacher_dir, "trainer.deterministic=true", "export=false", "test=false",
+                              "model.timesteps.baseline=mean", "model.timesteps.entropy_end_epoch=2")
+    straight = run_in_process(common + ["trainer.max_epochs=2"], tmp_path / "straight")
+    run_in_process(common + ["trainer.max_epochs=1"], tmp_path / "split")
+    resumed = run_in_process(common + ["trainer.max_epochs=2", f"resume={tmp_path / 'split'}"], tmp_path / "split")
+    assert resumed["global_step"] == straight["global_step"] == 6
+    for key in ("train/loss", "train/loss_policy", "train/t_mean", "val/knn_acc", "val/loss_feat"):
+        assert resumed["final"][key] == straight["final"][key], key
+    a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "last.ckpt") for d in ("straight", "split"))
+    assert a["repfusion_t_histograms"] == b["repfusion_t_histograms"]
+    assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items() if k.startswith("ema."))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment,stem,metric", [("repfusion_seg_digits", True, "test/miou"),
+                                                    ("repfusion_landmarks_shapes", False, "test/nme")])
+def test_export_initialises_dense_stage2(teacher_dir, tmp_path, experiment, stem, metric):
+    stage1 = run_in_process(stage1_overrides(teacher_dir, "model.student.name=resnet18", f"model.student.small_input_stem={stem}",
+                                             "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false"),
+                            tmp_path / "stage1")
+    export = stage1["export"]["backbone"]
+    summary = run_in_process([f"experiment={experiment}", f"model.backbone.init={export}", "data.batch_size=8", *TINY], tmp_path / "stage2")
+    assert metric in summary["test"]
+    module = build("model", compose_config([f"experiment={experiment}", f"model.backbone.init={export}"], tmp_path / "x").model)
+    weights = load_file(export)
+    backbone = next(m for m in module.modules() if getattr(m, "kt_spec", None))
+    own = backbone.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in weights.items() if k in own) and len(set(weights) & set(own)) > 50
