@@ -1,0 +1,79 @@
+"""ReassembledModule: trains the network of a DeRy spec on a classification task.
+
+  mode=frozen  only the new stem, the adapters and the head learn (the paper's FZ); the
+               blocks keep the zoo's BN statistics (update_block_bn=true: the original,
+               whose frozen blocks stay in train mode and update them)
+  mode=full    everything learns from the start (the paper's FT)
+
+Everything else (loss, metrics, optimiser, schedule) is the ClassificationModule's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import save_file
+
+from dery.plots import architecture_figure
+from dery.spec import build_network, load_spec
+from tasks.checkpoints import load_state_dict_file
+from tasks.classification import ClassificationModule
+from tasks.errors import UserError
+from tasks.plots import log_figure
+
+MODES = ("frozen", "full")
+
+
+class ReassembledModule(ClassificationModule):
+    def __init__(
+        self,
+        spec: str,
+        num_classes: int,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        label_smoothing: float = 0.0,
+        mode: str = "frozen",
+        update_block_bn: bool = False,
+    ):
+        if mode not in MODES:
+            raise UserError(f"model.mode='{mode}' is unknown; use one of {list(MODES)}.")
+        super().__init__({"spec": spec, "mode": mode, "update_block_bn": update_block_bn}, num_classes, optimizer, scheduler,
+                         label_smoothing)
+
+    def build_net(self, backbone: dict[str, Any], num_classes: int) -> torch.nn.Module:
+        self.spec = load_spec(backbone["spec"])
+        if self.spec["num_classes"] != num_classes:
+            raise UserError(f"The spec {backbone['spec']} was searched with a {self.spec['num_classes']}-class head (its budget "
+                            f"counts it) but model.num_classes={num_classes}. Re-run dery.search with num_classes={num_classes}.")
+        net = build_network(self.spec)
+        return net.freeze_blocks(backbone["mode"] == "frozen", backbone["update_block_bn"])
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        log_figure(self.trainer, architecture_figure(self.spec), "architecture")
+
+    def export_artifacts(self, export_dir: Path) -> dict[str, str]:
+        """model.safetensors (the whole network) and model.json (the spec that rebuilds it)."""
+        export_dir = Path(export_dir)
+        export_dir.mkdir(parents=True, exist_ok=True)
+        weights = export_dir / "model.safetensors"
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}, str(weights))
+        card = export_dir / "model.json"
+        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+        card.write_text(json.dumps({"kind": "dery-reassembled", "weights": weights.name, "mode": self.hparams.backbone["mode"],
+                                    "params": self.spec["params"], "flops": self.spec["flops"], "trainable_params": trainable,
+                                    "load": f"dery.module.load_reassembled('{card}')", "spec": self.spec}, indent=2))
+        return {"weights": str(weights), "card": str(card)}
+
+
+def load_reassembled(card_path: str | Path) -> torch.nn.Module:
+    """A trained reassembled network from its export card (no zoo weights needed)."""
+    card_path = Path(card_path)
+    if not card_path.is_file():
+        raise UserError(f"Export card not found: {card_path}.")
+    card = json.loads(card_path.read_text())
+    net = build_network(card["spec"], pretrained=False)
+    net.load_state_dict(load_state_dict_file(card_path.parent / card["weights"]))
+    return net.eval()

@@ -1,0 +1,201 @@
+"""The model zoo: members declared in config (a timm architecture plus its weights), loaded
+without running pickled code, and dissected into atomic nodes with their input and output
+shapes and parameter counts.
+
+A member's `weights` is one of
+    run:<run dir>       a run of this project (its export/model.json card + safetensors)
+    file:<path>         a local .safetensors (or a tensors-only .pt/.pth/.ckpt) for `arch`
+    hub:<timm tag>      timm's hub weights (needs the network), e.g. hub:resnet50.tv_in1k
+    random              random init (tests, benchmarks)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from dery.flops import count_flops, count_parameters
+from dery.layout import channels, grid
+from dery.nodes import family_of, find_nodes
+from tasks.backbones import create_backbone, load_exported
+from tasks.backbones.weights import load_backbone_weights
+from tasks.errors import UserError
+
+WEIGHT_FORMS = "run:<run dir>, file:<path>, hub:<timm tag> or random"
+
+
+@dataclass
+class Member:
+    """One dissected zoo member; `model` is in eval mode."""
+
+    name: str
+    model: nn.Module
+    arch: str
+    kwargs: dict[str, Any]
+    weights: str
+    fingerprint: str
+    nodes: list[str]
+    layout: str
+    in_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    out_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    node_params: list[int] = field(default_factory=list)
+    flops: int = 0   # of the whole member, one image
+    prefix_tokens: int = 0
+    accuracy: float | None = None
+    family: str | None = None
+
+    def node(self, index: int) -> nn.Module:
+        return self.model.get_submodule(self.nodes[index])
+
+    def in_channels(self, index: int) -> int:
+        return channels(self.in_shapes[index], self.layout)
+
+    def out_channels(self, index: int) -> int:
+        return channels(self.out_shapes[index], self.layout)
+
+    def in_grid(self, index: int) -> tuple[int, int]:
+        return grid(self.in_shapes[index], self.layout, self.prefix_tokens)
+
+    def out_grid(self, index: int) -> tuple[int, int]:
+        return grid(self.out_shapes[index], self.layout, self.prefix_tokens)
+
+    def source(self) -> dict[str, Any]:
+        """What rebuilds this member: architecture, kwargs, weights, nodes (JSON-able)."""
+        return {"arch": self.arch, "kwargs": self.kwargs, "weights": self.weights, "nodes": self.nodes, "layout": self.layout}
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.source(), "family": self.family, "fingerprint": self.fingerprint,
+                "in_shapes": [list(s) for s in self.in_shapes], "out_shapes": [list(s) for s in self.out_shapes],
+                "node_params": self.node_params, "prefix_tokens": self.prefix_tokens, "accuracy": self.accuracy,
+                "params": count_parameters(self.model), "flops": self.flops}
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def _run_card(path: Path) -> Path:
+    for card in (path / "export" / "model.json", path / "model.json"):
+        if card.is_file():
+            return card
+    raise UserError(f"Zoo weights 'run:{path}': no export/model.json there. Train the member first "
+                    f"(python train.py experiment=dery_zoo_digits ...) or point to its run dir.")
+
+
+def _run_accuracy(run_dir: Path) -> float | None:
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        value = json.loads(summary.read_text()).get("test", {}).get("test/acc")
+        return float(value) if value is not None else None
+    return None
+
+
+def load_model(name: str, arch: str | None, kwargs: dict[str, Any], weights: str) -> tuple[nn.Module, str, dict, str, float | None]:
+    """(model in eval mode, arch, kwargs, weight fingerprint, accuracy from a run's summary)."""
+    kind, _, where = str(weights).partition(":")
+    accuracy = None
+    if kind == "run":
+        run_dir = Path(where).expanduser()
+        card_path = _run_card(run_dir)
+        card = json.loads(card_path.read_text())
+        if "timm_name" not in card:
+            raise UserError(f"Zoo weights 'run:{run_dir}': {card_path} is not the export of a timm classifier "
+                            "(a zoo member is a run of e.g. experiment=dery_zoo_digits).")
+        model = load_exported(card_path)
+        arch, kwargs = card["timm_name"], card["timm_kwargs"]
+        fingerprint = file_digest(card_path.parent / card["weights"])
+        accuracy = _run_accuracy(run_dir)
+    elif kind == "file":
+        if not arch:
+            raise UserError(f"Zoo member '{name}': weights 'file:{where}' needs arch: <timm name>.")
+        path = Path(where).expanduser()
+        model = create_backbone(arch, **kwargs)
+        load_backbone_weights(model, path)
+        fingerprint = file_digest(path)
+    elif kind == "hub":
+        tag = where or arch
+        try:
+            model = create_backbone(tag, pretrained=True, **kwargs)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise UserError(f"Zoo member '{name}': cannot fetch hub weights '{tag}' ({type(err).__name__}: {err}). "
+                            "This needs the network; offline, download them once and use weights: file:<path>.") from None
+        arch, fingerprint = tag, f"hub:{tag}"
+    elif kind == "random":
+        if not arch:
+            raise UserError(f"Zoo member '{name}': weights 'random' needs arch: <timm name>.")
+        with torch.random.fork_rng():  # the same weights for a name, the caller's RNG untouched
+            torch.manual_seed(zlib.crc32(name.encode()))
+            model = create_backbone(arch, **kwargs)
+        fingerprint = f"random:{name}"
+    else:
+        raise UserError(f"Zoo member '{name}': unknown weights '{weights}'. Use {WEIGHT_FORMS}.")
+    return model.eval(), arch, dict(kwargs), fingerprint, accuracy
+
+
+def dissect(member: Member, input_size: tuple[int, int, int]) -> Member:
+    """Trace one forward (batch 2, eval) to record every node's input and output shape, and
+    check the nodes form a chain: each node's input is the previous node's output."""
+    ins: dict[int, torch.Tensor] = {}
+    outs: dict[int, torch.Tensor] = {}
+    handles = []
+    for i, node_name in enumerate(member.nodes):
+        module = member.model.get_submodule(node_name)
+        handles.append(module.register_forward_pre_hook(lambda m, a, i=i: ins.__setitem__(i, a[0])))
+        handles.append(module.register_forward_hook(lambda m, a, o, i=i: outs.__setitem__(i, o[0] if isinstance(o, (tuple, list)) else o)))
+    try:
+        with torch.no_grad():
+            member.model(torch.rand(2, *input_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    for i, node_name in enumerate(member.nodes):
+        if i not in outs:
+            raise UserError(f"Zoo member '{member.name}': node '{node_name}' did not run in the forward. Check its nodes list.")
+        if i > 0 and not (ins[i].shape == outs[i - 1].shape and torch.equal(ins[i], outs[i - 1])):
+            raise UserError(f"Zoo member '{member.name}': node '{node_name}' does not take the output of "
+                            f"'{member.nodes[i - 1]}' as input, so the nodes are not a chain. Fix its nodes list.")
+    member.in_shapes = [tuple(ins[i].shape[1:]) for i in range(len(member.nodes))]
+    member.out_shapes = [tuple(outs[i].shape[1:]) for i in range(len(member.nodes))]
+    member.node_params = [sum(p.numel() for p in member.node(i).parameters()) for i in range(len(member.nodes))]
+    member.prefix_tokens = int(getattr(member.model, "num_prefix_tokens", 0)) if member.layout == "tokens" else 0
+    member.flops = count_flops(member.model, torch.zeros(1, *input_size))[0]
+    return member
+
+
+def absolute(weights: str) -> str:
+    """run:/file: sources with an absolute path, so specs work from any directory."""
+    kind, sep, where = weights.partition(":")
+    return f"{kind}:{Path(where).expanduser().resolve()}" if sep and kind in ("run", "file") else weights
+
+
+def load_member(name: str, spec: dict[str, Any], input_size: tuple[int, int, int]) -> Member:
+    """A member from its config entry: {arch, kwargs, weights, nodes, layout, accuracy}."""
+    known = {"arch", "kwargs", "weights", "nodes", "layout", "accuracy"}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise UserError(f"Zoo member '{name}' has unknown keys {unknown}; valid keys: {sorted(known)}.")
+    if not spec.get("weights"):
+        raise UserError(f"Zoo member '{name}' needs weights: {WEIGHT_FORMS}.")
+    weights = absolute(str(spec["weights"]))
+    model, arch, kwargs, fingerprint, accuracy = load_model(name, spec.get("arch"), dict(spec.get("kwargs") or {}), weights)
+    nodes, layout = find_nodes(model, spec.get("nodes"), spec.get("layout"))
+    member = Member(name, model, arch, kwargs, weights, fingerprint, nodes, layout,
+                    accuracy=spec.get("accuracy", accuracy), family=family_of(model))
+    return dissect(member, tuple(input_size))
+
+
+def load_zoo(members: dict[str, dict[str, Any]], input_size: tuple[int, int, int]) -> dict[str, Member]:
+    if not members:
+        raise UserError("The zoo is empty: declare zoo.members.<name>: {arch, weights, ...}.")
+    return {name: load_member(name, dict(spec), input_size) for name, spec in members.items()}

@@ -1,0 +1,79 @@
+"""Training a reassembled network: frozen blocks keep their weights and (by default) their
+BN statistics, the original's BN updating as an option, full training moves everything,
+the export reloads to the tested accuracy, and trainer=ddp_cpu runs the full training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dery.module import load_reassembled
+from dery.spec import load_spec
+from dery.zoo import load_model
+from tasks.errors import UserError
+from tests.conftest import TINY, read_summary, run_cli, run_in_process
+
+
+def _blocks_vs_zoo(spec: dict, state: dict) -> tuple[bool, bool]:
+    """(block parameters equal the zoo's, block BN running statistics equal the zoo's)."""
+    params_same, stats_same = True, True
+    for k, block in enumerate(spec["blocks"]):
+        source = spec["members"][block["member"]]
+        model = load_model(block["member"], source["arch"], source["kwargs"], source["weights"])[0]
+        for i, node in enumerate(block["nodes"]):
+            for key, value in model.get_submodule(node).state_dict().items():
+                same = torch.equal(state[f"blocks.{k}.{i}.{key}"], value)
+                if key.endswith(("running_mean", "running_var")):
+                    stats_same &= same
+                elif not key.endswith("num_batches_tracked"):
+                    params_same &= same
+    return params_same, stats_same
+
+
+@pytest.mark.parametrize("mode,update_bn,expect", [("frozen", False, (True, True)), ("frozen", True, (True, False)),
+                                                   ("full", False, (False, False))])
+def test_training_modes(tiny_spec, tmp_path, mode, update_bn, expect):
+    run_dir = tmp_path / "run"
+    summary = run_in_process(["experiment=dery_digits", f"model.spec={tiny_spec}", f"model.mode={mode}",
+                              f"model.update_block_bn={update_bn}", *TINY], run_dir)
+    card = json.loads((run_dir / "export" / "model.json").read_text())
+    spec = load_spec(tiny_spec)
+    assert card["trainable_params"] == (spec["new_params"] if mode == "frozen" else spec["params"])
+    state = load_file(str(run_dir / "export" / "model.safetensors"))
+    assert _blocks_vs_zoo(spec, state) == expect
+    assert (run_dir / "plots" / "architecture.png").is_file() and summary["test"]["test/acc"] >= 0
+
+
+def test_export_reloads_to_the_tested_accuracy(tiny_spec, tmp_path):
+    from tasks.data import DigitsDataModule
+
+    run_dir = tmp_path / "run"
+    summary = run_in_process(["experiment=dery_digits", f"model.spec={tiny_spec}", "model.mode=full", *TINY], run_dir)
+    net = load_reassembled(run_dir / "export" / "model.json")
+    data = DigitsDataModule(batch_size=64)   # as conf/data/digits.yaml
+    data.setup("test")
+    x, y = next(iter(data.test_dataloader()))   # TINY tests one batch
+    with torch.no_grad():
+        accuracy = (net(data.normalize(x)).argmax(1) == y).float().mean().item()
+    assert accuracy == pytest.approx(summary["test"]["test/acc"], abs=1e-6)
+
+
+def test_class_count_must_match_the_spec(tiny_spec, tmp_path):
+    with pytest.raises(UserError, match="10-class head"):
+        run_in_process(["experiment=dery_digits", f"model.spec={tiny_spec}", "model.num_classes=7", *TINY], tmp_path / "r")
+    with pytest.raises(UserError, match="model.mode"):
+        run_in_process(["experiment=dery_digits", f"model.spec={tiny_spec}", "model.mode=half", *TINY], tmp_path / "s")
+
+
+@pytest.mark.slow
+def test_full_training_under_ddp_cpu(tiny_spec, tmp_path):
+    result = run_cli(["experiment=dery_digits", f"model.spec={tiny_spec}", "model.mode=full", "trainer=ddp_cpu", *TINY,
+                      f"hydra.run.dir={tmp_path / 'ddp'}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = read_summary(tmp_path / "ddp")
+    assert "MEMBER: 2/2" in result.stdout + result.stderr          # two processes
+    assert summary["global_step"] == 2 and "test/acc" in summary["test"]
+    assert load_reassembled(tmp_path / "ddp" / "export" / "model.json") is not None
