@@ -1,0 +1,98 @@
+"""Factor networks: a shared common-knowledge network (CKN, any timm model) giving z, and per
+task k a task-specific network (TSN_k, a small timm model plus a bias-free linear map) giving
+h_k; factor k predicts task k with head_k(z + h_k). The TSNs can run vectorised (one
+torch.func.vmap call over their stacked weights) instead of one after another."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call, vmap
+
+from kf.teacher import pool
+from tasks.backbones import create_backbone
+from tasks.errors import UserError
+
+
+class TaskSpecificNet(nn.Module):
+    """TSN_k: timm backbone -> pooled feature -> Linear(num_features -> dim, no bias) = h_k."""
+
+    def __init__(self, backbone: dict[str, Any], dim: int):
+        super().__init__()
+        self.backbone = create_backbone(**backbone, num_classes=0)
+        self.fc = nn.Linear(self.backbone.num_features, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.backbone(x))
+
+
+def run_stacked(modules: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """(K, B, ...) outputs of K modules of one architecture on the same input, as one vmap
+    over their stacked weights. Gradients reach every module's own parameters; the running
+    statistics their BatchNorms update are written back."""
+    template = modules[0]
+    names = [n for n, _ in template.named_parameters()]
+    buffer_names = [n for n, _ in template.named_buffers()]
+    own = [dict(m.named_parameters()) for m in modules]
+    own_buffers = [dict(m.named_buffers()) for m in modules]
+    params = {n: torch.stack([p[n] for p in own]) for n in names}
+    buffers = {n: torch.stack([b[n] for b in own_buffers]) for n in buffer_names}
+
+    def one(p, b, inp):
+        return functional_call(template, (p, b), (inp,))
+
+    out = vmap(one, in_dims=(0, 0, None), randomness="different")(params, buffers, x)
+    if template.training:
+        with torch.no_grad():
+            for n in buffer_names:
+                for k, b in enumerate(own_buffers):
+                    b[n].copy_(buffers[n][k])
+    return out
+
+
+class FactorNetwork(nn.Module):
+    """The CKN, the TSNs and the per-task heads (what assembly uses; training-only parts such
+    as the InfoMax projections and auxiliary heads live in the LightningModule)."""
+
+    def __init__(self, ckn: dict[str, Any], tsn: dict[str, Any], num_classes: Sequence[int], feature_dim: int = 0,
+                 stages: Sequence[int] = (-3, -2, -1), vectorize: bool = True):
+        super().__init__()
+        self.ckn = create_backbone(**ckn, num_classes=feature_dim)
+        self.dim = feature_dim or self.ckn.num_features
+        self.tsns = nn.ModuleList(TaskSpecificNet(tsn, self.dim) for _ in num_classes)
+        self.heads = nn.ModuleList(nn.Linear(self.dim, n) for n in num_classes)
+        n_stages = len(self.ckn.feature_info)
+        bad = [s for s in stages if not -n_stages <= int(s) < n_stages]
+        if bad:
+            raise UserError(f"model.ckn_stages {bad} out of range: the CKN has {n_stages} feature stages "
+                            f"({[i['module'] for i in self.ckn.feature_info]}); use indices in {-n_stages}..{n_stages - 1}.")
+        self.stages = [int(s) % n_stages for s in stages]
+        self.vectorize = vectorize
+
+    def common(self, x: torch.Tensor, with_stages: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """z (B, D) and, if asked, the pooled CKN stage features for InfoMax."""
+        if not with_stages:
+            return self.ckn(x), []
+        final, stages = self.ckn.forward_intermediates(x, indices=self.stages)
+        return self.ckn.forward_head(final), [pool(s) for s in stages]
+
+    def specific(self, x: torch.Tensor, task_ids: Sequence[int] | None = None) -> torch.Tensor:
+        """(K, B, D): h_k of the chosen tasks (all by default)."""
+        modules = [self.tsns[k] for k in (range(len(self.tsns)) if task_ids is None else task_ids)]
+        if self.vectorize and len(modules) > 1:
+            return run_stacked(modules, x)
+        return torch.stack([m(x) for m in modules])
+
+    def logits(self, z: torch.Tensor, h: torch.Tensor) -> list[torch.Tensor]:
+        return [head(z + h_k) for head, h_k in zip(self.heads, h)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        z, _ = self.common(x)
+        return self.logits(z, self.specific(x))
+
+    def factor_logits(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Factor k on its own: head_k(CKN(x) + TSN_k(x)), every module run directly."""
+        return self.heads[k](self.ckn(x) + self.tsns[k](x))
+

@@ -1,0 +1,69 @@
+"""The InfoMax-Bottleneck losses of Knowledge Factorization, as pure functions computed in
+float32: InfoMax (DV bound, cosine critic), KD on task logits, label-smoothed CE, and
+InfoMin (KL of the batch Gaussian of a task feature to N(0, I))."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tasks.errors import UserError
+
+INFOMAX_VARIANTS = ("original", "standard")
+
+
+def cosine_matrix(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """(B, B) cosine similarities of the rows of a and b, normalised as the original
+    (x / (||x|| + eps))."""
+    a = a.float().flatten(1)
+    b = b.float().flatten(1)
+    a = a / (a.norm(dim=1, keepdim=True) + eps)
+    b = b / (b.norm(dim=1, keepdim=True) + eps)
+    return a @ b.T
+
+
+def infomax_loss(a: torch.Tensor, b: torch.Tensor, variant: str = "original") -> torch.Tensor:
+    """Minus the Donsker-Varadhan bound E_j - log E_m on I(a; b), with a cosine critic and
+    positives on the diagonal (sample i of a with sample i of b).
+
+    `original` copies the released code: E_j = trace(S) / B^2 and E_m = mean of
+    exp(S * (1 - I)) over all B^2 entries, so the masked diagonal adds B ones inside the
+    log. `standard` uses E_j = trace(S) / B and E_m = the mean of exp(S_ij) over i != j."""
+    s = cosine_matrix(a, b)
+    n = s.shape[0]
+    eye = torch.eye(n, device=s.device, dtype=s.dtype)
+    if variant == "original":
+        joint = (s * eye).mean()
+        marginal = torch.exp(s * (1 - eye)).mean()
+    elif variant == "standard":
+        if n < 2:
+            raise UserError("The standard InfoMax needs a batch of at least 2 samples (negatives are the other samples).")
+        joint = torch.diagonal(s).mean()
+        marginal = torch.exp(s).masked_select(eye == 0).mean()
+    else:
+        raise UserError(f"Unknown InfoMax variant '{variant}'. Use one of {list(INFOMAX_VARIANTS)}.")
+    return -(joint - torch.log(marginal))
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(p_T || softmax(student / T)), averaged over the batch; `teacher_probs` are the
+    teacher's probabilities at temperature T over the same classes (already summed into
+    the task's groups)."""
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=1)
+    return F.kl_div(log_q, teacher_probs.float(), reduction="batchmean") * temperature ** 2
+
+
+def label_smooth_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.1, classy_vision: bool = True) -> torch.Tensor:
+    """Cross-entropy against y * (1 - eps) + eps / K. mmcls' "classy_vision" mode (the
+    original's) uses eps = smoothing / (1 + smoothing); otherwise eps = smoothing."""
+    eps = smoothing / (1 + smoothing) if classy_vision else smoothing
+    return F.cross_entropy(logits.float(), target, label_smoothing=eps)
+
+
+def infomin_loss(h: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag sigma^2) || N(0, I)) averaged over dimensions, where mu and sigma^2 are
+    the batch mean and unbiased batch variance of h (B, D): the original's bottleneck."""
+    h = h.float()
+    mu = h.mean(0)
+    log_var = torch.log(h.var(0, unbiased=True))
+    return -0.5 * torch.mean(1 + log_var - mu ** 2 - log_var.exp())

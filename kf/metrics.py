@@ -1,0 +1,102 @@
+"""Evaluation of factor networks: per-task accuracy (also of the teacher, through the task
+groups), factor decoding for assembled subsets, the leakage matrix, linear-probe transfer,
+and the test-phase collector that gathers outputs across DDP ranks."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from kf.task_spec import TaskSpec, decode_factor
+from tasks.errors import UserError
+
+
+def match_teacher(teacher_specs: Sequence[TaskSpec], specs: Sequence[TaskSpec]) -> list[tuple[int, torch.Tensor] | None]:
+    """For every task: (teacher output index, coarsening matrix) of the first teacher output
+    whose classes sum into the task's classes, or None when the teacher cannot tell."""
+    matches = []
+    for spec in specs:
+        found = None
+        for i, t in enumerate(teacher_specs):
+            matrix = t.coarsening(spec)
+            if matrix is not None:
+                found = (i, matrix)
+                break
+        matches.append(found)
+    return matches
+
+
+def teacher_task_probs(teacher_logits: Sequence[torch.Tensor], matches: Sequence[tuple[int, torch.Tensor] | None],
+                       temperature: float = 1.0) -> list[torch.Tensor | None]:
+    """Teacher probabilities (at `temperature`) over every task's classes."""
+    return [None if m is None else torch.softmax(teacher_logits[m[0]].float() / temperature, 1) @ m[1].to(teacher_logits[m[0]].device)
+            for m in matches]
+
+
+def accuracy(scores: torch.Tensor, target: torch.Tensor) -> float:
+    return float((scores.argmax(1) == target).float().mean()) if len(target) else float("nan")
+
+
+def balanced_accuracy(scores: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean per-class recall (one-vs-rest tasks are imbalanced: 90 % of digits are 'rest')."""
+    pred = scores.argmax(1)
+    recalls = [float((pred[target == c] == c).float().mean()) for c in target.unique()]
+    return float(np.mean(recalls))
+
+
+def decoded_accuracy(logits: Sequence[torch.Tensor], specs: Sequence[TaskSpec], factors: Sequence[str], y: torch.Tensor) -> dict[str, float]:
+    """Accuracy on every factor that the tasks together identify (product of experts)."""
+    y = y.view(-1, 1) if y.dim() == 1 else y
+    log_probs = [torch.log_softmax(lg.float(), 1) for lg in logits]
+    out = {}
+    for factor in dict.fromkeys(s.factor for s in specs):
+        pred = decode_factor(log_probs, specs, factor)
+        if pred is not None:
+            out[factor] = float((pred == y[:, factors.index(factor)]).float().mean())
+    return out
+
+
+def leakage_matrix(full: Sequence[float], dropped: Sequence[Sequence[float]]) -> np.ndarray:
+    """M[i, j] = accuracy of task j with all factors minus with TSN_i dropped."""
+    return np.array([[f - d for f, d in zip(full, row)] for row in dropped])
+
+
+def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated accuracy of a logistic-regression probe on standardised features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    counts = np.bincount(labels)
+    folds = int(min(folds, counts[counts > 0].min()))
+    if folds < 2:
+        raise UserError("The linear probe needs at least two test samples of every probe class; use a larger test split.")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return float(cross_val_score(probe, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).mean())
+
+
+class Collector:
+    """Per-batch tensors kept on the CPU during the test epoch, gathered across ranks."""
+
+    def __init__(self):
+        self.store: dict[str, list[torch.Tensor]] = defaultdict(list)
+
+    def add(self, **tensors: torch.Tensor) -> None:
+        for key, value in tensors.items():
+            self.store[key].append(value.detach().float().cpu() if value.is_floating_point() else value.detach().cpu())
+
+    def gather(self, module) -> dict[str, torch.Tensor]:
+        """Concatenate over batches, then over DDP ranks (rank-major)."""
+        out = {}
+        for key, values in self.store.items():
+            local = torch.cat(values, 0)
+            if module.trainer is not None and module.trainer.world_size > 1:
+                stacked = module.all_gather(local.to(module.device))
+                local = stacked.reshape(-1, *local.shape[1:]).cpu()
+            out[key] = local
+        self.store.clear()
+        return out

@@ -1,0 +1,91 @@
+"""KF and the multi-task baseline run end to end in-process (tiny limits): the test phase
+reports per-task accuracy against the teacher, exact leakage, parameters, probes and (on
+the shapes) MIG/DCI; the exported assembled network reproduces the checkpointed factors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from kf.assemble import load_assembled
+from kf.factor import FactorNetwork
+from tasks.checkpoints import load_state_dict_file
+from tasks.errors import UserError
+from tests.conftest import TINY, compose_config, run_in_process
+from tests.kf.conftest import TINY_NET, shrink
+
+KF_DIGITS = ["experiment=kf_digits", *shrink("ckn"), *shrink("tsn", ("name", "channels", "stem_width")), *TINY,
+             "trainer.limit_test_batches=4", "+data.eval_batch_size=32"]
+SHAPES_DATA = ["data.num_train=128", "data.num_val=64", "data.num_test=160", "data.batch_size=32", "+data.eval_batch_size=80"]
+
+
+def test_kf_digits_tiny_run_reports_and_exports(digits_teacher, tmp_path):
+    summary = run_in_process([*KF_DIGITS, f"model.teacher.source={digits_teacher}"], tmp_path / "run")
+    test = summary["test"]
+    for key in ("test/acc", "test/teacher_acc", "test/task_acc", "test/teacher_task_acc", "test/task_acc/class7",
+                "test/subset_acc/n10", "test/probe/parity/ckn", "test/probe/parity/teacher"):
+        assert 0.0 <= test[key] <= 1.0, key
+    assert test["test/leakage_offdiag_max"] == 0.0  # dropping TSN_i never moves another task's logits
+    assert test["test/params/assembled"] == test["test/params/ckn"] + 10 * test["test/params/tsn_mean"]
+    assert test["test/params/separate"] == 10 * test["test/params/ckn"] + 10 * test["test/params/tsn_mean"]
+    assert test["test/subset_acc/n10"] == pytest.approx(test["test/acc"])  # all ten factors = the 10-class decode
+    plots = {p.name for p in (tmp_path / "run" / "plots").iterdir()}
+    assert {"task_accuracy.png", "leakage.png", "assembled_subsets.png", "transfer_probe.png"} <= plots
+
+    # The exported assembled network is exactly the tested checkpoint's factors.
+    net = load_assembled(summary["export"]["assembled"])
+    factors = FactorNetwork(TINY_NET, TINY_NET, [2] * 10)
+    factors.load_state_dict(load_state_dict_file(summary["checkpoints"]["best"], prefix="factors."))
+    factors.eval()
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert all(torch.equal(out, factors.factor_logits(x, k)) for k, out in enumerate(net(x)))
+    assert Path(summary["export"]["ckn_card"]).is_file()
+
+
+def test_kf_without_teacher_says_how_to_make_one(tmp_path):
+    cfg = compose_config(KF_DIGITS, tmp_path)
+    from tasks.run.instantiate import build
+
+    with pytest.raises(UserError, match="python -m tasks.chain kf_digits"):
+        build("model", cfg.model)
+
+
+def test_wrong_factor_sizes_are_caught_at_fit_start(digits_teacher, tmp_path):
+    with pytest.raises(UserError, match=r"Set model.factor_sizes to \{'label': 10\}"):
+        run_in_process([*KF_DIGITS, f"model.teacher.source={digits_teacher}", "+model.factor_sizes.pen=2", "model.probe_tasks=null",
+                        "model.tasks=[{name: low, factor: label, groups: [[0,1,2,3,4],[5,6,7,8,9]]}]", "model.kd_weight=0"], tmp_path)
+
+
+@pytest.mark.slow
+def test_shapes_baseline_teaches_kf_and_both_report_disentanglement(tmp_path):
+    base = run_in_process(["experiment=kf_shapes_baseline", *SHAPES_DATA, *TINY, "trainer.limit_test_batches=2",
+                           *shrink("backbone", ("name", "channels", "stem_width"))], tmp_path / "baseline")
+    for key in ("test/mig/shared", "test/dci_disentanglement/shared", "test/dci_completeness/shared",
+                "test/dci_informativeness/shared", "test/probe/color/shared", "test/task_acc/rotation"):
+        assert key in base["test"], key
+    kf = run_in_process(["experiment=kf_shapes", *SHAPES_DATA, *TINY, "trainer.limit_test_batches=2",
+                         *shrink("ckn", ("name", "channels", "stem_width")), *shrink("tsn", ("name", "channels", "stem_width")),
+                         f"model.teacher.source={base['export']['card']}"], tmp_path / "kf")
+    test = kf["test"]
+    for rep in ("ckn", "tsn", "ckn+tsn"):
+        assert 0.0 <= test[f"test/mig/{rep}"] <= 1.0 and 0.0 <= test[f"test/dci_disentanglement/{rep}"] <= 1.0
+    assert test["test/leakage_offdiag_max"] == 0.0
+    assert "test/teacher_task_acc/shape" in test and "test/probe/color/teacher" in test
+    assert (tmp_path / "kf" / "plots" / "disentanglement.png").is_file()
+
+
+def test_cifar10_recipe_builds_the_original_factor_networks(tmp_path):
+    from tasks.backbones import create_backbone, export_backbone
+    from tasks.run.instantiate import build
+
+    teacher = export_backbone(create_backbone("resnet18", num_classes=10, small_input_stem=True), tmp_path, name="model")["card"]
+    cfg = compose_config(["experiment=kf_cifar10", f"model.teacher.source={teacher}"], tmp_path)
+    assert (cfg.model.optimizer.lr, cfg.model.optimizer.weight_decay, list(cfg.model.scheduler.milestones)) == (0.1, 1e-4, [100, 150])
+    assert (cfg.trainer.max_epochs, cfg.trainer.gradient_clip_val, cfg.model.temperature, cfg.model.kd_weight) == (200, 35, 10.0, 0.1)
+    module = build("model", cfg.model)
+    assert len(module.factors.tsns) == 10 and module.factors.dim == 512
+    assert module.factors.tsns[0].backbone.kt_spec["timm_name"] == "mobilenetv2_050_smallstem"
+    assert [p[0].in_features for p in module.projections] == [128, 256, 512]
