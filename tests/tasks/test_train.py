@@ -96,3 +96,10 @@ def test_wandb_run_id_is_kept_per_run_dir(tmp_path):
 
     first = run_id(tmp_path)
     assert run_id(tmp_path) == first and len(first) == 8
+
+
+def test_bf16_mixed_with_weight_ema(tmp_path):
+    summary = run_in_process(TINY + ["trainer.precision=bf16-mixed", "callbacks=ema"], tmp_path / "run")
+    ckpt = load_checkpoint(summary["checkpoints"]["last"])
+    assert "averaging_state" in ckpt and "current_model_state" in ckpt  # EMA weights are the checkpoint's state_dict
+    assert summary["test"]["test/acc"] >= 0.0
