@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on the embedded default data (the bundled digits).
+# The main job on the embedded default data (the bundled digits): the RepFusion chain
+# (DDPM teacher -> stage-1 distillation -> stage-2 fine-tuning, beside the from-scratch baseline).
 train: $(STAMP)
-	$(PY) train.py
+	$(PY) -m tasks.chain repfusion_digits
 
 # The supervised baseline alone.
 baseline: $(STAMP)

@@ -7,16 +7,13 @@ optimiser, schedule and metric, measured side by side.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import logging
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from benchmarks.common import record, side_by_side
+from benchmarks.common import fit_seconds, record, side_by_side, step_args
 from tasks.backbones import create_backbone
 from tasks.classification import ClassificationModule
 from tasks.data import DigitsDataModule, RandomAffine
@@ -39,10 +36,7 @@ def lightning_run(steps: int):
                                   scheduler=functools.partial(cosine, warmup_epochs=1))
 
     def run():
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
-                             num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False)
-        trainer.fit(module, datamodule=dm)
+        return fit_seconds(module, dm, steps)
 
     return run
 
@@ -81,11 +75,7 @@ def plain_run(steps: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=19, help="training steps per round (19 = one digits epoch)")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    args = step_args(__doc__)
     times = side_by_side({"lightning": lightning_run(args.steps), "plain_pytorch": plain_run(args.steps)}, rounds=args.rounds)
     images = args.steps * BATCH
     throughput = {name: images / seconds for name, seconds in times.items()}

@@ -3,7 +3,9 @@ both sides alike), medians, and a JSON record per benchmark in benchmarks/result
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import platform
 import statistics
 import time
@@ -11,17 +13,43 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+import pytorch_lightning as pl
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def seconds(fn: Callable[[], object], repeats: int = 1) -> float:
-    """Wall time of `repeats` calls of fn."""
-    start = time.perf_counter()
+    """Wall time of `repeats` calls of fn; a call that returns a float reports the seconds of
+    its own timed region instead (a Lightning fit without the Trainer's one-time set-up)."""
+    total = 0.0
     for _ in range(repeats):
-        fn()
-    return time.perf_counter() - start
+        start = time.perf_counter()
+        out = fn()
+        total += out if isinstance(out, float) else time.perf_counter() - start
+    return total
+
+
+class _TrainLoopTimer(pl.Callback):
+    """Seconds from the first training batch's fetch to the end of training (epoch-end
+    hooks included): what a plain loop over the same batches does."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module):
+        self.seconds = time.perf_counter() - self.start
+
+
+def fit_seconds(module: pl.LightningModule, datamodule: pl.LightningDataModule, steps: int, **trainer_kwargs) -> float:
+    """One epoch of `steps` training batches on the CPU under a fresh Trainer (no logger,
+    checkpoints, bar or validation); returns the seconds of the training loop alone."""
+    timer = _TrainLoopTimer()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
+                         num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[timer], **trainer_kwargs)
+    trainer.fit(module, datamodule=datamodule)
+    return timer.seconds
 
 
 def side_by_side(candidates: dict[str, Callable[[], object]], rounds: int = 5, warmup: int = 1) -> dict[str, float]:
@@ -34,6 +62,16 @@ def side_by_side(candidates: dict[str, Callable[[], object]], rounds: int = 5, w
         for name, fn in candidates.items():
             times[name].append(seconds(fn))
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def step_args(description: str) -> argparse.Namespace:
+    """--steps and --rounds of the Lightning-against-plain-loop benchmarks; Lightning's info
+    logs are silenced so that they do not interleave with the rounds."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--steps", type=int, default=19, help="training steps per round (19 = one digits epoch)")
+    parser.add_argument("--rounds", type=int, default=5)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    return parser.parse_args()
 
 
 def record(name: str, result: dict) -> Path:

@@ -10,17 +10,14 @@ random weights (same cost).
 
 from __future__ import annotations
 
-import argparse
 import functools
-import logging
 import tempfile
 
-import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 
 from benchmarks.classifier_throughput import BATCH, make_data
-from benchmarks.common import record, side_by_side
+from benchmarks.common import fit_seconds, record, side_by_side, step_args
 from kf.factor import FactorNetwork
 from kf.losses import infomax_loss, infomin_loss, kd_loss, label_smooth_ce
 from kf.metrics import match_teacher, teacher_task_probs
@@ -49,10 +46,7 @@ def lightning_run(card: str, steps: int):
                       probe_tasks=None, leakage=False)
 
     def run():
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
-                             num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, gradient_clip_val=CLIP)
-        trainer.fit(module, datamodule=dm)
+        return fit_seconds(module, dm, steps, gradient_clip_val=CLIP)
 
     return run
 
@@ -108,11 +102,7 @@ def plain_run(card: str, steps: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=19, help="training steps per round (19 = one digits epoch)")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    args = step_args(__doc__)
     with tempfile.TemporaryDirectory() as folder:
         card = save_teacher(folder)
         times = side_by_side({"lightning": lightning_run(card, args.steps), "plain_pytorch": plain_run(card, args.steps)},

@@ -9,16 +9,13 @@ The teacher has the digits teacher's architecture with random weights (same cost
 
 from __future__ import annotations
 
-import argparse
 import functools
-import logging
 import tempfile
 
-import pytorch_lightning as pl
 import torch
 
 from benchmarks.classifier_throughput import BATCH, make_data
-from benchmarks.common import record, side_by_side
+from benchmarks.common import fit_seconds, record, side_by_side, step_args
 from benchmarks.repfusion_teacher import ARCHITECTURES, save_teacher
 from repfusion.ema import ModelEMA
 from repfusion.losses import HintLoss
@@ -43,10 +40,7 @@ def lightning_run(teacher_dir: str, steps: int):
     module, dm = make_module(teacher_dir), make_data()
 
     def run():
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
-                             num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, default_root_dir=teacher_dir)
-        trainer.fit(module, datamodule=dm)
+        return fit_seconds(module, dm, steps, default_root_dir=teacher_dir)
 
     return run
 
@@ -92,11 +86,7 @@ def plain_run(teacher_dir: str, steps: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=19, help="training steps per round (19 = one digits epoch)")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    args = step_args(__doc__)
     with tempfile.TemporaryDirectory() as folder:
         save_teacher(folder, ARCHITECTURES["digits_16px"])
         times = side_by_side({"lightning": lightning_run(folder, args.steps), "plain_pytorch": plain_run(folder, args.steps)},
