@@ -7,6 +7,8 @@ in its own dir under the chain dir; later stages get earlier run dirs through
     python -m tasks.chain repfusion_digits                 # the whole chain
     python -m tasks.chain repfusion_digits trainer=ddp_cpu distil:trainer.max_epochs=5
     python -m tasks.chain repfusion_digits --dir logs/chains/repfusion_digits/<stamp>   # continue
+    python -m tasks.chain <name> --dir <dir> --stages a,b   # only these stages (e.g. two workers on
+                                                          # disjoint stages); the report once all are done
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("overrides", nargs="*", help="key=value for every stage, or <stage>:key=value for one")
     parser.add_argument("--dir", default=None, help="chain dir (re-use one to continue an interrupted chain)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds for the seeded stages, e.g. 1,2,3")
+    parser.add_argument("--stages", default=None, help="comma-separated stages to run now; the others are skipped (the "
+                                                     "report comes once every stage has finished)")
     args = parser.parse_intermixed_args(argv)
     try:
         chain = load_chain(args.name)
@@ -149,13 +153,19 @@ def main(argv: list[str] | None = None) -> dict:
                 common.append(override)
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
         runs = plan(chain, chain_dir, common, per_stage, seeds)
+        selected = set(args.stages.split(",")) if args.stages else set(chain.stages)
+        if unknown := selected - set(chain.stages):
+            raise UserError(f"--stages names {sorted(unknown)}, which chain '{chain_name}' does not have. Its stages: {list(chain.stages)}.")
         chain_dir.mkdir(parents=True, exist_ok=True)
         start = time.time()
         for run in runs:
             if run.finished:
                 print(f"=== chain stage {run.stage} already finished: {run.run_dir}")
-                continue
-            execute(run)
+            elif run.stage in selected:
+                execute(run)
+        if left := sorted({run.stage for run in runs if not run.finished}):
+            print(f"=== chain {chain_name}: stages {left} have not run yet; run them with --dir {chain_dir} for the report")
+            return {"chain": chain_name, "chain_dir": str(chain_dir), "unfinished": left}
         return report(chain, runs, chain_dir, time.time() - start)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -91,13 +91,16 @@ def test_chain_hands_an_export_to_the_next_stage(tmp_path):
         "    overrides: ['model.backbone.init={run:first}/export/model.safetensors']\n"
         "compare:\n  metric: test/acc\n  rows: {first: first, second: second}\n")
     chain_dir = tmp_path / "chain"
+    only_first = run_cli([str(chain), "--dir", str(chain_dir), "--stages", "first", *QUICK], module="tasks.chain", timeout=900)
+    assert only_first.returncode == 0, only_first.stderr[-3000:]
+    assert (chain_dir / "first" / "summary.json").is_file() and not (chain_dir / "second").exists()
+    assert "stages ['second'] have not run yet" in only_first.stdout and not (chain_dir / "chain_summary.json").exists()
     result = run_cli([str(chain), "--dir", str(chain_dir), *QUICK], module="tasks.chain", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("already finished") == 1
     summary = json.loads((chain_dir / "chain_summary.json").read_text())
     assert [r["label"] for r in summary["rows"]] == ["first", "second"]
     assert any("model.backbone.init=" in o for o in read_summary(chain_dir / "second")["overrides"])
-    again = run_cli([str(chain), "--dir", str(chain_dir), *QUICK], module="tasks.chain")
-    assert again.returncode == 0 and again.stdout.count("already finished") == 2
     assert Path(chain_dir / "report.md").read_text().startswith("| stage | n | test/acc |")
 
 
@@ -108,6 +111,10 @@ def test_chain_errors_name_the_fix(tmp_path):
     assert result.returncode == 2 and "not an earlier stage" in result.stderr
     unknown = run_cli(["no_such_chain"], module="tasks.chain")
     assert unknown.returncode == 2 and "Available:" in unknown.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text("stages:\n  a:\n    experiment: classify_digits\n")
+    wrong_stage = run_cli([str(good), "--stages", "a,nope"], module="tasks.chain")
+    assert wrong_stage.returncode == 2 and "--stages names ['nope']" in wrong_stage.stderr
 
 
 def test_root_is_the_repository():
