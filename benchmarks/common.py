@@ -19,37 +19,42 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+class Measured(float):
+    """Seconds that a candidate timed itself (e.g. the training steps of a Lightning fit,
+    without the Trainer's one-time set-up); `seconds` takes them instead of the wall time."""
+
+
 def seconds(fn: Callable[[], object], repeats: int = 1) -> float:
-    """Wall time of `repeats` calls of fn; a call that returns a float reports the seconds of
-    its own timed region instead (a Lightning fit without the Trainer's one-time set-up)."""
+    """Wall time of `repeats` calls of fn, or the sum of what they returned if they returned
+    `Measured` seconds."""
     total = 0.0
     for _ in range(repeats):
         start = time.perf_counter()
         out = fn()
-        total += out if isinstance(out, float) else time.perf_counter() - start
+        total += out if isinstance(out, Measured) else time.perf_counter() - start
     return total
 
 
 class _TrainLoopTimer(pl.Callback):
-    """Seconds from the first training batch's fetch to the end of training (epoch-end
-    hooks included): what a plain loop over the same batches does."""
+    """Seconds from the first training batch's fetch to the end of the last training step:
+    the steps a plain loop over the same batches runs (epoch-end work is left out)."""
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.start = time.perf_counter()
 
-    def on_train_end(self, trainer, pl_module):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.seconds = time.perf_counter() - self.start
 
 
-def fit_seconds(module: pl.LightningModule, datamodule: pl.LightningDataModule, steps: int, **trainer_kwargs) -> float:
+def fit_seconds(module: pl.LightningModule, datamodule: pl.LightningDataModule, steps: int, **trainer_kwargs) -> Measured:
     """One epoch of `steps` training batches on the CPU under a fresh Trainer (no logger,
-    checkpoints, bar or validation); returns the seconds of the training loop alone."""
+    checkpoints, bar or validation); returns the seconds of its training steps."""
     timer = _TrainLoopTimer()
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
                          num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[timer], **trainer_kwargs)
     trainer.fit(module, datamodule=datamodule)
-    return timer.seconds
+    return Measured(timer.seconds)
 
 
 def side_by_side(candidates: dict[str, Callable[[], object]], rounds: int = 5, warmup: int = 1) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """RepFusion stage-1 training under Lightning (RepFusionModule, the digits DataModule, the
 Trainer) against a plain PyTorch loop doing the same computation with the same parts
 (policy draw, truncated teacher forward, student, hint loss, probe + REINFORCE, SGD +
-multistep, EMA update, timestep histogram), side by side over the same batches.
+multistep, EMA update, timestep counts), side by side over the same batches.
 The teacher has the digits teacher's architecture with random weights (same cost).
 
     python -m benchmarks.repfusion_step [--steps 19] [--rounds 5]
@@ -93,8 +93,8 @@ def main() -> None:
                              rounds=args.rounds)
     steps_per_second = {name: args.steps / seconds for name, seconds in times.items()}
     record("repfusion_step", {
-        "what": f"RepFusion stage 1 (ResNet-18 student, digits-teacher U-Net, rl policy, hint loss), digits 32x32, batch {BATCH}, CPU; "
-                "Lightning rounds include one epoch end (timestep-histogram plot)",
+        "what": f"RepFusion stage 1 training steps (ResNet-18 student, digits-teacher U-Net, rl policy, hint loss), digits 32x32, "
+                f"batch {BATCH}, CPU",
         "steps_per_round": args.steps, "rounds": args.rounds, "steps_per_second": steps_per_second,
         "ratio_lightning_over_plain": steps_per_second["lightning"] / steps_per_second["plain_pytorch"],
     })

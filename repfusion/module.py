@@ -56,12 +56,15 @@ class RepFusionModule(pl.LightningModule):
         ema_warmup: bool = True,
         knn_k: int = 10,
         histogram_bins: int = 50,
+        plot_every_n_epochs: int = 5,
         seed: int = 0,
     ):
         """`student`: kwargs of tasks.backbones.create_backbone (a timm model). `feature_index`:
         the student stage distilled (timm feature_info index; -1 is the last). `distill_loss`
         and `timesteps` are partials completed here with the channel counts. `policy_optimizer`:
-        a separate optimiser for policy and probe (null: the student's, as the original)."""
+        a separate optimiser for policy and probe (null: the student's, as the original).
+        `plot_every_n_epochs`: how often the timestep picture is redrawn (and on the last epoch);
+        drawing it costs about as much as a few training steps."""
         super().__init__()
         self.save_hyperparameters(ignore=["teacher", "distill_loss", "timesteps", "optimizer", "scheduler", "policy_optimizer"])
         self.student = create_backbone(**{**student, "num_classes": 0})
@@ -166,7 +169,8 @@ class RepFusionModule(pl.LightningModule):
         counts = self.all_gather(self._epoch_counts)
         counts = counts.sum(0) if counts.dim() > 1 else counts
         self.t_histograms.append([int(c) for c in counts.tolist()])
-        if self.trainer.is_global_zero:
+        epoch, every = self.current_epoch + 1, max(1, self.hparams.plot_every_n_epochs)
+        if self.trainer.is_global_zero and (epoch % every == 0 or epoch >= (self.trainer.max_epochs or epoch)):
             title = f"timesteps chosen by the '{self.policy.mode}' policy, T={self.policy.num_timesteps}"
             log_figure(self.trainer, timestep_figure(np.array(self.t_histograms), self.policy.num_timesteps, title), "timestep_histogram")
 

@@ -92,17 +92,17 @@ def test_landmarks_start_from_a_stage1_checkpoint_with_prefix(tmp_path):
 
 
 def test_seg_digits_runs_end_to_end_from_an_export(tmp_path):
-    start = export_backbone(create_backbone("resnet18", small_input_stem=True), tmp_path / "stage1", name="student")
+    start = export_backbone(create_backbone("resnet18"), tmp_path / "stage1", name="student")
     run = tmp_path / "run"
     summary = run_in_process(["experiment=seg_digits", *TINY, "data.batch_size=16", f"model.backbone.init={start['weights']}"], run)
     assert 0 <= summary["test"]["test/miou"] <= 1
     assert "test/iou_background" in summary["test"] and "test/pixel_acc" in summary["test"]
     assert (run / "plots" / "val_masks.png").is_file() and (run / "plots" / "test_masks.png").is_file()
     card = json.loads((run / "export" / "backbone.json").read_text())
-    assert card["timm_name"] == "resnet18_smallstem"
+    assert card["timm_name"] == "resnet18"
     assert read_summary(run)["test"] == summary["test"]
     # the fine-tuned backbone feeds the next task
-    LandmarkModule({**SMALL, "init": summary["export"]["weights"]}, functools.partial(HeatmapHead), 15, SGD)
+    LandmarkModule({"name": "resnet18", "init": summary["export"]["weights"]}, functools.partial(HeatmapHead), 15, SGD)
 
 
 def test_landmarks_shapes_runs_end_to_end_from_an_export(tmp_path):
