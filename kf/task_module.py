@@ -4,6 +4,8 @@ reduction of per-task losses and the optimiser."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -30,7 +32,7 @@ def data_factor_sizes(data) -> dict[str, int] | None:
     return {"label": int(n)} if n else None
 
 
-class TaskModule(pl.LightningModule):
+class TaskModule(pl.LightningModule, ABC):
     """Subclasses define `task_logits(x) -> list of (B, C_k)` and their training step."""
 
     def __init__(self, optimizer: Callable, scheduler: Callable | None, factor_sizes: dict[str, int] | None,
@@ -46,8 +48,9 @@ class TaskModule(pl.LightningModule):
         self.probe_specs = build_tasks(probe_tasks, self.factor_sizes, key="model.probe_tasks") if probe_tasks else []
         self.val_task_acc, self.val_acc, self.val_loss = MeanMetric(), MeanMetric(), MeanMetric()
 
+    @abstractmethod
     def task_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """One (B, classes_k) logit tensor per task."""
 
     def targets(self, y: torch.Tensor) -> torch.Tensor:
         return task_targets(self.specs, self.factor_names, y)

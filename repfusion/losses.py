@@ -11,6 +11,8 @@ with autocast off, whatever the training precision.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 from tasks.errors import UserError
 
 
-class FeatureLoss(nn.Module):
+class FeatureLoss(nn.Module, ABC):
     """Base: `forward(f_s, f_t)` casts to float32 and turns autocast off around `compute`.
 
     `standardize` (every loss; not in the original): the teacher's feature is standardised
@@ -44,8 +46,9 @@ class FeatureLoss(nn.Module):
         with torch.autocast(f_s.device.type, enabled=False):
             return self.weight * self.compute(f_s.float(), f_t.detach().float())
 
+    @abstractmethod
     def compute(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The loss between float32 maps, before the weight."""
 
 
 def _resize_to(f: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

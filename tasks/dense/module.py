@@ -5,6 +5,8 @@ samples kept for the pictures."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +35,7 @@ def describe_partial(factory: Callable) -> dict[str, Any]:
     return {"_target_": f"{type(factory).__module__}.{type(factory).__qualname__}"}
 
 
-class DenseModule(pl.LightningModule):
+class DenseModule(pl.LightningModule, ABC):
     def __init__(self, backbone: dict[str, Any], head: Callable, num_outputs: int, optimizer: Callable,
                  scheduler: Callable | None = None, plot_samples: int = 8):
         super().__init__()
@@ -59,11 +61,13 @@ class DenseModule(pl.LightningModule):
     higher_is_better = True
     picture_name = ""        # plots/<stage>_<picture_name>.png
 
+    @abstractmethod
     def evaluate(self, batch: Any, batch_idx: int, stage: str) -> None:
-        raise NotImplementedError
+        """Loss, metrics and kept samples of one val/test batch."""
 
+    @abstractmethod
     def figure(self, samples: tuple[torch.Tensor, ...], title: str):
-        raise NotImplementedError
+        """The picture of the kept samples."""
 
     def validation_step(self, batch, batch_idx):
         self.evaluate(batch, batch_idx, "val")
