@@ -6,10 +6,13 @@
     one optimiser step for student, adapter, probe and policy (or a second optimiser for
     probe and policy); then the EMA of the student moves.
 
-The student never sees labels: they reach only the probe. Validation and test report the
-EMA student's leave-one-out k-NN accuracy on the split (`knn_acc`), the probe's accuracy on
-the teacher feature (`probe_acc`) and the distillation loss. The export is the EMA
-student's backbone (safetensors + card) for `model.backbone.init=` of stage 2."""
+The student never sees labels: they reach only the probe. Label-free stage 1
+(`timesteps.probe: false`, t fixed, uniform or curriculum) needs none and also runs on
+batches that hold only images. Validation and test report the distillation loss and, where
+the split has labels, the EMA student's leave-one-out k-NN accuracy (`knn_acc`) and the
+probe's accuracy and cross-entropy on the teacher feature (`probe_acc`, `loss_probe`). The
+export is the EMA student's backbone (safetensors + card) for `model.backbone.init=` of
+stage 2."""
 
 from __future__ import annotations
 
@@ -118,15 +121,30 @@ class RepFusionModule(pl.LightningModule):
     def student_feature(self, x: torch.Tensor, ema: bool = False) -> torch.Tensor:
         return stage_features(self.ema.model if ema else self.student, x, self.feature_index)[0]
 
+    def draw_timesteps(self, x: torch.Tensor, generator: torch.Generator):
+        """t for the normalised batch x; the policy sees [-1, 1] (input_range unit, as the
+        original's LeNet) or x as it is (normalized)."""
+        if self.policy.mode == "rl" and self.policy.input_range == "unit":
+            return self.policy.draw(self.teacher.module.pixels.to_unit(x), generator)
+        return self.policy.draw(x, generator)
+
+    @staticmethod
+    def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(images, labels or None): a data set without labels yields batches of images only."""
+        if torch.is_tensor(batch):
+            return batch, None
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+
     # --- training --------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        x, y = batch
+        x, y = self.split_batch(batch)
         generator = self._generator(x.device, self.global_step)
-        draw = self.policy.draw(x, generator)
+        self.policy.set_step(self.global_step // (1 if self.automatic_optimization else 2))  # optimiser steps per batch
+        draw = self.draw_timesteps(x, generator)
         f_t = self.teacher(x, draw.t, generator)
         loss_feat = self.distill_loss(self.student_feature(x), f_t)
         terms = self.policy.losses(draw, f_t, y)
-        loss = loss_feat + terms["loss_probe"] + terms.get("loss_policy", 0.0) + terms.get("loss_entropy", 0.0)
+        loss = loss_feat + terms.get("loss_probe", 0.0) + terms.get("loss_policy", 0.0) + terms.get("loss_entropy", 0.0)
         self._count(draw.t)
         entropy = self.policy.t_entropy(draw)
         self.log("train/loss", loss, prog_bar=True)
@@ -176,16 +194,20 @@ class RepFusionModule(pl.LightningModule):
 
     # --- validation / test -----------------------------------------------------------------
     def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
-        x, y = batch
+        x, y = self.split_batch(batch)
         generator = self._generator(x.device, 10**9 + batch_idx)  # the same t every epoch
-        draw = self.policy.draw(x, generator)
+        draw = self.draw_timesteps(x, generator)
         f_t = self.teacher(x, draw.t, generator)
         f_s = self.student_feature(x, ema=True)
-        terms = self.policy.losses(draw, f_t, y)
         n = x.shape[0]
         self.log(f"{stage}/loss_feat", self.distill_loss(f_s, f_t), batch_size=n, sync_dist=True)
-        self.log(f"{stage}/probe_acc", terms["probe_acc"], batch_size=n, sync_dist=True)
         self.log(f"{stage}/t_mean", draw.t.float().mean(), batch_size=n, sync_dist=True)
+        if y is None:
+            return
+        if self.policy.probe is not None:
+            terms = self.policy.losses(draw, f_t, y)
+            self.log(f"{stage}/probe_acc", terms["probe_acc"], batch_size=n, sync_dist=True)
+            self.log(f"{stage}/loss_probe", terms["loss_probe"], batch_size=n, sync_dist=True)
         self._eval_store["features"].append(f_s.float().mean(dim=(2, 3)))
         self._eval_store["labels"].append(y)
 
@@ -232,7 +254,7 @@ class RepFusionModule(pl.LightningModule):
         export_dir = Path(export_dir)
         card = {"stage": "repfusion stage 1 (EMA student)", "feature_index": self.feature_index,
                 "teacher": self.teacher.module.source, "teacher_layer": self.teacher.module.layer,
-                "timestep_mode": self.policy.mode}
+                "timestep_mode": self.policy.mode, "labels_used": self.policy.probe is not None}
         files = export_backbone(self.ema.model, export_dir, name="backbone", card=card)
         timesteps = export_dir / "timesteps.json"
         timesteps.write_text(json.dumps({"mode": self.policy.mode, "num_timesteps": self.policy.num_timesteps,

@@ -4,14 +4,21 @@ Modes:
   rl          a small CNN gives a softmax over the T timesteps (or over `num_bins` equal
               ranges of them); one t is sampled per image; the reward is minus the
               cross-entropy of the probe on the pooled teacher feature at that t; REINFORCE
-              with an entropy bonus that decays linearly to 0 by `entropy_end_epoch`
-              (the original's EntropyDecayHook), optionally with a running-mean baseline.
+              with an advantage baseline and an entropy bonus that decays linearly to 0
   uniform     t ~ U{0 .. max_t-1}
   fixed       one t for every image
   curriculum  t ~ U{0 .. max_t(epoch)-1}, max_t shrinking linearly (the original's TimeDecayHook)
 
-The probe (a 3-layer MLP on the pooled teacher feature) trains in every mode: it is the
-only place where labels enter stage 1, and its accuracy is a validation signal."""
+Baselines (the advantage is reward - baseline): `mean` (a running mean of the reward, the
+default), `batch` (the batch's rewards standardised), `none` (the original: the reward
+itself, always negative, so the gradient noise scales with it). The entropy bonus decays
+over optimiser steps (`entropy_schedule: steps`, the default) or over epochs (`epochs`, the
+original's EntropyDecayHook). The policy's input is the image in [-1, 1] (`input_range:
+unit`, as the original fed its LeNet) or the data's normalisation (`normalized`).
+
+The probe (a 3-layer MLP on the pooled teacher feature, repfusion.probe) trains in every
+mode: it is the only place where labels enter stage 1, and its accuracy is a validation
+signal. `probe: false` drops it, for label-free stage 1 (fixed, uniform or curriculum t)."""
 
 from __future__ import annotations
 
@@ -22,10 +29,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from repfusion.probe import RunningStandardize, probe_mlp
 from tasks.errors import UserError
 
 MODES = ("rl", "uniform", "fixed", "curriculum")
-BASELINES = ("none", "mean")
+BASELINES = ("none", "mean", "batch")
+ENTROPY_SCHEDULES = ("steps", "epochs")
+INPUT_RANGES = ("unit", "normalized")
 
 
 class PolicyNet(nn.Module):
@@ -40,16 +50,6 @@ class PolicyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-
-def probe_mlp(channels: int, num_classes: int, hidden: int | None = None, normalize: bool = False) -> nn.Sequential:
-    """Linear(C, H) -> ReLU -> Linear(H, H) -> ReLU -> Linear(H, classes); H defaults to C.
-    `normalize`: standardise the input per channel first (BatchNorm1d without affine), for
-    teachers whose pooled features vary little between images."""
-    hidden = hidden or channels
-    layers = [nn.BatchNorm1d(channels, eps=1e-6, affine=False)] if normalize else []
-    return nn.Sequential(*layers, nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, num_classes))
 
 
 @dataclass
@@ -73,18 +73,30 @@ class TimestepPolicy(nn.Module):
         curriculum_end: int = 50,
         curriculum_epochs: int = 100,
         entropy_reg: float = 0.1,
+        entropy_schedule: str = "steps",
+        entropy_end_step: int = 39_100,
         entropy_end_epoch: int = 100,
-        baseline: str = "none",
+        baseline: str = "mean",
         baseline_momentum: float = 0.9,
+        probe: bool = True,
         probe_hidden: int | None = None,
-        probe_norm: bool = False,
+        probe_norm: str = "none",
+        probe_norm_momentum: float = 0.05,
+        input_range: str = "unit",
         in_channels: int = 3,
     ):
+        """`entropy_end_step` (39,100: the original CIFAR run's 100 epochs x 391 steps) or
+        `entropy_end_epoch`, by `entropy_schedule`. `probe: false` is label-free stage 1 (no
+        probe, no labels), which rl cannot be: its reward is the probe's."""
         super().__init__()
-        if mode not in MODES:
-            raise UserError(f"timesteps.mode={mode!r} is not one of {list(MODES)}.")
-        if baseline not in BASELINES:
-            raise UserError(f"timesteps.baseline={baseline!r} is not one of {list(BASELINES)}.")
+        for name, value, options in (("mode", mode, MODES), ("baseline", baseline, BASELINES),
+                                     ("entropy_schedule", entropy_schedule, ENTROPY_SCHEDULES),
+                                     ("input_range", input_range, INPUT_RANGES)):
+            if value not in options:
+                raise UserError(f"timesteps.{name}={value!r} is not one of {list(options)}.")
+        if mode == "rl" and not probe:
+            raise UserError("timesteps.probe=false (label-free stage 1) needs mode fixed, uniform or curriculum: "
+                            "the rl policy's reward is the probe's cross-entropy, which needs labels.")
         self.mode, self.num_timesteps = mode, num_timesteps
         self.max_t = num_timesteps if max_t is None else max_t
         for name, value, low, high in (("max_t", self.max_t, 1, num_timesteps), ("fixed_t", fixed_t, 0, num_timesteps - 1),
@@ -95,25 +107,32 @@ class TimestepPolicy(nn.Module):
             raise UserError(f"timesteps.num_bins={num_bins} must be in [2, {num_timesteps}] (or null: one action per t).")
         self.fixed_t = fixed_t
         self.curriculum = (curriculum_start or num_timesteps, curriculum_end, curriculum_epochs)
-        self.entropy_reg, self.entropy_end_epoch = entropy_reg, entropy_end_epoch
+        self.entropy_reg, self.entropy_schedule = entropy_reg, entropy_schedule
+        self.entropy_end_step, self.entropy_end_epoch = entropy_end_step, entropy_end_epoch
         self.baseline, self.baseline_momentum = baseline, baseline_momentum
+        self.input_range = input_range
         self.num_actions = num_bins or num_timesteps
         # Bin edges: action a covers t in [edges[a], edges[a+1]).
         self.register_buffer("edges", torch.linspace(0, num_timesteps, self.num_actions + 1).round().long(), persistent=False)
         self.net = PolicyNet(self.num_actions, in_channels) if mode == "rl" else None
-        self.probe = probe_mlp(feature_channels, num_classes, probe_hidden, probe_norm)
+        self.probe = probe_mlp(feature_channels, num_classes, probe_hidden, probe_norm, probe_norm_momentum) if probe else None
         self.register_buffer("baseline_value", torch.zeros(()))
         self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
-        self.epoch = 0
+        self.epoch = self.step = 0
 
     # --- schedules ---------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def set_step(self, step: int) -> None:
+        self.step = step
+
     @property
     def entropy_coef(self) -> float:
-        """entropy_reg * (1 - epoch / entropy_end_epoch), 0 from that epoch on."""
-        return self.entropy_reg * max(0.0, 1.0 - self.epoch / max(1, self.entropy_end_epoch))
+        """entropy_reg * (1 - progress / end), 0 from the end on; progress in optimiser steps
+        or epochs."""
+        progress, end = (self.step, self.entropy_end_step) if self.entropy_schedule == "steps" else (self.epoch, self.entropy_end_epoch)
+        return self.entropy_reg * max(0.0, 1.0 - progress / max(1, end))
 
     @property
     def current_max_t(self) -> int:
@@ -135,7 +154,7 @@ class TimestepPolicy(nn.Module):
 
     # --- drawing t ---------------------------------------------------------------------
     def draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> TimestepDraw:
-        """One t per image of the (normalised) batch x."""
+        """One t per image of the batch x (in the policy's input range, see `input_range`)."""
         n, device = x.shape[0], x.device
         if self.mode == "fixed":
             return TimestepDraw(torch.full((n,), self.fixed_t, dtype=torch.long, device=device))
@@ -153,26 +172,47 @@ class TimestepPolicy(nn.Module):
         return F.softmax(self.net(x).float(), dim=1)
 
     # --- probe, reward, REINFORCE ------------------------------------------------------
-    def losses(self, draw: TimestepDraw, teacher_feature: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Probe cross-entropy on the pooled teacher feature (trains the probe only: the
-        feature carries no gradient) and, in rl mode, REINFORCE with reward = -CE and the
-        entropy bonus. Float32 throughout."""
+    def probe_ce(self, teacher_feature: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample cross-entropy and logits of the probe on the pooled teacher feature
+        (float32; the feature carries no gradient, so only the probe trains on it)."""
         pooled = teacher_feature.float().mean(dim=(2, 3)).detach()
         logits = self.probe(pooled).float()
-        ce = F.cross_entropy(logits, labels, reduction="none")
+        return F.cross_entropy(logits, labels, reduction="none"), logits
+
+    def advantage(self, reward: torch.Tensor) -> torch.Tensor:
+        """reward - baseline. `mean`: a running mean of the batch-mean reward, taken before
+        this batch moves it (the first batch is centred on its own mean); `batch`: the batch's
+        rewards standardised; `none`: the reward itself (the original)."""
+        if self.baseline == "none":
+            return reward
+        if self.baseline == "batch":
+            return (reward - reward.mean()) / (reward.std(correction=0) + 1e-8)
+        advantage = reward - (self.baseline_value if bool(self.baseline_ready) else reward.mean())
+        if self.training:
+            batch_mean = reward.mean()
+            value = torch.where(self.baseline_ready, self.baseline_momentum * self.baseline_value
+                                + (1 - self.baseline_momentum) * batch_mean, batch_mean)
+            self.baseline_value.copy_(value)
+            self.baseline_ready.fill_(True)
+        return advantage
+
+    def losses(self, draw: TimestepDraw, teacher_feature: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The probe's cross-entropy and, in rl mode, REINFORCE with reward = -CE and the
+        entropy bonus. Nothing without a probe (label-free stage 1)."""
+        if self.probe is None:
+            return {}
+        if labels is None:
+            raise UserError("This batch has no labels, but stage 1 trains a probe on them. For label-free stage 1 set "
+                            "model.timesteps.probe=false with model.timesteps.mode=fixed|uniform|curriculum.")
+        norm = self.probe[0] if isinstance(self.probe[0], RunningStandardize) else None
+        warm_up = norm is not None and self.training and not bool(norm.ready)
+        ce, logits = self.probe_ce(teacher_feature, labels)
         out = {"loss_probe": ce.mean(), "probe_acc": (logits.argmax(1) == labels).float().mean()}
         if draw.log_prob is None:
             return out
         reward = -ce.detach()
-        advantage = reward
-        if self.baseline == "mean":
-            advantage = reward - (self.baseline_value if bool(self.baseline_ready) else reward.mean())
-            if self.training:
-                batch_mean = reward.mean()
-                value = torch.where(self.baseline_ready, self.baseline_momentum * self.baseline_value
-                                    + (1 - self.baseline_momentum) * batch_mean, batch_mean)
-                self.baseline_value.copy_(value)
-                self.baseline_ready.fill_(True)
+        # During the warm-up batch the probe's statistics come from that batch: no policy update.
+        advantage = torch.zeros_like(reward) if warm_up else self.advantage(reward)
         out["loss_policy"] = -(draw.log_prob * advantage).mean()
         out["loss_entropy"] = -self.entropy_coef * draw.entropy.mean()
         out["reward"] = reward.mean()
