@@ -82,7 +82,7 @@ class AssembledNetwork(nn.Module):
         card = export_dir / f"{name}.json"
         card.write_text(json.dumps({
             "kind": KIND, "weights": weights.name, "ckn": self.ckn.kt_spec, "tsn": self.tsns[0].backbone.kt_spec,
-            "dim": self.heads[0].in_features, "tasks": [s.as_dict() for s in self.specs],
+            "dim": self.heads[0].in_features, "gaussian_tsn": bool(getattr(self.tsns[0], "gaussian", False)), "tasks": [s.as_dict() for s in self.specs],
             "parameters": self.parameter_report(),
             "load": "kf.assemble.load_assembled('<this file>')",
         }, indent=2))
@@ -116,7 +116,7 @@ def load_assembled(card_path: str | Path) -> AssembledNetwork:
         raise UserError(f"{card_path} is not an assembled KF network (kind={card.get('kind')!r}).")
     specs = [TaskSpec(t["name"], t["factor"], tuple(tuple(g) for g in t["groups"])) for t in card["tasks"]]
     ckn = create_backbone(**_timm(card["ckn"], num_classes=card["ckn"]["timm_kwargs"].get("num_classes", 0)))
-    tsns = [TaskSpecificNet(_timm(card["tsn"]), card["dim"]) for _ in specs]
+    tsns = [TaskSpecificNet(_timm(card["tsn"]), card["dim"], card.get("gaussian_tsn", False)) for _ in specs]
     heads = [nn.Linear(card["dim"], s.num_classes) for s in specs]
     net = AssembledNetwork(ckn, tsns, heads, specs)
     net.load_state_dict(load_file(str(card_path.parent / card["weights"])))

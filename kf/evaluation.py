@@ -17,7 +17,8 @@ from tasks.plots import log_figure
 
 
 def task_metrics(logits: Sequence[torch.Tensor], specs: Sequence[TaskSpec], targets: torch.Tensor, who: str = "") -> dict[str, float]:
-    """test/<who>task_acc/<task>, and the means of accuracy and balanced accuracy."""
+    """test/<who>task_acc/<task>, test/<who>task_bacc/<task> (balanced accuracy: the mean
+    recall of the task's classes), and their means over tasks."""
     out = {}
     accs, baccs = [], []
     for k, (scores, spec) in enumerate(zip(logits, specs)):
@@ -26,6 +27,7 @@ def task_metrics(logits: Sequence[torch.Tensor], specs: Sequence[TaskSpec], targ
         accs.append(accuracy(scores, targets[:, k]))
         baccs.append(balanced_accuracy(scores, targets[:, k]))
         out[f"test/{who}task_acc/{spec.name}"] = accs[-1]
+        out[f"test/{who}task_bacc/{spec.name}"] = baccs[-1]
     if accs:
         out[f"test/{who}task_acc"] = float(np.mean(accs))
         out[f"test/{who}task_bacc"] = float(np.mean(baccs))

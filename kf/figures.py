@@ -1,5 +1,6 @@
-"""Pictures of a KF evaluation: per-task accuracy against the teacher, the leakage matrix,
-disentanglement scores and linear-probe transfer (matplotlib figures for tasks.plots)."""
+"""Pictures of a KF evaluation: per-task accuracy against the teacher, the leakage matrices
+(cross-probes, per-TSN importances), disentanglement scores and linear-probe transfer
+(matplotlib figures for tasks.plots)."""
 
 from __future__ import annotations
 
@@ -29,19 +30,17 @@ def grouped_bars(groups: dict[str, dict[str, float]], ylabel: str, title: str, y
     return fig
 
 
-def leakage_figure(matrix: np.ndarray, names: Sequence[str]):
-    """M[i, j]: change in task j's accuracy when TSN_i is dropped (rows: dropped factor)."""
-    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * len(names), 1.0 + 0.45 * len(names)))
-    bound = max(1e-6, float(np.abs(matrix).max()))
-    image = ax.imshow(matrix, cmap="RdBu_r", vmin=-bound, vmax=bound)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_xlabel("task j")
-    ax.set_ylabel("factor i dropped")
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, f"{matrix[i, j]:.2f}" if matrix[i, j] else "0", ha="center", va="center", fontsize=6)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="accuracy drop")
-    ax.set_title("leakage: accuracy drop of task j without TSN_i", fontsize=9)
+def matrix_figure(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], label: str, title: str):
+    """A heat map of matrix[r, c] with its values written in the cells."""
+    fig, ax = plt.subplots(figsize=(1.6 + 0.5 * len(columns), 1.0 + 0.45 * len(rows)))
+    image = ax.imshow(matrix, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xlabel("task")
+    for r in range(len(rows)):
+        for c in range(len(columns)):
+            ax.text(c, r, f"{matrix[r, c]:.2f}", ha="center", va="center", fontsize=6, color="w")
+    fig.colorbar(image, ax=ax, fraction=0.046, label=label)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig

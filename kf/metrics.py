@@ -1,6 +1,6 @@
 """Evaluation of factor networks: per-task accuracy (also of the teacher, through the task
-groups), factor decoding for assembled subsets, the leakage matrix, linear-probe transfer,
-and the test-phase collector that gathers outputs across DDP ranks."""
+groups), factor decoding for assembled subsets, linear-probe transfer, and the test-phase
+collector that gathers outputs across DDP ranks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from kf.losses import group_logits, kd_target
 from kf.task_spec import TaskSpec, decode_factor
 from tasks.errors import UserError
 
@@ -30,10 +31,16 @@ def match_teacher(teacher_specs: Sequence[TaskSpec], specs: Sequence[TaskSpec]) 
 
 
 def teacher_task_probs(teacher_logits: Sequence[torch.Tensor], matches: Sequence[tuple[int, torch.Tensor] | None],
-                       temperature: float = 1.0) -> list[torch.Tensor | None]:
-    """Teacher probabilities (at `temperature`) over every task's classes."""
-    return [None if m is None else torch.softmax(teacher_logits[m[0]].float() / temperature, 1) @ m[1].to(teacher_logits[m[0]].device)
-            for m in matches]
+                       temperature: float = 1.0, mode: str = "tempered_groups") -> list[torch.Tensor | None]:
+    """Teacher probabilities (at `temperature`, see kf.losses.kd_target) over every task's classes."""
+    return [None if m is None else kd_target(teacher_logits[m[0]], m[1], temperature, mode) for m in matches]
+
+
+def teacher_task_logits(teacher_logits: Sequence[torch.Tensor],
+                        matches: Sequence[tuple[int, torch.Tensor] | None]) -> list[torch.Tensor | None]:
+    """Teacher logits over every task's classes (logsumexp over each group; the logits
+    themselves for a task the teacher predicts directly), for the MSE-logit KD."""
+    return [None if m is None else group_logits(teacher_logits[m[0]], m[1]) for m in matches]
 
 
 def accuracy(scores: torch.Tensor, target: torch.Tensor) -> float:
@@ -57,11 +64,6 @@ def decoded_accuracy(logits: Sequence[torch.Tensor], specs: Sequence[TaskSpec], 
         if pred is not None:
             out[factor] = float((pred == y[:, factors.index(factor)]).float().mean())
     return out
-
-
-def leakage_matrix(full: Sequence[float], dropped: Sequence[Sequence[float]]) -> np.ndarray:
-    """M[i, j] = accuracy of task j with all factors minus with TSN_i dropped."""
-    return np.array([[f - d for f, d in zip(full, row)] for row in dropped])
 
 
 def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> float:

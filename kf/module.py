@@ -1,12 +1,14 @@
 """KFModule: Knowledge Factorization of a frozen teacher into a shared CKN plus one TSN per
 task, trained with the InfoMax-Bottleneck objective (InfoMax between projected teacher
-stages and CKN stages, KD and label-smoothed CE on each factor's output, the auxiliary
-TSN-only task loss, InfoMin on every h_k). The test phase runs the assembled network and
-reports per-task accuracy against the teacher, assembled subsets, leakage, parameters,
-disentanglement and transfer; export writes the assembled network and the CKN."""
+stages and CKN stages, and z, KD and label-smoothed CE on each factor's output, the
+auxiliary TSN-only task loss, InfoMin on every h_k). The test phase runs the assembled
+network and reports per-task accuracy against the teacher, assembled subsets, leakage
+(cross-probes and per-TSN importances), parameters, disentanglement and transfer; export
+writes the assembled network and the CKN."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -17,15 +19,17 @@ import torch.nn as nn
 from kf.assemble import assemble
 from kf.evaluation import publish, representation_figures, representation_metrics, task_metrics
 from kf.factor import FactorNetwork
-from kf.figures import grouped_bars, leakage_figure
-from kf.losses import INFOMAX_VARIANTS, infomax_loss, infomin_loss, kd_loss, label_smooth_ce
-from kf.metrics import Collector, accuracy, decoded_accuracy, leakage_matrix, match_teacher, teacher_task_probs
+from kf.figures import grouped_bars, matrix_figure
+from kf.losses import (INFOMAX_VARIANTS, KD_LOSSES, KD_TARGETS, infomax_loss, infomin_loss, kd_loss, label_smooth_ce,
+                       mse_logit_loss, vib_infomin_loss)
+from kf.metrics import Collector, accuracy, decoded_accuracy, match_teacher, teacher_task_logits, teacher_task_probs
+from kf.modularity import modularity_metrics
 from kf.task_module import TaskModule
 from kf.teacher import TeacherReader, TeacherSpec, load_teacher
 from tasks.backbones import count_parameters, export_backbone
 from tasks.errors import UserError
 from tasks.frozen import attach_frozen
-from tasks.plots import log_figure
+from tasks.plots import log_figure, plots_dir
 
 
 def projection(c_in: int, c_out: int) -> nn.Sequential:
@@ -51,22 +55,30 @@ class KFModule(TaskModule):
         infomax_variant: str = "original",
         kd_weight: float = 0.1,
         temperature: float = 10.0,
+        kd_target: str = "tempered_groups",
+        kd_loss: str = "kl",
         label_smoothing: float = 0.1,
         classy_vision_smoothing: bool = True,
         task_weight: float = 1.0,
         infomin_weight: float = 1e-3,
+        gaussian_tsn: bool = False,
+        infomax_on_z: bool = True,
         task_reduction: str = "sum",
         vectorize: bool = True,
         image_size: int = 32,
         in_chans: int = 3,
         dci_importance: str = "gbt",
         leakage: bool = True,
-        leakage_check_batches: int = 1,
+        leakage_samples: int = 2000,
     ):
         super().__init__(optimizer, scheduler, factor_sizes, tasks, probe_tasks, task_reduction)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         if infomax_variant not in INFOMAX_VARIANTS:
             raise UserError(f"model.infomax_variant='{infomax_variant}' must be one of {list(INFOMAX_VARIANTS)}.")
+        if kd_target not in KD_TARGETS:
+            raise UserError(f"model.kd_target='{kd_target}' must be one of {list(KD_TARGETS)}.")
+        if kd_loss not in KD_LOSSES:
+            raise UserError(f"model.kd_loss='{kd_loss}' must be one of {list(KD_LOSSES)}.")
         if len(teacher_stages) != len(ckn_stages):
             raise UserError(f"InfoMax pairs teacher and CKN stages one to one: model.teacher_stages has {len(teacher_stages)} "
                             f"entries but model.ckn_stages has {len(ckn_stages)}.")
@@ -80,10 +92,14 @@ class KFModule(TaskModule):
             raise UserError(f"The teacher's outputs ({[t.name for t in self.teacher_specs]}) cannot give a distribution over the "
                             f"classes of tasks {orphans}. Use a teacher that predicts their factors, or set model.kd_weight=0.")
 
-        self.factors = FactorNetwork(ckn, tsn, [s.num_classes for s in self.specs], feature_dim, ckn_stages, vectorize)
+        self.factors = FactorNetwork(ckn, tsn, [s.num_classes for s in self.specs], feature_dim, ckn_stages, vectorize,
+                                     gaussian_tsn)
         self.aux_heads = nn.ModuleList(nn.Linear(self.factors.dim, s.num_classes) for s in self.specs)
         teacher_dims, ckn_dims = self._stage_channels(image_size, in_chans)
         self.projections = nn.ModuleList(projection(t, c) for t, c in zip(teacher_dims, ckn_dims))
+        # With feature_dim > 0, z is a linear map of the pooled CKN that no stage shows InfoMax;
+        # one more pair ties it to the teacher's last stage.
+        self.z_projection = projection(teacher_dims[-1], feature_dim) if feature_dim and infomax_on_z else None
         self._collector: Collector | None = None
         self._assembled = None
 
@@ -108,19 +124,29 @@ class KFModule(TaskModule):
         targets = self.targets(y)
         teacher_stages, teacher_logits = self.reader(x)
         z, ckn_stages = self.factors.common(x, with_stages=True)
-        h = self.factors.specific(x)
+        if self.factors.gaussian_tsn:
+            h, mu, log_var = self.factors.sample(self.factors.specific(x, stats=True))
+            infomin = self.reduce([vib_infomin_loss(m, v) for m, v in zip(mu, log_var)])
+        else:
+            h = self.factors.specific(x)
+            infomin = self.reduce([infomin_loss(h_k) for h_k in h])
         logits = self.factors.logits(z, h)
-        infomax = torch.stack([infomax_loss(proj(t), c, hp.infomax_variant)
-                               for proj, t, c in zip(self.projections, teacher_stages, ckn_stages)]).mean()
+        pairs = [(proj(t), c) for proj, t, c in zip(self.projections, teacher_stages, ckn_stages)]
+        if self.z_projection is not None:
+            pairs.append((self.z_projection(teacher_stages[-1]), z))
+        infomax = torch.stack([infomax_loss(t, c, hp.infomax_variant) for t, c in pairs]).mean()
         smooth = dict(smoothing=hp.label_smoothing, classy_vision=hp.classy_vision_smoothing)
         ce = self.reduce([label_smooth_ce(lg, targets[:, k], **smooth) for k, lg in enumerate(logits)])
         aux = self.reduce([label_smooth_ce(head(h[k]), targets[:, k], **smooth) for k, head in enumerate(self.aux_heads)])
-        infomin = self.reduce([infomin_loss(h_k) for h_k in h])
         terms = {"infomax": infomax, "ce": ce, "aux": aux, "infomin": infomin}
         loss = hp.infomax_weight * infomax + ce + hp.task_weight * aux + hp.infomin_weight * infomin
         if hp.kd_weight > 0:
-            probs = teacher_task_probs(teacher_logits, self.matches, hp.temperature)
-            terms["kd"] = self.reduce([kd_loss(lg, p, hp.temperature) for lg, p in zip(logits, probs)])
+            if hp.kd_loss == "mse":
+                teacher = teacher_task_logits(teacher_logits, self.matches)
+                terms["kd"] = self.reduce([mse_logit_loss(lg, t) for lg, t in zip(logits, teacher)])
+            else:
+                probs = teacher_task_probs(teacher_logits, self.matches, hp.temperature, hp.kd_target)
+                terms["kd"] = self.reduce([kd_loss(lg, p, hp.temperature) for lg, p in zip(logits, probs)])
             loss = loss + hp.kd_weight * terms["kd"]
         terms["loss"] = loss
         terms["task_acc"] = torch.stack([(lg.argmax(1) == targets[:, k]).float().mean() for k, lg in enumerate(logits)]).mean()
@@ -147,16 +173,8 @@ class KFModule(TaskModule):
         record = dict(y=y, z=z, h=torch.cat(h, 1), teacher_feature=teacher_stages[-1],
                       **{f"logits{k}": lg for k, lg in enumerate(logits)}, **{f"teacher{j}": t for j, t in enumerate(teacher_logits)})
         if self.hparams.leakage:
-            # Task i without TSN_i (its head reads z alone), for every i, on every sample.
-            preds = [torch.stack([lg.argmax(1) for lg in net.outputs(z, [None if j == i else h_j for j, h_j in enumerate(h)])], 1)
-                     for i in range(len(h))]
-            record["drop_pred"] = torch.stack(preds, 1)
-            if batch_idx < self.hparams.leakage_check_batches:
-                # Drop TSN_i for real (a new forward of the assembled network) and measure how far
-                # every other task's logits move: the leakage of factor i into task j != i.
-                moved = [max((float((d - f).abs().max()) for j, (d, f) in enumerate(zip(net(x, drop=[name]), logits)) if j != i),
-                             default=0.0) for i, name in enumerate(net.task_names)]
-                record["drop_change"] = torch.tensor(moved).view(1, -1)
+            # Task i with its head reading z alone (TSN_i dropped): how much task i needs TSN_i.
+            record["drop_pred"] = torch.stack([head(z).argmax(1) for head in net.heads], 1)
         self._collector.add(**record)
 
     def on_test_epoch_end(self) -> None:
@@ -183,14 +201,7 @@ class KFModule(TaskModule):
         out.update({f"test/params/{k}": float(v) for k, v in report.items() if k != "tasks"})
         out["test/params/teacher"] = float(count_parameters(self.teacher.module))
         if self.hparams.leakage:
-            full = [accuracy(lg, targets[:, k]) for k, lg in enumerate(logits)]
-            drop = data["drop_pred"]  # (N, dropped factor i, task j)
-            dropped = [[float((drop[:, i, j] == targets[:, j]).float().mean()) for j in range(len(self.specs))] for i in range(len(self.specs))]
-            matrix = leakage_matrix(full, dropped)
-            if "drop_change" in data:
-                out["test/leakage_offdiag_max"] = float(data["drop_change"].max())
-            out["test/leakage_diag_mean"] = float(np.mean(np.diag(matrix)))
-            log_figure(self.trainer, leakage_figure(matrix, [s.name for s in self.specs]), "leakage")
+            out.update(self._leakage_metrics(data, logits, targets))
         reps = {"ckn": data["z"], "tsn": data["h"], "ckn+tsn": torch.cat([data["z"], data["h"]], 1), "teacher": data["teacher_feature"]}
         out.update(representation_metrics(reps, y, self.factor_names, self.specs, self.probe_specs, self.hparams.dci_importance,
                                           disentangle_reps=("ckn", "tsn", "ckn+tsn"), probe_reps=("ckn", "teacher")))
@@ -201,6 +212,29 @@ class KFModule(TaskModule):
         log_figure(self.trainer, grouped_bars(groups, "test accuracy", "per-task accuracy: factor network vs teacher",
                                               ylim=(max(0.0, low - 0.1), 1.0)), "task_accuracy")
         representation_figures(self.trainer, out)
+        return out
+
+    def _leakage_metrics(self, data: dict[str, torch.Tensor], logits: list[torch.Tensor], targets: torch.Tensor) -> dict[str, float]:
+        """Cross-probes and per-TSN importances on held-out test codes (kf.modularity), and the
+        accuracy each task loses when its own TSN is dropped; pictures of all three."""
+        names = [s.name for s in self.specs]
+        dim = self.factors.dim
+        tsn_codes = [data["h"][:, k * dim:(k + 1) * dim].numpy().astype(np.float64) for k in range(len(names))]
+        out, matrices = modularity_metrics(tsn_codes, data["z"].numpy().astype(np.float64), targets.numpy(),
+                                           [s.num_classes for s in self.specs], names, seed=0,
+                                           max_samples=self.hparams.leakage_samples or None)
+        drop = data["drop_pred"]
+        loss = [accuracy(lg, targets[:, k]) - float((drop[:, k] == targets[:, k]).float().mean()) for k, lg in enumerate(logits)]
+        out["test/drop_tsn/own_acc_loss"] = float(np.mean(loss))
+        rows = matrices["rows"]
+        log_figure(self.trainer, matrix_figure(np.array(matrices["cross_probe"]), rows, names, "balanced accuracy",
+                                               "cross-probe: linear probe from each code (row) to each task"), "cross_probe")
+        log_figure(self.trainer, matrix_figure(np.array(matrices["importance"]), rows, names, "sum |lasso weight|",
+                                               "per-TSN importance for each task (DCI)"), "tsn_importance")
+        log_figure(self.trainer, grouped_bars({n: {"drop own TSN": v} for n, v in zip(names, loss)}, "accuracy lost",
+                                              "accuracy each task loses without its own TSN (head reads z)", ylim=None),
+                   "drop_tsn")
+        (plots_dir(self.trainer) / "leakage.json").write_text(json.dumps(matrices, indent=1))
         return out
 
     def _subset_metrics(self, logits: list[torch.Tensor], teacher_logits: list[torch.Tensor], y: torch.Tensor) -> dict[str, float]:

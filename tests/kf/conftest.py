@@ -3,9 +3,13 @@ run, and overrides that shrink the KF networks."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from kf.assemble import load_assembled
+from kf.modularity import modularity_metrics
+from kf.task_spec import task_targets
 from tasks.backbones import create_backbone, export_backbone
 
 TINY_NET = {"name": "resnet10t", "channels": [8, 16, 32, 64], "stem_width": 8}  # 0.08M parameters
@@ -23,3 +27,33 @@ def digits_teacher(tmp_path_factory) -> str:
     torch.manual_seed(0)
     model = create_backbone("resnet10t", num_classes=10, channels=[8, 16, 32, 64], stem_width=8)
     return export_backbone(model, tmp_path_factory.mktemp("teacher") / "export", name="model")["card"]
+
+
+def load_test_split(overrides: list[str], tmp_path, batches: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `batches` test batches of a run's data config, normalised as the module sees them."""
+    from tests.conftest import compose_config
+    from tasks.run.instantiate import build
+
+    data = build("data", compose_config(overrides, tmp_path).data)
+    data.setup("test")
+    xs, ys = [], []
+    for _, (x, y) in zip(range(batches), data.test_dataloader()):
+        xs.append(data.normalize(x))
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def evaluate_export(card: str, x: torch.Tensor, y: torch.Tensor, factors: list[str], batch_size: int) -> dict:
+    """What a KF test phase should report, recomputed from the exported assembled network alone:
+    logits, codes, task targets and the leakage summaries."""
+    net = load_assembled(card)
+    with torch.no_grad():
+        parts = [net.features(xb) for xb in x.split(batch_size)]
+    z = torch.cat([p[0] for p in parts])
+    h = [torch.cat([p[1][k] for p in parts]) for k in range(len(net.specs))]
+    with torch.no_grad():
+        logits = net.outputs(z, h)
+    targets = task_targets(net.specs, factors, y)
+    leakage, _ = modularity_metrics([c.numpy().astype(np.float64) for c in h], z.numpy().astype(np.float64), targets.numpy(),
+                                    [s.num_classes for s in net.specs], net.task_names)
+    return {"net": net, "z": z, "h": h, "logits": logits, "targets": targets, "leakage": leakage}

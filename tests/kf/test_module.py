@@ -6,33 +6,56 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from kf.assemble import load_assembled
 from kf.factor import FactorNetwork
+from kf.disentanglement import dci, mig
+from kf.metrics import accuracy, balanced_accuracy
+from kf.shapes import FACTORS
+from tasks.backbones import load_exported
 from tasks.checkpoints import load_state_dict_file
 from tasks.errors import UserError
 from tests.conftest import TINY, compose_config, run_in_process
-from tests.kf.conftest import TINY_NET, shrink
+from tests.kf.conftest import TINY_NET, evaluate_export, load_test_split, shrink
 
 KF_DIGITS = ["experiment=kf_digits", *shrink("ckn"), *shrink("tsn", ("name", "channels", "stem_width")), *TINY,
              "trainer.limit_test_batches=4", "+data.eval_batch_size=32"]
 SHAPES_DATA = ["data.num_train=128", "data.num_val=64", "data.num_test=160", "data.batch_size=32", "+data.eval_batch_size=80"]
 
 
-def test_kf_digits_tiny_run_reports_and_exports(digits_teacher, tmp_path):
-    summary = run_in_process([*KF_DIGITS, f"model.teacher.source={digits_teacher}"], tmp_path / "run")
+def test_kf_digits_tiny_run_reports_what_its_export_computes(digits_teacher, tmp_path):
+    overrides = [*KF_DIGITS, f"model.teacher.source={digits_teacher}"]
+    summary = run_in_process(overrides, tmp_path / "run")
     test = summary["test"]
-    for key in ("test/acc", "test/teacher_acc", "test/task_acc", "test/teacher_task_acc", "test/task_acc/class7",
-                "test/subset_acc/n10", "test/probe/parity/ckn", "test/probe/parity/teacher"):
-        assert 0.0 <= test[key] <= 1.0, key
-    assert test["test/leakage_offdiag_max"] == 0.0  # dropping TSN_i never moves another task's logits
+    # Recompute the report from the exported network and teacher on the same 4 x 32 test samples.
+    x, y = load_test_split(overrides, tmp_path / "data", batches=4)
+    mine = evaluate_export(summary["export"]["assembled"], x, y, ["label"], batch_size=32)
+    logits, targets = mine["logits"], mine["targets"]
+    margins = torch.stack([lg[:, 1] - lg[:, 0] for lg in logits], 1)
+    assert test["test/acc"] == pytest.approx(float((margins.argmax(1) == y).float().mean()), abs=1e-6)
+    assert test["test/subset_acc/n10"] == pytest.approx(test["test/acc"])  # all ten factors = the 10-class decode
+    keep = y < 3
+    assert test["test/subset_acc/n3"] == pytest.approx(float((margins[keep, :3].argmax(1) == y[keep]).float().mean()), abs=1e-6)
+    assert test["test/task_acc/class7"] == pytest.approx(accuracy(logits[7], targets[:, 7]), abs=1e-6)
+    assert test["test/task_bacc/class7"] == pytest.approx(balanced_accuracy(logits[7], targets[:, 7]), abs=1e-6)
+    with torch.no_grad():
+        teacher = load_exported(digits_teacher).eval()(x)
+    assert test["test/teacher_acc"] == pytest.approx(float((teacher.argmax(1) == y).float().mean()), abs=1e-6)
+    says_seven = (torch.softmax(teacher, 1)[:, 7] > 0.5).long()  # its probabilities summed into (rest, 7)
+    assert test["test/teacher_task_acc/class7"] == pytest.approx(float((says_seven == targets[:, 7]).float().mean()), abs=1e-6)
+    for key, value in mine["leakage"].items():
+        assert test[key] == pytest.approx(value, abs=1e-6), key
+    drop = [accuracy(lg, targets[:, k]) - accuracy(mine["net"].heads[k](mine["z"]), targets[:, k]) for k, lg in enumerate(logits)]
+    assert test["test/drop_tsn/own_acc_loss"] == pytest.approx(float(np.mean(drop)), abs=1e-6)
+    assert "test/leakage_offdiag_max" not in test  # replaced: it was 0 by construction
     assert test["test/params/assembled"] == test["test/params/ckn"] + 10 * test["test/params/tsn_mean"]
     assert test["test/params/separate"] == 10 * test["test/params/ckn"] + 10 * test["test/params/tsn_mean"]
-    assert test["test/subset_acc/n10"] == pytest.approx(test["test/acc"])  # all ten factors = the 10-class decode
     plots = {p.name for p in (tmp_path / "run" / "plots").iterdir()}
-    assert {"task_accuracy.png", "leakage.png", "assembled_subsets.png", "transfer_probe.png"} <= plots
+    assert {"task_accuracy.png", "cross_probe.png", "tsn_importance.png", "drop_tsn.png", "leakage.json",
+            "assembled_subsets.png", "transfer_probe.png"} <= plots
 
     # The exported assembled network is exactly the tested checkpoint's factors.
     net = load_assembled(summary["export"]["assembled"])
@@ -66,13 +89,24 @@ def test_shapes_baseline_teaches_kf_and_both_report_disentanglement(tmp_path):
     for key in ("test/mig/shared", "test/dci_disentanglement/shared", "test/dci_completeness/shared",
                 "test/dci_informativeness/shared", "test/probe/color/shared", "test/task_acc/rotation"):
         assert key in base["test"], key
-    kf = run_in_process(["experiment=kf_shapes", *SHAPES_DATA, *TINY, "trainer.limit_test_batches=2",
-                         *shrink("ckn", ("name", "channels", "stem_width")), *shrink("tsn", ("name", "channels", "stem_width")),
-                         f"model.teacher.source={base['export']['card']}"], tmp_path / "kf")
+    overrides = ["experiment=kf_shapes", *SHAPES_DATA, *TINY, "trainer.limit_test_batches=2",
+                 *shrink("ckn", ("name", "channels", "stem_width")), *shrink("tsn", ("name", "channels", "stem_width")),
+                 f"model.teacher.source={base['export']['card']}"]
+    kf = run_in_process(overrides, tmp_path / "kf")
     test = kf["test"]
-    for rep in ("ckn", "tsn", "ckn+tsn"):
-        assert 0.0 <= test[f"test/mig/{rep}"] <= 1.0 and 0.0 <= test[f"test/dci_disentanglement/{rep}"] <= 1.0
-    assert test["test/leakage_offdiag_max"] == 0.0
+    # MIG, DCI and leakage recomputed from the exported network on the 160 test sprites.
+    x, y = load_test_split(overrides, tmp_path / "data", batches=2)
+    factors = list(FACTORS)
+    mine = evaluate_export(kf["export"]["assembled"], x, y, factors, batch_size=80)
+    used = y[:, [factors.index(f) for f in ("shape", "scale", "rotation", "x", "y")]].numpy()
+    codes = {"ckn": mine["z"], "tsn": torch.cat(mine["h"], 1)}
+    for rep, code in codes.items():
+        code = code.numpy().astype(np.float64)
+        assert test[f"test/mig/{rep}"] == pytest.approx(mig(code, used), abs=1e-6), rep
+        assert test[f"test/dci_disentanglement/{rep}"] == pytest.approx(dci(code, used)["disentanglement"], abs=1e-6), rep
+    for key, value in mine["leakage"].items():
+        assert test[key] == pytest.approx(value, abs=1e-6), key
+    assert test["test/task_acc/rotation"] == pytest.approx(accuracy(mine["logits"][2], mine["targets"][:, 2]), abs=1e-6)
     assert "test/teacher_task_acc/shape" in test and "test/probe/color/teacher" in test
     assert (tmp_path / "kf" / "plots" / "disentanglement.png").is_file()
 

@@ -6,22 +6,31 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tests.conftest import TINY, read_summary, run_cli
-from tests.kf.conftest import shrink
+from kf.metrics import accuracy
+from tests.kf.conftest import evaluate_export, load_test_split, shrink
 
 SMALL_KF = [*shrink("ckn"), *shrink("tsn", ("name", "channels", "stem_width")), *TINY, "trainer.limit_test_batches=2"]
 
 
 @pytest.mark.slow
 def test_ddp_cpu_two_processes(digits_teacher, tmp_path):
-    result = run_cli(["experiment=kf_digits", "trainer=ddp_cpu", f"model.teacher.source={digits_teacher}", *SMALL_KF,
-                      f"hydra.run.dir={tmp_path}"])
+    overrides = ["experiment=kf_digits", f"model.teacher.source={digits_teacher}", *SMALL_KF, "+data.eval_batch_size=32"]
+    result = run_cli([*overrides, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'run'}"])
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = read_summary(tmp_path)
-    assert summary["test"]["test/leakage_offdiag_max"] == 0.0
-    assert 0.0 <= summary["test"]["test/acc"] <= 1.0
-    assert (tmp_path / "export" / "assembled.json").is_file()
+    test = read_summary(tmp_path / "run")["test"]
+    # Rank r tests samples r, r + 2, ...: two batches of 32 on each of the two ranks = the first 128
+    # test samples, gathered rank-major. The single-process evaluation of the export on them must agree.
+    x, y = load_test_split(overrides, tmp_path / "data", batches=4)
+    rank_major = torch.cat([torch.arange(0, 128, 2), torch.arange(1, 128, 2)])
+    x, y = x[rank_major], y[rank_major]
+    mine = evaluate_export(str(tmp_path / "run" / "export" / "assembled.json"), x, y, ["label"], batch_size=32)
+    margins = torch.stack([lg[:, 1] - lg[:, 0] for lg in mine["logits"]], 1)
+    assert test["test/acc"] == pytest.approx(float((margins.argmax(1) == y).float().mean()), abs=1e-6)
+    assert test["test/task_acc/class3"] == pytest.approx(accuracy(mine["logits"][3], mine["targets"][:, 3]), abs=1e-6)
+    assert test["test/cross_probe/own_mean"] == pytest.approx(mine["leakage"]["test/cross_probe/own_mean"], abs=1e-6)
 
 
 @pytest.mark.slow
