@@ -2,7 +2,7 @@
 follow from the spatial sizes), the shape between every two parts, and its parameters and
 FLOPs. FLOPs are counted with torch's FlopCounterMode (2 per multiply-add, attention
 included) on one image, part by part with a cache keyed by the part and its input shape;
-the parts add up to the whole network exactly (tests/dery/test_plan.py builds it)."""
+the parts add up to the whole network exactly (tests/dery/test_search.py builds it)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class Planner:
             try:
                 flops, out = count_flops(seq, torch.zeros(1, *shape))
                 self._blocks[key] = (flops, tuple(out.shape[1:]))
-            except RuntimeError as err:
+            except (RuntimeError, AssertionError, ValueError) as err:  # e.g. a window or kernel above the map
                 self._blocks[key] = Unbuildable(f"{block.member}[{block.stage}] cannot take input {shape}: {err}")
         if isinstance(self._blocks[key], Unbuildable):
             raise self._blocks[key]
@@ -92,6 +92,10 @@ class Planner:
         return {"kind": kind, "in": channels(shape, src.layout), "out": dst.in_channels(nxt.start), "stride": stride,
                 "src": src.layout, "dst": dst.layout}
 
+    def head(self, last: Block, shape: tuple[int, ...]) -> dict[str, Any]:
+        layout = self.members[last.member].layout
+        return {"kind": "head", "in": channels(shape, layout), "out": self.num_classes, "layout": layout}
+
     def plan(self, blocks: Sequence[Block]) -> Plan:
         """The candidate's exact plan; Unbuildable when a block cannot take its input."""
         blocks = list(blocks)
@@ -107,8 +111,7 @@ class Planner:
             plan.block_params += sum(member.node_params[block.start:block.end + 1])
             plan.params += params
             plan.flops += flops + block_flops
-        last = self.members[blocks[-1].member]
-        head = {"kind": "head", "in": channels(shape, last.layout), "out": self.num_classes, "layout": last.layout}
+        head = self.head(blocks[-1], shape)
         params, flops, _ = self.part_cost(head, shape)
         plan.parts.append(head)
         plan.shapes.append(list(shape))

@@ -1,8 +1,10 @@
-"""Stage 3: reassembly search. The feasible candidates (dery/candidates.py: exhaustive,
-milp, or random; `auto` is exhaustive up to `exhaustive_limit` combinations, milp beyond)
-under budgets on the parameters and FLOPs of the exact network that will be built (stem,
-adapters and head for the class count included) are ranked by NASWOT, the best
-`max_scored` of them. The winner is written as spec.yaml, which
+"""Stage 3: reassembly search. Feasible candidates under budgets on the parameters and
+FLOPs of the exact network that will be built (stem, adapters and head for the class count
+included) are scored by NASWOT and the best is kept (dery/candidates.py): `random`, the
+paper's search and the default, scores `random_candidates` (500) drawn uniformly from the
+feasible set; `exhaustive` scores every feasible candidate; `milp` the `max_scored` largest.
+Scores come from a prefix tree that evaluates every shared prefix once, cached on disk
+(dery/prefix_tree.py). The winner is written as spec.yaml, which
 `python train.py experiment=dery_digits model.spec=<spec.yaml>` trains. The NASWOT of the
 zoo members against their test accuracy (Kendall tau) is reported beside it.
 
@@ -12,6 +14,7 @@ zoo members against their test accuracy (Kendall tau) is reported beside it.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -21,40 +24,32 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 import tasks  # noqa: F401  (resolvers)
 from dery.app import read_stage, run_stage
 from dery.candidates import Budget, Pool, search
-from dery.plan import Plan, Planner
+from dery.plan import Planner
 from dery.plots import plot_architecture, plot_candidates
+from dery.prefix_tree import PrefixTree, ScoreCache, candidate_key
 from dery.probe import Probe
-from dery.proxy import naswot
+from dery.proxy import HOOK_SETS, naswot
+from dery.similarity import pick_device
 from dery.spec import save_spec, spec_of
-from dery.stitch import ReassembledNet, make_part, node_block
 from dery.zoo import Member, load_zoo
+from tasks.errors import UserError
+
+CACHE_VERSION = 1
 
 
-def network_of(plan: Plan, members: dict[str, Member]) -> ReassembledNet:
-    blocks = [node_block(members[b.member].model, members[b.member].nodes[b.start:b.end + 1]) for b in plan.blocks]
-    return ReassembledNet(make_part(plan.parts[0]), blocks, [make_part(p) for p in plan.parts[1:-1]], make_part(plan.parts[-1]),
-                          plan.parts[0]["layout"])
-
-
-def proxy_scores(plans: list[Plan], members: dict[str, Member], batches: list[torch.Tensor], seed: int) -> list[float]:
-    scores = []
-    for plan in tqdm(plans, desc="NASWOT", unit="cand", disable=None):
-        torch.manual_seed(seed)  # the same random stem/adapters/head for every candidate's draw
-        scores.append(naswot(network_of(plan, members), batches))
-    return scores
-
-
-def kendall_tau(members: dict[str, Member], batches: list[torch.Tensor]) -> dict[str, Any]:
+def kendall_tau(members: dict[str, Member], batches: list[torch.Tensor], seed: int = 0, hooks: str = "default") -> dict[str, Any]:
     """NASWOT of every zoo member (its own trained network) against its test accuracy."""
     from scipy.stats import kendalltau
 
     rated = {n: m for n, m in members.items() if m.accuracy is not None}
-    scores = {n: naswot(copy.deepcopy(m.model), batches) for n, m in rated.items()}
+    scores = {}
+    for name, member in rated.items():
+        torch.manual_seed(seed)
+        scores[name] = naswot(copy.deepcopy(member.model).to(batches[0].device), batches, hooks)
     result: dict[str, Any] = {"members": {n: {"naswot": scores[n], "accuracy": rated[n].accuracy} for n in rated}}
     if len(rated) < 2:
         result["tau"], result["note"] = None, "needs at least two members with a known accuracy"
@@ -62,6 +57,16 @@ def kendall_tau(members: dict[str, Member], batches: list[torch.Tensor]) -> dict
     tau, p_value = kendalltau([scores[n] for n in rated], [rated[n].accuracy for n in rated])
     result["tau"], result["p_value"] = (None if np.isnan(tau) else float(tau)), (None if np.isnan(p_value) else float(p_value))
     return result
+
+
+def score_cache_path(cfg: DictConfig, zoo: dict[str, Any], probe: Probe) -> Path:
+    """The NASWOT cache file: keyed by the zoo, the probe images and every proxy setting."""
+    keep = ("arch", "kwargs", "fingerprint", "nodes", "layout")
+    payload = {"v": CACHE_VERSION, "members": {n: {k: m.get(k) for k in keep} for n, m in zoo["members"].items()},
+               "input": zoo["input_size"], "num_classes": cfg.num_classes, "probe": probe.fingerprint(),
+               "proxy": OmegaConf.to_container(cfg.proxy, resolve=True), "seed": cfg.seed}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return Path(cfg.cache_dir).expanduser() / f"naswot-{key}.json"
 
 
 def load_partition(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -77,23 +82,31 @@ def zoo_members(zoo: dict[str, Any]) -> dict[str, Member]:
 
 
 def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    if cfg.proxy.hooks not in HOOK_SETS:
+        raise UserError(f"proxy.hooks='{cfg.proxy.hooks}' is unknown; use one of {list(HOOK_SETS)}.")
     partition, zoo = load_partition(cfg.partition)
     members = zoo_members(zoo)
     budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))
     pool = Pool(partition, members, cfg.topology_rule)
     planner = Planner(members, zoo["input_size"], cfg.num_classes)
-    plans, info = search(pool, planner, budget, cfg.mode, cfg.max_scored, cfg.exhaustive_limit, cfg.random_candidates, cfg.seed)
+    count = cfg.random_candidates if cfg.mode == "random" else cfg.max_scored
+    plans, info = search(pool, planner, budget, cfg.mode, count, cfg.seed, cfg.enumerate_limit)
+    device = pick_device(cfg.device)
     probe = Probe(cfg.data, "train", cfg.proxy.batches * cfg.proxy.batch_size, cfg.proxy.batch_size)
-    batches = list(probe.batches())
+    batches = [x.to(device) for x in probe.batches()]
+    cache = ScoreCache(score_cache_path(cfg, zoo, probe) if cfg.cache else None)
+    cached = sum(1 for p in plans if candidate_key(p.blocks) in cache.scores)
+    tree = PrefixTree(members, batches, cfg.seed, cfg.proxy.hooks)
     start = time.perf_counter()
-    scores = proxy_scores(plans, members, batches, cfg.seed)
-    info["proxy_s"] = time.perf_counter() - start
+    scores = tree.scores(plans, cache)
+    info["proxy"] = {"seconds": time.perf_counter() - start, "cache": str(cache.path), "cached": cached,
+                     "evaluated_stages": tree.evaluated_stages, "hooks": cfg.proxy.hooks}
     best = int(np.argmax(scores))
-    tau = kendall_tau(members, batches)
+    tau = kendall_tau(members, batches, cfg.seed, cfg.proxy.hooks)
     sets = pool.sets
     spec = spec_of(plans[best], members, zoo["input_size"], cfg.num_classes, sets,
                    {"proxy": {"naswot": scores[best]}, "budget": OmegaConf.to_container(cfg.budget),
-                    "search": {**info, "scored": len(plans), "partition_run": str(cfg.partition)}})
+                    "search": {**info, "partition_run": str(cfg.partition)}})
     spec_path = save_spec(spec, out / "spec.yaml")
     table = [{"blocks": pool.label(p.blocks), "params": p.params, "flops": p.flops, "naswot": s} for p, s in zip(plans, scores)]
     (out / "candidates.json").write_text(json.dumps(table, indent=2))

@@ -143,6 +143,18 @@ def load_model(name: str, arch: str | None, kwargs: dict[str, Any], weights: str
     return model.eval(), arch, dict(kwargs), fingerprint, accuracy
 
 
+def check_input_size(name: str, arch: str, model: nn.Module, input_size: tuple[int, int, int]) -> None:
+    """A ViT / Swin with a fixed patch grid must be built for the zoo's input size."""
+    embed = getattr(model, "patch_embed", None)
+    size = tuple(getattr(embed, "img_size", None) or ())
+    if (embed is None or not size or not getattr(embed, "strict_img_size", False) or getattr(model, "dynamic_img_size", False)
+            or size == tuple(input_size[1:])):
+        return
+    raise UserError(f"Zoo member '{name}' ({arch}) is built for {size[0]}x{size[1]} inputs, but zoo.input_size is "
+                    f"{list(input_size)}. Set zoo.members.{name}.kwargs.img_size={input_size[1]} (timm resizes hub "
+                    f"position embeddings to it), or zoo.input_size=[{input_size[0]}, {size[0]}, {size[1]}].")
+
+
 def dissect(member: Member, input_size: tuple[int, int, int]) -> Member:
     """Trace one forward (batch 2, eval) to record every node's input and output shape, and
     check the nodes form a chain: each node's input is the previous node's output."""
@@ -189,6 +201,7 @@ def load_member(name: str, spec: dict[str, Any], input_size: tuple[int, int, int
         raise UserError(f"Zoo member '{name}' needs weights: {WEIGHT_FORMS}.")
     weights = absolute(str(spec["weights"]))
     model, arch, kwargs, fingerprint, accuracy = load_model(name, spec.get("arch"), dict(spec.get("kwargs") or {}), weights)
+    check_input_size(name, arch, model, tuple(input_size))
     nodes, layout = find_nodes(model, spec.get("nodes"), spec.get("layout"))
     member = Member(name, model, arch, kwargs, weights, fingerprint, nodes, layout,
                     accuracy=spec.get("accuracy", accuracy), family=family_of(model))

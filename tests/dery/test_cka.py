@@ -43,9 +43,11 @@ def test_matrix_equals_definition(method, memory):
     torch.testing.assert_close(cka_matrix(feats, memory_bytes=memory, method=method), reference, rtol=0, atol=1e-12)
 
 
-def test_chunked_estimate_is_exact_with_one_chunk_only():
-    g = torch.Generator().manual_seed(2)
-    x, y = torch.randn(64, 4, generator=g), torch.randn(64, 6, generator=g)
-    y[:, 0] += 2 * x[:, 0]
-    assert chunked_cka(x, y, chunk=64) == pytest.approx(linear_cka(x, y), abs=1e-12)
-    assert abs(chunked_cka(x, y, chunk=16) - linear_cka(x, y)) > 1e-3   # the original's mini-batch mean is biased
+def test_chunked_estimate_is_the_mean_of_chunk_ckas():
+    # chunk 1: y = x, CKA 1; chunk 2: the 1-D golden pair above, CKA 1/4 -> the original's estimate 5/8
+    x = torch.tensor([[1.0], [2.0], [3.0], [1.0], [2.0], [3.0]])
+    y = torch.tensor([[1.0], [2.0], [3.0], [1.0], [0.0], [2.0]])
+    assert chunked_cka(x, y, chunk=3) == pytest.approx(5 / 8, abs=1e-15)
+    # all six samples: centred x = (-1, 0, 1, -1, 0, 1), y = (-.5, .5, 1.5, -.5, -1.5, .5): (x.y)^2 / (|x|^2 |y|^2) = 9 / 22
+    assert linear_cka(x, y) == pytest.approx(9 / 22, abs=1e-15) and cka_matrix([x, y])[0, 1].item() == pytest.approx(9 / 22, abs=1e-15)
+    assert chunked_cka(x, y, chunk=6) == pytest.approx(9 / 22, abs=1e-15)       # one chunk: exact
