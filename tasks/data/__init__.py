@@ -5,6 +5,7 @@ from tasks.data.augment import RandomAffine
 from tasks.data.base import ImageDataModule
 from tasks.data.cifar import CIFARDataModule
 from tasks.data.digits import DigitsDataModule, load_digit_images
+from tasks.data.fashion import FashionMNISTDataModule
 from tasks.data.folder import ImageFolderDataModule, TinyImageNetDataModule
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "ImageDataModule",
     "CIFARDataModule",
     "DigitsDataModule",
+    "FashionMNISTDataModule",
     "load_digit_images",
     "ImageFolderDataModule",
     "TinyImageNetDataModule",
