@@ -27,7 +27,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from tasks.errors import UserError
-from tasks.report import aggregate, bar_plot, markdown_table
+from tasks.study import rows_from_summaries, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN_DIR = ROOT / "conf" / "chain"
@@ -109,24 +109,47 @@ def execute(run: StageRun) -> None:
         )
 
 
+def comparison_tables(chain: DictConfig, runs: list[StageRun]) -> list[dict]:
+    """The chain's `compare:` block as a list of tables. One table is `{metric, baseline,
+    rows: {label: stage}, higher_is_better, title}`; several go under `compare.tables`."""
+    compare = OmegaConf.to_container(chain.get("compare") or {}, resolve=True)
+    tables = compare.pop("tables", None) or [compare]
+    stages = list(dict.fromkeys(r.stage for r in runs))
+    out = []
+    for i, table in enumerate(tables):
+        rows = table.get("rows") or {s: s for s in stages}
+        if unknown := sorted(set(rows.values()) - set(stages)):
+            raise UserError(f"compare table {i} names stages {unknown} that the chain does not have. Its stages: {stages}.")
+        baseline = table.get("baseline")
+        if baseline is not None and baseline not in rows:
+            raise UserError(f"compare table {i}: baseline '{baseline}' is not one of its row labels {list(rows)}.")
+        out.append({"metric": table.get("metric", "test/acc"), "baseline": baseline, "rows": rows,
+                    "higher_is_better": bool(table.get("higher_is_better", True)), "title": table.get("title", "")})
+    return out
+
+
 def report(chain: DictConfig, runs: list[StageRun], chain_dir: Path, wall: float) -> dict:
-    compare = chain.get("compare") or {}
-    metric = compare.get("metric", "test/acc")
-    rows_spec = compare.get("rows") or {r.stage: r.stage for r in runs}
-    summaries = {}
+    """The study tables of a finished chain (harness: CIs and paired differences), written to
+    report.md / report.json / report.png (report_<i>.* for further tables) and printed."""
+    summaries: dict[str, list[dict]] = {}
     for run in runs:
         if run.finished:
             summaries.setdefault(run.stage, []).append(json.loads((run.run_dir / "summary.json").read_text()))
-    groups = {label: summaries.get(stage, []) for label, stage in rows_spec.items()}
-    rows = aggregate(groups, [metric])
-    table = markdown_table(rows, [metric], label_header="stage")
-    (chain_dir / "report.md").write_text(table)
-    if any(r[metric] for r in rows):
-        bar_plot(rows, metric, chain_dir / "report.png", title=f"{chain_dir.parent.name}: {metric}")
-    result = {"chain": chain_dir.parent.name, "chain_dir": str(chain_dir), "wall_time_s": wall, "metric": metric,
-              "rows": rows, "stages": {r.stage + (f"/seed{r.seed}" if r.seed is not None else ""): str(r.run_dir) for r in runs}}
+    texts, tables = [], []
+    for i, table in enumerate(comparison_tables(chain, runs)):
+        groups = {label: summaries.get(stage, []) for label, stage in table["rows"].items()}
+        rows = rows_from_summaries(groups, table["metric"], stages=table["rows"])
+        name = "report" if i == 0 else f"report_{i}"
+        text = write_study(chain_dir, rows, table["metric"], table["baseline"], name=name, title=table["title"],
+                           higher_is_better=table["higher_is_better"], label_header="stage")
+        texts.append((f"### {table['title']}\n\n" if table["title"] else "") + text)
+        tables.append(json.loads((chain_dir / f"{name}.json").read_text()))
+    (chain_dir / "report.md").write_text("\n".join(texts))
+    result = {"chain": chain_dir.parent.name, "chain_dir": str(chain_dir), "wall_time_s": wall,
+              "metric": tables[0]["metric"], "rows": tables[0]["rows"], "tables": tables,
+              "stages": {r.stage + (f"/seed{r.seed}" if r.seed is not None else ""): str(r.run_dir) for r in runs}}
     (chain_dir / "chain_summary.json").write_text(json.dumps(result, indent=2))
-    print(f"\n=== chain {result['chain']} finished in {wall / 60:.1f} min: {chain_dir}\n{table}")
+    print(f"\n=== chain {result['chain']} finished in {wall / 60:.1f} min: {chain_dir}\n" + "\n".join(texts))
     return result
 
 

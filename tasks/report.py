@@ -1,17 +1,21 @@
-"""Gather the summary.json of many runs (a multirun sweep, several seeds, a chain) into a
-markdown table with mean and std per group, plus a bar plot.
+"""Gather the summary.json of many runs (a multirun sweep, several seeds, a chain) into the
+study harness's table: n, mean ± std and a 95 % CI per group, and with --baseline the
+paired difference of every group against that one, plus a bar plot with CI whiskers.
 
     kt-report logs/classify_digits/multiruns/<sweep> --metric test/acc --out reports/digits
+    kt-report <sweep a> <sweep b> --metric test/acc --baseline "classify_digits"
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
+
+from tasks.study import rows_from_summaries, write_study
 
 IGNORED_OVERRIDES = ("seed=", "hydra.", "resume=", "paths.", "logger=", "trainer.devices=", "trainer.accelerator=")
 
@@ -22,7 +26,10 @@ def find_summaries(paths: Iterable[str | Path]) -> list[dict]:
     for root in map(Path, paths):
         files = [root] if root.is_file() else sorted(root.rglob("summary.json"))
         for file in files:
-            summary = json.loads(file.read_text())
+            try:
+                summary = json.loads(file.read_text())
+            except (OSError, ValueError) as err:
+                raise SystemExit(f"error: '{file}' is not a readable summary.json ({err}). Remove it or re-run that job.")
             summary["_path"] = str(file)
             found.append(summary)
     return found
@@ -34,60 +41,13 @@ def default_label(summary: dict) -> str:
     return " ".join([summary.get("experiment") or summary.get("task_name", "?"), *kept])
 
 
-def metric_value(summary: dict, metric: str) -> float | None:
-    for section in ("test", "final"):
-        if metric in summary.get(section, {}):
-            return float(summary[section][metric])
-    return None
-
-
-def aggregate(groups: dict[str, list[dict]], metrics: list[str]) -> list[dict]:
-    """One row per group: n, and mean/std of every metric (std 0 for a single run)."""
-    rows = []
-    for label, runs in groups.items():
-        row = {"label": label, "n": len(runs)}
-        for metric in metrics:
-            values = [v for v in (metric_value(r, metric) for r in runs) if v is not None]
-            row[metric] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)) if values else None
-        rows.append(row)
-    return rows
-
-
-def markdown_table(rows: list[dict], metrics: list[str], label_header: str = "run") -> str:
-    lines = [f"| {label_header} | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-    for row in rows:
-        cells = [f"{m[0]:.4f} ± {m[1]:.4f}" if (m := row[metric]) else "–" for metric in metrics]
-        lines.append(f"| {row['label']} | {row['n']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def bar_plot(rows: list[dict], metric: str, path: Path, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = [r for r in rows if r.get(metric)]
-    fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(shown) + 1), 3.6))
-    means = [r[metric][0] for r in shown]
-    ax.bar(range(len(shown)), means, yerr=[r[metric][1] for r in shown], capsize=4, color="#4C72B0")
-    ax.set_xticks(range(len(shown)), [r["label"] for r in shown], rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel(metric)
-    if means:
-        low = min(m - r[metric][1] for m, r in zip(means, shown))
-        ax.set_ylim(max(0.0, low - 0.05 * abs(low) - 0.01), None)
-    ax.set_title(title or f"{metric}: mean ± std")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", help="run dirs, sweep dirs or summary.json files")
     parser.add_argument("--metric", action="append", help="metric(s) to tabulate (default: every test metric)")
-    parser.add_argument("--out", default=None, help="folder for report.md and report.png (default: the first path)")
+    parser.add_argument("--baseline", default=None, help="label of the row the others are compared with (paired over seeds)")
+    parser.add_argument("--lower-is-better", action="store_true", help="for losses and errors such as NME")
+    parser.add_argument("--out", default=None, help="folder for report.md, report.json and report.png (default: the first path)")
     args = parser.parse_args(argv)
     summaries = find_summaries(args.paths)
     if not summaries:
@@ -96,14 +56,19 @@ def main(argv: list[str] | None = None) -> None:
     groups: dict[str, list[dict]] = defaultdict(list)
     for summary in summaries:
         groups[default_label(summary)].append(summary)
-    rows = aggregate(groups, metrics)
+    if args.baseline and args.baseline not in groups:
+        raise SystemExit(f"error: --baseline '{args.baseline}' is not a row label. Labels: {sorted(groups)}.")
     out = Path(args.out or (args.paths[0] if Path(args.paths[0]).is_dir() else Path(args.paths[0]).parent))
-    out.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(rows, metrics)
-    (out / "report.md").write_text(table)
-    bar_plot(rows, metrics[0], out / "report.png")
-    print(table)
-    print(f"written: {out / 'report.md'}, {out / 'report.png'} ({len(summaries)} runs)")
+    tables = []
+    for i, metric in enumerate(metrics):
+        try:
+            rows = rows_from_summaries(groups, metric)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}")
+        name = "report" if i == 0 else "report_" + metric.replace("/", "_")
+        tables.append(write_study(out, rows, metric, args.baseline, name=name, higher_is_better=not args.lower_is_better))
+    print("\n".join(tables))
+    print(f"written: {out / 'report.md'}, report.json, report.png ({len(summaries)} runs)", file=sys.stderr)
 
 
 if __name__ == "__main__":

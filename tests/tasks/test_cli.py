@@ -101,7 +101,7 @@ def test_chain_hands_an_export_to_the_next_stage(tmp_path):
     summary = json.loads((chain_dir / "chain_summary.json").read_text())
     assert [r["label"] for r in summary["rows"]] == ["first", "second"]
     assert any("model.backbone.init=" in o for o in read_summary(chain_dir / "second")["overrides"])
-    assert Path(chain_dir / "report.md").read_text().startswith("| stage | n | test/acc |")
+    assert Path(chain_dir / "report.md").read_text().startswith("| stage | n | test/acc mean ± std | 95 % CI |")
 
 
 def test_chain_errors_name_the_fix(tmp_path):
