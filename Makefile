@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install train baseline test test-fast bench clean
+.PHONY: install train baseline fashion test test-fast bench gpu-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,17 @@ train: $(STAMP)
 baseline: $(STAMP)
 	$(PY) train.py experiment=classify_digits
 
+# Fashion-MNIST, the second real data set: Debian's package puts the four IDX files in
+# /usr/share/datasets/fashion-mnist/ (data=fashion_mnist reads them from there).
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+fashion:
+	@if [ -f $(FASHION) ]; then echo "Fashion-MNIST is installed in $(dir $(FASHION))"; \
+	elif command -v apt-get >/dev/null; then \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "No apt-get here. Download the four .gz files from" \
+	  "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ and set data.root=<folder>." >&2; exit 2; fi
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
@@ -31,6 +42,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
+
+# The GPU route's smoke mode: the same steps as on a lent GPU, on the CPU with tiny subsets.
+gpu-smoke: $(STAMP)
+	$(PY) -m benchmarks.gpu.studies --smoke --out logs/gpu_smoke/out
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache
