@@ -82,7 +82,8 @@ class AssembledNetwork(nn.Module):
         card = export_dir / f"{name}.json"
         card.write_text(json.dumps({
             "kind": KIND, "weights": weights.name, "ckn": self.ckn.kt_spec, "tsn": self.tsns[0].backbone.kt_spec,
-            "dim": self.heads[0].in_features, "gaussian_tsn": bool(getattr(self.tsns[0], "gaussian", False)), "tasks": [s.as_dict() for s in self.specs],
+            "dim": self.heads[0].in_features, "gaussian_tsn": bool(getattr(self.tsns[0], "gaussian", False)),
+            "tasks": [s.as_dict() for s in self.specs],
             "parameters": self.parameter_report(),
             "load": "kf.assemble.load_assembled('<this file>')",
         }, indent=2))

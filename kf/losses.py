@@ -57,7 +57,8 @@ def group_logits(teacher_logits: torch.Tensor, groups: torch.Tensor) -> torch.Te
     return torch.logsumexp(teacher_logits.float().unsqueeze(2) + mask.unsqueeze(0), dim=1)
 
 
-def kd_target(teacher_logits: torch.Tensor, groups: torch.Tensor, temperature: float, mode: str = "tempered_groups") -> torch.Tensor:
+def kd_target(teacher_logits: torch.Tensor, groups: torch.Tensor, temperature: float,
+              mode: str = "tempered_groups") -> torch.Tensor:
     """The teacher's distribution over a task's classes at `temperature`.
 
     `tempered_groups` sums the probabilities into groups at T = 1 and then tempers the
@@ -69,7 +70,8 @@ def kd_target(teacher_logits: torch.Tensor, groups: torch.Tensor, temperature: f
     if mode == "tempered_groups":
         return torch.softmax(group_logits(teacher_logits, groups) / temperature, dim=1)
     if mode == "original":
-        return torch.softmax(teacher_logits.float() / temperature, dim=1) @ groups.to(teacher_logits.device, torch.float32)
+        probs = torch.softmax(teacher_logits.float() / temperature, dim=1)
+        return probs @ groups.to(teacher_logits.device, torch.float32)
     raise UserError(f"Unknown KD target '{mode}'. Use one of {list(KD_TARGETS)}.")
 
 

@@ -196,6 +196,9 @@ class KFModule(TaskModule):
         own = decoded_accuracy(teacher_logits, self.teacher_specs, self.factor_names, y)
         if own:
             out["test/teacher_acc"] = float(np.mean([own[f] for f in decoded if f in own] or list(own.values())))
+            out["test/acc_gap"] = out["test/acc"] - out["test/teacher_acc"]
+        if all(m is not None for m in self.matches):
+            out["test/task_bacc_gap"] = out["test/task_bacc"] - out["test/teacher_task_bacc"]
         out.update(self._subset_metrics(logits, teacher_logits, y))
         report = self._assembled.parameter_report()
         out.update({f"test/params/{k}": float(v) for k, v in report.items() if k != "tasks"})
@@ -214,7 +217,8 @@ class KFModule(TaskModule):
         representation_figures(self.trainer, out)
         return out
 
-    def _leakage_metrics(self, data: dict[str, torch.Tensor], logits: list[torch.Tensor], targets: torch.Tensor) -> dict[str, float]:
+    def _leakage_metrics(self, data: dict[str, torch.Tensor], logits: list[torch.Tensor],
+                         targets: torch.Tensor) -> dict[str, float]:
         """Cross-probes and per-TSN importances on held-out test codes (kf.modularity), and the
         accuracy each task loses when its own TSN is dropped; pictures of all three."""
         names = [s.name for s in self.specs]
@@ -224,11 +228,13 @@ class KFModule(TaskModule):
                                            [s.num_classes for s in self.specs], names, seed=0,
                                            max_samples=self.hparams.leakage_samples or None)
         drop = data["drop_pred"]
-        loss = [accuracy(lg, targets[:, k]) - float((drop[:, k] == targets[:, k]).float().mean()) for k, lg in enumerate(logits)]
+        loss = [accuracy(lg, targets[:, k]) - float((drop[:, k] == targets[:, k]).float().mean())
+                for k, lg in enumerate(logits)]
         out["test/drop_tsn/own_acc_loss"] = float(np.mean(loss))
         rows = matrices["rows"]
         log_figure(self.trainer, matrix_figure(np.array(matrices["cross_probe"]), rows, names, "balanced accuracy",
-                                               "cross-probe: linear probe from each code (row) to each task"), "cross_probe")
+                                               "cross-probe: linear probe from each code (row) to each task"),
+                   "cross_probe")
         log_figure(self.trainer, matrix_figure(np.array(matrices["importance"]), rows, names, "sum |lasso weight|",
                                                "per-TSN importance for each task (DCI)"), "tsn_importance")
         log_figure(self.trainer, grouped_bars({n: {"drop own TSN": v} for n, v in zip(names, loss)}, "accuracy lost",

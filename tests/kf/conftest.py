@@ -54,6 +54,6 @@ def evaluate_export(card: str, x: torch.Tensor, y: torch.Tensor, factors: list[s
     with torch.no_grad():
         logits = net.outputs(z, h)
     targets = task_targets(net.specs, factors, y)
-    leakage, _ = modularity_metrics([c.numpy().astype(np.float64) for c in h], z.numpy().astype(np.float64), targets.numpy(),
-                                    [s.num_classes for s in net.specs], net.task_names)
+    leakage, _ = modularity_metrics([c.numpy().astype(np.float64) for c in h], z.numpy().astype(np.float64),
+                                    targets.numpy(), [s.num_classes for s in net.specs], net.task_names)
     return {"net": net, "z": z, "h": h, "logits": logits, "targets": targets, "leakage": leakage}

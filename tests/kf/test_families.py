@@ -71,6 +71,7 @@ def test_family_as_ckn_and_tsn(family, vectorize, digits_teacher, tmp_path):
 def test_the_issue_combination_trains_validates_and_assembles(tmp_path):
     # python train.py experiment=kf_digits model.teacher.source=resnet34 model.teacher.pretrained=false
     #     model.ckn.name=efficientnet_b0 model.tsn.name=mobilenetv3_small_050  (crashed in validation)
-    module, trainer = factorize({"source": "resnet34", "pretrained": False}, {"name": "efficientnet_b0"}, {"name": "mobilenetv3_small_050"}, True)
+    teacher = {"source": "resnet34", "pretrained": False}
+    module, trainer = factorize(teacher, {"name": "efficientnet_b0"}, {"name": "mobilenetv3_small_050"}, True)
     assert module.factors.dim == 1280 and module.factors.tsns[0].fc.in_features == 1024
     check_assembly(module, trainer, tmp_path)

@@ -32,7 +32,8 @@ def test_held_out_halves_are_disjoint_stratified_and_seeded():
     targets = np.repeat(np.array([[0, 1], [1, 0], [1, 1]]), [10, 20, 30], axis=0)
     fit, score = held_out_split(targets, seed=3)
     assert len(np.intersect1d(fit, score)) == 0 and len(fit) + len(score) == 60
-    assert [int((targets[fit, 0] == 0).sum()), int((targets[fit, 1] == 0).sum())] == [5, 10]  # half of every joint class
+    # half of every joint class
+    assert [int((targets[fit, 0] == 0).sum()), int((targets[fit, 1] == 0).sum())] == [5, 10]
     again = held_out_split(targets, seed=3)
     assert np.array_equal(fit, again[0]) and np.array_equal(score, again[1])
     capped = held_out_split(targets, seed=3, max_samples=20)

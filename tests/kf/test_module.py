@@ -38,17 +38,23 @@ def test_kf_digits_tiny_run_reports_what_its_export_computes(digits_teacher, tmp
     assert test["test/acc"] == pytest.approx(float((margins.argmax(1) == y).float().mean()), abs=1e-6)
     assert test["test/subset_acc/n10"] == pytest.approx(test["test/acc"])  # all ten factors = the 10-class decode
     keep = y < 3
-    assert test["test/subset_acc/n3"] == pytest.approx(float((margins[keep, :3].argmax(1) == y[keep]).float().mean()), abs=1e-6)
+    first_three = float((margins[keep, :3].argmax(1) == y[keep]).float().mean())
+    assert test["test/subset_acc/n3"] == pytest.approx(first_three, abs=1e-6)
     assert test["test/task_acc/class7"] == pytest.approx(accuracy(logits[7], targets[:, 7]), abs=1e-6)
     assert test["test/task_bacc/class7"] == pytest.approx(balanced_accuracy(logits[7], targets[:, 7]), abs=1e-6)
     with torch.no_grad():
         teacher = load_exported(digits_teacher).eval()(x)
     assert test["test/teacher_acc"] == pytest.approx(float((teacher.argmax(1) == y).float().mean()), abs=1e-6)
     says_seven = (torch.softmax(teacher, 1)[:, 7] > 0.5).long()  # its probabilities summed into (rest, 7)
-    assert test["test/teacher_task_acc/class7"] == pytest.approx(float((says_seven == targets[:, 7]).float().mean()), abs=1e-6)
+    assert test["test/teacher_task_acc/class7"] == pytest.approx(float((says_seven == targets[:, 7]).float().mean()),
+                                                                 abs=1e-6)
+    assert test["test/acc_gap"] == pytest.approx(test["test/acc"] - test["test/teacher_acc"], abs=1e-9)
+    gap = test["test/task_bacc"] - test["test/teacher_task_bacc"]
+    assert test["test/task_bacc_gap"] == pytest.approx(gap, abs=1e-9)
     for key, value in mine["leakage"].items():
         assert test[key] == pytest.approx(value, abs=1e-6), key
-    drop = [accuracy(lg, targets[:, k]) - accuracy(mine["net"].heads[k](mine["z"]), targets[:, k]) for k, lg in enumerate(logits)]
+    drop = [accuracy(lg, targets[:, k]) - accuracy(mine["net"].heads[k](mine["z"]), targets[:, k])
+            for k, lg in enumerate(logits)]
     assert test["test/drop_tsn/own_acc_loss"] == pytest.approx(float(np.mean(drop)), abs=1e-6)
     assert "test/leakage_offdiag_max" not in test  # replaced: it was 0 by construction
     assert test["test/params/assembled"] == test["test/params/ckn"] + 10 * test["test/params/tsn_mean"]
@@ -103,7 +109,8 @@ def test_shapes_baseline_teaches_kf_and_both_report_disentanglement(tmp_path):
     for rep, code in codes.items():
         code = code.numpy().astype(np.float64)
         assert test[f"test/mig/{rep}"] == pytest.approx(mig(code, used), abs=1e-6), rep
-        assert test[f"test/dci_disentanglement/{rep}"] == pytest.approx(dci(code, used)["disentanglement"], abs=1e-6), rep
+        disentanglement = dci(code, used)["disentanglement"]
+        assert test[f"test/dci_disentanglement/{rep}"] == pytest.approx(disentanglement, abs=1e-6), rep
     for key, value in mine["leakage"].items():
         assert test[key] == pytest.approx(value, abs=1e-6), key
     assert test["test/task_acc/rotation"] == pytest.approx(accuracy(mine["logits"][2], mine["targets"][:, 2]), abs=1e-6)
@@ -111,7 +118,7 @@ def test_shapes_baseline_teaches_kf_and_both_report_disentanglement(tmp_path):
     assert (tmp_path / "kf" / "plots" / "disentanglement.png").is_file()
 
 
-def test_cifar10_recipe_builds_the_original_factor_networks(tmp_path):
+def test_cifar10_recipe_builds_the_factor_networks_it_names(tmp_path):
     from tasks.backbones import create_backbone, export_backbone
     from tasks.run.instantiate import build
 
@@ -123,3 +130,22 @@ def test_cifar10_recipe_builds_the_original_factor_networks(tmp_path):
     assert len(module.factors.tsns) == 10 and module.factors.dim == 512
     assert module.factors.tsns[0].backbone.kt_spec["timm_name"] == "mobilenetv2_050_smallstem"
     assert [p[0].in_features for p in module.projections] == [128, 256, 512]
+
+
+def test_shapes_original_recipe_builds_the_original_dsprites_variant(tmp_path):
+    from kf.multihead import MultiHeadNet
+    from kf.task_spec import per_factor
+    from tasks.run.instantiate import build
+
+    specs = per_factor({k: v for k, v in FACTORS.items() if k != "color"})
+    card = MultiHeadNet.create(TINY_NET, specs, feature_dim=10).export(tmp_path / "teacher")["card"]
+    small = [*shrink("ckn", ("name", "channels", "stem_width")), *shrink("tsn", ("name", "channels", "stem_width"))]
+    cfg = compose_config(["experiment=kf_shapes_original", f"model.teacher.source={card}", *small], tmp_path)
+    schedule = (cfg.trainer.max_epochs, cfg.trainer.gradient_clip_val, list(cfg.model.scheduler.milestones))
+    assert schedule == (20, None, [10, 15])
+    module = build("model", cfg.model)
+    assert module.factors.gaussian_tsn and module.factors.tsns[0].fc.out_features == 2 * 10
+    assert (module.hparams.kd_loss, module.hparams.label_smoothing, module.hparams.kd_weight) == ("mse", 0.0, 0.1)
+    optimizer = module.optimizer_factory
+    assert optimizer.func is torch.optim.Adam
+    assert (optimizer.keywords["lr"], optimizer.keywords["weight_decay"]) == (1e-4, 1e-4)

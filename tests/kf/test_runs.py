@@ -17,7 +17,8 @@ SMALL_KF = [*shrink("ckn"), *shrink("tsn", ("name", "channels", "stem_width")), 
 
 @pytest.mark.slow
 def test_ddp_cpu_two_processes(digits_teacher, tmp_path):
-    overrides = ["experiment=kf_digits", f"model.teacher.source={digits_teacher}", *SMALL_KF, "+data.eval_batch_size=32"]
+    overrides = ["experiment=kf_digits", f"model.teacher.source={digits_teacher}", *SMALL_KF,
+                 "+data.eval_batch_size=32"]
     result = run_cli([*overrides, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'run'}"])
     assert result.returncode == 0, result.stderr[-3000:]
     test = read_summary(tmp_path / "run")["test"]
