@@ -9,6 +9,7 @@ in its own dir under the chain dir; later stages get earlier run dirs through
     python -m tasks.chain repfusion_digits --dir logs/chains/repfusion_digits/<stamp>   # continue
     python -m tasks.chain <name> --dir <dir> --stages a,b   # only these stages (e.g. two workers on
                                                           # disjoint stages); the report once all are done
+    python -m tasks.chain <name> --launcher slurm --slurm partition=gpu   # one SLURM job per stage run
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class StageRun:
     seed: int | None
     run_dir: Path
     command: list[str] = field(default_factory=list)
+    needs: list[Path] = field(default_factory=list)  # the run dirs its {run:<stage>} placeholders name
 
     @property
     def finished(self) -> bool:
@@ -70,6 +72,7 @@ def plan(chain: DictConfig, chain_dir: Path, common: list[str], per_stage: dict[
         stage = chain.stages[name]
         for seed in seeded[name] or [None]:
             run_dir = chain_dir / name / (f"seed{seed}" if seed is not None else "")
+            needs: list[Path] = []
 
             def locate(match: re.Match) -> str:
                 ref = match.group(1)
@@ -78,7 +81,9 @@ def plan(chain: DictConfig, chain_dir: Path, common: list[str], per_stage: dict[
                 if seeded[ref]:
                     if seed is None or seed not in seeded[ref]:
                         raise UserError(f"Stage '{name}' needs the seeded stage '{ref}' but runs without a matching seed.")
+                    needs.append((chain_dir / ref / f"seed{seed}").resolve())
                     return str(chain_dir / ref / f"seed{seed}")
+                needs.append((chain_dir / ref).resolve())
                 return str(chain_dir / ref)
 
             overrides = [PLACEHOLDER.sub(locate, str(o)) for o in stage.get("overrides", [])]
@@ -91,7 +96,8 @@ def plan(chain: DictConfig, chain_dir: Path, common: list[str], per_stage: dict[
                 command = [sys.executable, "-m", str(stage.module)]
             else:
                 raise UserError(f"Stage '{name}' needs 'experiment:' or 'module:'.")
-            runs.append(StageRun(name, seed, run_dir.resolve(), command + overrides + [f"hydra.run.dir={run_dir.resolve()}"]))
+            runs.append(StageRun(name, seed, run_dir.resolve(), command + overrides + [f"hydra.run.dir={run_dir.resolve()}"],
+                                 sorted(set(needs))))
     return runs
 
 
@@ -161,6 +167,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", default=None, help="comma-separated seeds for the seeded stages, e.g. 1,2,3")
     parser.add_argument("--stages", default=None, help="comma-separated stages to run now; the others are skipped (the "
                                                      "report comes once every stage has finished)")
+    parser.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit_local"],
+                        help="local: stages run here one after another; slurm: one SLURM job per stage run, with "
+                             "dependencies, submitted through submitit; submitit_local: the same jobs as local processes")
+    parser.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                        help="submitit/SLURM parameter for every job, e.g. partition=gpu, gpus_per_node=4, timeout_min=600 "
+                             "(a stage's own `slurm:` block in the chain YAML adds to these)")
     args = parser.parse_intermixed_args(argv)
     try:
         chain = load_chain(args.name)
@@ -180,6 +192,17 @@ def main(argv: list[str] | None = None) -> dict:
         if unknown := selected - set(chain.stages):
             raise UserError(f"--stages names {sorted(unknown)}, which chain '{chain_name}' does not have. Its stages: {list(chain.stages)}.")
         chain_dir.mkdir(parents=True, exist_ok=True)
+        if args.launcher != "local":
+            from tasks.chain_submit import submit_chain
+
+            chain_argv = [args.name, *args.overrides] + (["--seeds", args.seeds] if args.seeds else [])
+            submitted = submit_chain(chain, runs, chain_dir, chain_argv, args.launcher, args.slurm, selected, ROOT)
+            summary = chain_dir / "chain_summary.json"
+            if args.launcher == "slurm" or not summary.is_file():
+                print(f"=== chain {chain_name} submitted: {chain_dir} (the report job writes report.md when all stages are done)")
+                return submitted
+            print(f"\n=== chain {chain_name} finished: {chain_dir}\n" + (chain_dir / "report.md").read_text())
+            return json.loads(summary.read_text())
         start = time.time()
         for run in runs:
             if run.finished:
