@@ -1,5 +1,6 @@
 """ClassificationModule: a timm backbone with its linear head, cross-entropy (optional label
-smoothing), top-1/top-5 accuracy; the supervised baseline and every stage-2 fine-tune."""
+smoothing, or timm's Mixup/CutMix with soft targets), top-1/top-5 accuracy; the supervised
+baseline and every stage-2 fine-tune."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import Any, Callable
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from timm.loss import SoftTargetCrossEntropy
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from tasks.backbones import create_backbone, export_backbone
+from tasks.data.base import batch_generator
+from tasks.data.toolbox import MixupCutmix
 from tasks.errors import UserError
 from tasks.optim import configure_optimizers
 
@@ -25,12 +29,17 @@ class ClassificationModule(pl.LightningModule):
         optimizer: Callable,
         scheduler: Callable | None = None,
         label_smoothing: float = 0.0,
+        mixup: dict[str, Any] | None = None,
     ):
         super().__init__()
+        if mixup and label_smoothing:
+            raise UserError("With model.mixup set, smoothing comes from model.mixup.label_smoothing; "
+                            "set model.label_smoothing=0.")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.net = self.build_net(backbone, num_classes)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing = label_smoothing
+        self.mixup = MixupCutmix(**mixup, num_classes=num_classes) if mixup else None
         top_k = min(5, num_classes)
         self.metrics = torch.nn.ModuleDict({
             f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
@@ -55,8 +64,14 @@ class ClassificationModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        logits = self(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        if self.mixup is not None:  # soft targets; train/acc still compares with the unmixed labels
+            seed = getattr(self.trainer.datamodule, "seed", 0)
+            x, soft = self.mixup(x, y, batch_generator(self.trainer, seed, x.device, stream=3))
+            logits = self(x)
+            loss = SoftTargetCrossEntropy()(logits.float(), soft)
+        else:
+            logits = self(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
         self.metrics["train_acc"](logits, y)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True)

@@ -7,6 +7,7 @@ from tasks.data.cifar import CIFARDataModule
 from tasks.data.digits import DigitsDataModule, load_digit_images
 from tasks.data.fashion import FashionMNISTDataModule
 from tasks.data.folder import ImageFolderDataModule, TinyImageNetDataModule
+from tasks.data.toolbox import Compose, MixupCutmix, RandAugment, RandomErasing
 
 __all__ = [
     "RandomAffine",
@@ -17,4 +18,8 @@ __all__ = [
     "load_digit_images",
     "ImageFolderDataModule",
     "TinyImageNetDataModule",
+    "Compose",
+    "MixupCutmix",
+    "RandAugment",
+    "RandomErasing",
 ]

@@ -4,14 +4,22 @@ it publishes (`mean`, `std`) so teachers can map inputs back to their own range.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tasks.data.augment import RandomAffine
 from tasks.data.sampler import EpochShuffleSampler
+from tasks.data.toolbox import RandAugment, RandomErasing
+
+
+def batch_generator(trainer, seed: int, device: torch.device, stream: int = 0) -> torch.Generator:
+    """A generator seeded by (seed, stream, rank, epoch, batch index): the same draws after a resume."""
+    batch_idx = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+    seed = seed + stream * 2**40  # stream 0 keeps the draws of the geometric augmentation as they were
+    key = ((seed * 1_000_003 + trainer.global_rank) * 100_003 + trainer.current_epoch) * 1_000_003 + batch_idx
+    return torch.Generator(device=device).manual_seed(key % (2**63))
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -27,9 +35,11 @@ class ImageDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
-        batch_augment: RandomAffine | None = None,
+        batch_augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        rand_augment: RandAugment | None = None,
+        random_erasing: RandomErasing | None = None,
     ):
         super().__init__()
         self.batch_size = batch_size
@@ -40,6 +50,10 @@ class ImageDataModule(pl.LightningDataModule):
         self.batch_augment = batch_augment
         self.mean = tuple(mean) if mean is not None else tuple(self.mean)
         self.std = tuple(std) if std is not None else tuple(self.std)
+        self.rand_augment = rand_augment  # timm's RandAugment, after batch_augment, on [0, 1] images
+        self.random_erasing = random_erasing  # timm's RandomErasing, on the normalised batch
+        if rand_augment is not None and rand_augment.mean is None:
+            rand_augment.mean = self.mean
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
@@ -82,12 +96,9 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader(self.test_set, train=False)
 
     # --- device-side augmentation and normalisation -------------------------------
-    def _augment_generator(self, device: torch.device) -> torch.Generator:
-        """Seeded by (seed, rank, epoch, batch index): identical after a resume."""
-        trainer = self.trainer
-        batch_idx = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        key = ((self.seed * 1_000_003 + trainer.global_rank) * 100_003 + trainer.current_epoch) * 1_000_003 + batch_idx
-        return torch.Generator(device=device).manual_seed(key % (2**63))
+    def _augment_generator(self, device: torch.device, stream: int = 0) -> torch.Generator:
+        """Seeded by (seed, stream, rank, epoch, batch index): identical after a resume."""
+        return batch_generator(self.trainer, self.seed, device, stream)
 
     def augment(self, batch: Any) -> Any:
         """Train-time augmentation of a batch of [0, 1] images; dense tasks override it to
@@ -100,4 +111,9 @@ class ImageDataModule(pl.LightningDataModule):
         if training and self.batch_augment is not None:
             batch = self.augment(batch)
         x, *rest = batch
-        return (self.normalize(x), *rest)
+        if training and self.rand_augment is not None:
+            x = self.rand_augment(x, self._augment_generator(x.device, stream=1))
+        x = self.normalize(x)
+        if training and self.random_erasing is not None:
+            x = self.random_erasing(x, self._augment_generator(x.device, stream=2))
+        return (x, *rest)

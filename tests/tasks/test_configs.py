@@ -25,7 +25,8 @@ def test_experiment_composes_with_trainer(experiment, trainer, tmp_path):
 @pytest.mark.parametrize("group,option", [("logger", p.stem) for p in (CONF / "logger").glob("*.yaml")]
                          + [("callbacks", p.stem) for p in (CONF / "callbacks").glob("*.yaml")]
                          + [("debug", p.stem) for p in (CONF / "debug").glob("*.yaml")]
-                         + [("data", p.stem) for p in (CONF / "data").glob("*.yaml")])
+                         + [("data", p.stem) for p in (CONF / "data").glob("*.yaml")]
+                         + [("augment", p.stem) for p in (CONF / "augment").glob("*.yaml")])
 def test_group_options_compose(group, option, tmp_path):
     extra = ["data.root=/some/folder"] if option == "imagefolder" else []
     cfg = compose_config([f"{group}={option}", *extra], tmp_path)
