@@ -1,7 +1,9 @@
 """LandmarkModule: top-down keypoint detection over any timm backbone with a heatmap head;
-Gaussian targets (sigma 2 heatmap cells), target-weighted MSE, argmax decoding with Taylor
-or quarter-cell refinement (or soft-argmax), optional flip testing, NME with a configurable
-normaliser, and a picture of true against predicted points each val/test epoch."""
+Gaussian targets (sigma 2 heatmap cells; sub-pixel "unbiased" or mmpose's "msra"),
+target-weighted MSE, argmax decoding with Taylor or quarter-cell refinement (or
+soft-argmax), optional flip testing (with mmpose's one-cell shift), NME with a configurable
+normaliser, a test report with FR/AUC and per-subset NME, and a picture of true against
+predicted points each val/test epoch."""
 
 from __future__ import annotations
 
@@ -9,11 +11,14 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from tasks.dense.heatmap import REFINEMENTS, decode_heatmaps, encode_heatmaps, flip_heatmaps, soft_argmax, weighted_heatmap_mse
+from tasks.dense.heatmap import ENCODINGS, REFINEMENTS, decode_heatmaps, flip_heatmaps, soft_argmax, weighted_heatmap_mse
+from tasks.dense.landmark_report import LandmarkReport
 from tasks.dense.module import DenseModule, describe_partial
-from tasks.dense.nme import NORMALIZERS, NormalizedMeanError
+from tasks.dense.nme import AVERAGES, NORMALIZERS, NormalizedMeanError
 from tasks.dense.pictures import keypoint_figure
+from tasks.dense.targets import encode_targets
 from tasks.errors import UserError
+from tasks.heads.init import init_mmpose_backbone, initialize_head
 
 DECODERS = (*REFINEMENTS, "soft_argmax")
 
@@ -29,25 +34,36 @@ class LandmarkModule(DenseModule):
         optimizer: Callable,
         scheduler: Callable | None = None,
         sigma: float = 2.0,
+        target_encoding: str = "unbiased",
         decode: str = "taylor",
         blur_kernel: int = 0,
         soft_argmax_beta: float = 10.0,
         flip_test: bool = False,
+        shift_heatmap: bool = False,
         normalizer: str = "interocular",
         normalizer_pair: Sequence[int] | None = None,
+        nme_average: str = "images",
+        failure_threshold: float = 0.1,
+        head_init: str = "pytorch",
         plot_samples: int = 8,
     ):
-        if decode not in DECODERS:
-            raise UserError(f"model.decode='{decode}' is not one of {list(DECODERS)}.")
-        if normalizer not in (*NORMALIZERS, "interocular"):
-            raise UserError(f"model.normalizer='{normalizer}' is not one of {['interocular', *NORMALIZERS]}.")
+        for key, value, allowed in (("decode", decode, DECODERS), ("target_encoding", target_encoding, ENCODINGS),
+                                    ("normalizer", normalizer, ("interocular", *NORMALIZERS)),
+                                    ("nme_average", nme_average, AVERAGES)):
+            if value not in allowed:
+                raise UserError(f"model.{key}='{value}' is not one of {list(allowed)}.")
         super().__init__(backbone, head, num_keypoints, optimizer, scheduler, plot_samples)
+        initialize_head(self.head, head_init)
+        if head_init == "mmpose" and not backbone.get("init"):
+            init_mmpose_backbone(self.backbone)
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "head"])
         self.hparams["head"] = describe_partial(head)
-        self.num_keypoints, self.sigma, self.decode = num_keypoints, sigma, decode
-        self.blur_kernel, self.beta, self.flip_test = blur_kernel, soft_argmax_beta, flip_test
+        self.num_keypoints, self.sigma, self.decode, self.encoding = num_keypoints, sigma, decode, target_encoding
+        self.blur_kernel, self.beta, self.flip_test, self.shift_heatmap = blur_kernel, soft_argmax_beta, flip_test, shift_heatmap
         self.normalizer, self.normalizer_pair = normalizer, list(normalizer_pair) if normalizer_pair else None
+        self.nme_average, self.failure_threshold = nme_average, failure_threshold
         self.nme: torch.nn.ModuleDict | None = None  # built in setup(), once the data's eye indices are known
+        self.report: LandmarkReport | None = None
         self.register_buffer("flip_index", torch.arange(num_keypoints), persistent=False)
 
     def setup(self, stage: str) -> None:
@@ -65,13 +81,16 @@ class LandmarkModule(DenseModule):
             if pair is None:
                 raise UserError(f"{type(data).__name__} names no eye keypoints; set model.normalizer=bbox_diagonal "
                                 "(or pair with model.normalizer_pair=[i, j]).")
-        self.nme = torch.nn.ModuleDict({s: NormalizedMeanError(kind, pair) for s in ("val", "test")}).to(self.device)
+        self.nme = torch.nn.ModuleDict({s: NormalizedMeanError(kind, pair, self.nme_average) for s in ("val", "test")}).to(self.device)
+        subsets = tuple(getattr(data, "subset_names", ()))
+        self.report = LandmarkReport(kind, pair, self.nme_average, subsets, self.failure_threshold).to(self.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Heatmaps (N, K, h, w); with flip testing, averaged with those of the mirrored image."""
         heatmaps = self.head_forward(x)
         if self.flip_test and not self.training:
-            heatmaps = 0.5 * (heatmaps + flip_heatmaps(self.head_forward(x.flip(-1)), self.flip_index))
+            flipped = flip_heatmaps(self.head_forward(x.flip(-1)), self.flip_index, self.shift_heatmap)
+            heatmaps = 0.5 * (heatmaps + flipped)
         return heatmaps
 
     def stride(self, x: torch.Tensor, heatmaps: torch.Tensor) -> float:
@@ -84,29 +103,42 @@ class LandmarkModule(DenseModule):
 
     def _decode(self, heatmaps: torch.Tensor, stride: float) -> tuple[torch.Tensor, torch.Tensor]:
         if self.decode == "soft_argmax":
-            return soft_argmax(heatmaps, stride, self.beta)
-        return decode_heatmaps(heatmaps, stride, self.decode, self.blur_kernel)
+            return soft_argmax(heatmaps, stride, self.beta, encoding=self.encoding)
+        return decode_heatmaps(heatmaps, stride, self.decode, self.blur_kernel, self.encoding)
+
+    def targets(self, heatmaps: torch.Tensor, x: torch.Tensor, points: torch.Tensor,
+                visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return encode_targets(points, visible, heatmaps.shape[-2:], self.stride(x, heatmaps), self.sigma, self.encoding)
 
     def _loss(self, heatmaps: torch.Tensor, x: torch.Tensor, points: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        target, weight = encode_heatmaps(points, visible, heatmaps.shape[-2:], self.stride(x, heatmaps), self.sigma)
-        return weighted_heatmap_mse(heatmaps, target, weight)
+        return weighted_heatmap_mse(heatmaps, *self.targets(heatmaps, x, points, visible))
 
     def training_step(self, batch, batch_idx):
-        x, points, visible = batch
+        x, points, visible, *_ = batch
         loss = self._loss(self.head_forward(x), x, points, visible)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def evaluate(self, batch, batch_idx: int, stage: str) -> None:
-        x, points, visible = batch
+        x, points, visible, *extra = batch  # extra: the data's per-sample subset tags, if it has any
         heatmaps = self(x)
         loss = getattr(self, f"{stage}_loss")
         loss(self._loss(heatmaps, x, points, visible))
         pred, _ = self._decode(heatmaps, self.stride(x, heatmaps))
         self.nme[stage](pred, points, visible)
+        if stage == "test":
+            self.report.update(pred, points, visible, extra[0] if extra else None)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
         self.log(f"{stage}/nme", self.nme[stage], on_step=False, on_epoch=True, prog_bar=True)
         self.keep_samples(stage, batch_idx, self.images_for_display(x), points, pred, visible)
+
+    def on_test_epoch_end(self) -> None:
+        """test/nme_<subset>, test/fr_10, test/auc_10 and their per-subset values."""
+        report = self.report.compute()
+        report.pop("nme", None)  # logged as test/nme by the step metric
+        self.log_dict({f"test/{name}": value for name, value in report.items()})
+        self.report.reset()
+        super().on_test_epoch_end()
 
     def figure(self, samples, title):
         images, true, pred, visible = samples

@@ -1,6 +1,7 @@
 """SegmentationModule: semantic segmentation over any timm backbone with a BiSeNetV1 or FCN
-head; cross-entropy with an ignore index (plus weighted auxiliary losses), mIoU and
-per-class IoU, and a picture of true against predicted label maps each val/test epoch."""
+head; cross-entropy with an ignore index (plus weighted auxiliary losses), averaged over
+all pixels (mmseg 0.30) or over the labelled ones, mIoU and per-class IoU, and a picture of
+true against predicted label maps each val/test epoch."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from tasks.dense.module import DenseModule, describe_partial
 from tasks.dense.pictures import mask_figure
 from tasks.errors import UserError
+from tasks.heads.init import initialize_head
+
+LOSS_AVERAGES = ("all", "valid")
 
 
 class SegmentationModule(DenseModule):
@@ -27,13 +31,19 @@ class SegmentationModule(DenseModule):
         scheduler: Callable | None = None,
         ignore_index: int = 255,
         aux_weight: float = 1.0,
+        loss_average: str = "valid",
+        head_init: str = "pytorch",
         class_names: Sequence[str] | None = None,
         plot_samples: int = 8,
     ):
+        if loss_average not in LOSS_AVERAGES:
+            raise UserError(f"model.loss_average='{loss_average}' is not one of {list(LOSS_AVERAGES)}.")
         super().__init__(backbone, head, num_classes, optimizer, scheduler, plot_samples)
+        initialize_head(self.head, head_init)
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "head"])
         self.hparams["head"] = describe_partial(head)
         self.num_classes, self.ignore_index, self.aux_weight = num_classes, ignore_index, aux_weight
+        self.loss_average = loss_average
         self.class_names = list(class_names) if class_names else None
         self.miou = torch.nn.ModuleDict({s: MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index) for s in ("val", "test")})
         # NaN for a class absent from both truth and prediction: it has no IoU (and is not logged).
@@ -57,7 +67,11 @@ class SegmentationModule(DenseModule):
             raise UserError(f"The data marks ignored pixels with {data.ignore_index} but model.ignore_index={self.ignore_index}.")
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), labels, ignore_index=self.ignore_index)
+        """Cross-entropy; "all" divides the sum over labelled pixels by every pixel, ignored
+        ones included (mmseg 0.30's default, avg_non_ignore=False), "valid" by the labelled ones."""
+        if self.loss_average == "valid":
+            return F.cross_entropy(logits.float(), labels, ignore_index=self.ignore_index)
+        return F.cross_entropy(logits.float(), labels, ignore_index=self.ignore_index, reduction="sum") / labels.numel()
 
     def training_step(self, batch, batch_idx):
         x, labels = batch

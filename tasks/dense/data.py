@@ -6,6 +6,7 @@ start-up config check catches misspelt keys."""
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
 import torch
@@ -40,8 +41,19 @@ class DenseDataModule(ImageDataModule):
         return self.batch_augment.sample_theta(x.shape[0], x.shape[-1], self._augment_generator(x.device), x.device)
 
 
+class PairAugment(ABC):
+    """A train-time augmentation that takes and returns (images, label maps) itself, with
+    the DataModule's seeded generator (e.g. mmseg's resize-crop-flip pipeline)."""
+
+    @abstractmethod
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented ([0, 1] images, label maps)."""
+
+
 class SegmentationDataModule(DenseDataModule):
-    """Datasets yield ([0, 1] image (3, H, W), int64 label map (H, W)); 255 is ignored."""
+    """Datasets yield ([0, 1] image (3, H, W), int64 label map (H, W)); 255 is ignored.
+    `batch_augment` is a RandomAffine-like warp (then the centre `crop_size` crop) or a
+    PairAugment that does everything itself."""
 
     ignore_index: int = 255
     class_names: Sequence[str] = ()
@@ -55,6 +67,8 @@ class SegmentationDataModule(DenseDataModule):
 
     def augment(self, batch: Any) -> Any:
         x, labels = batch
+        if isinstance(self.batch_augment, PairAugment):
+            return self.batch_augment(x, labels, self._augment_generator(x.device))
         theta = self._theta(x)
         x = self.batch_augment.warp(x, theta)
         labels = swap_labels(warp_labels(labels, theta, self.batch_augment.warp, self.pad_label), is_flipped(theta), self.flip_pairs)
@@ -65,8 +79,10 @@ class SegmentationDataModule(DenseDataModule):
 
 class KeypointDataModule(DenseDataModule):
     """Datasets yield ([0, 1] image (3, S, S), keypoints (K, 2) in pixels with pixel centres at
-    integers, visibility (K,)). `flip_index[k]` is the keypoint that k becomes in a mirror
-    image; `interocular` names the two points whose distance normalises the NME."""
+    integers, visibility (K,), and optionally more per-sample values that pass through, such
+    as subset tags). `flip_index[k]` is the keypoint that k becomes in a mirror image;
+    `interocular` names the two points whose distance normalises the NME. The warp may
+    change the image size (a context crop in, the face crop out)."""
 
     keypoint_names: Sequence[str] = ()
     flip_index: Sequence[int] = ()
@@ -77,11 +93,11 @@ class KeypointDataModule(DenseDataModule):
         return len(self.flip_index)
 
     def augment(self, batch: Any) -> Any:
-        x, points, visible = batch
+        x, points, visible, *rest = batch
         theta = self._theta(x)
         size = x.shape[-2:]
         x = self.batch_augment.warp(x, theta)
-        points = transform_keypoints(points, theta, size)
+        points = transform_keypoints(points, theta, size, x.shape[-2:])
         flipped = is_flipped(theta)
         index = torch.as_tensor(self.flip_index, device=points.device)
-        return x, swap_on_flip(points, flipped, index), swap_on_flip(visible, flipped, index)
+        return (x, swap_on_flip(points, flipped, index), swap_on_flip(visible, flipped, index), *rest)

@@ -2,9 +2,13 @@
 decoding heatmaps back to keypoints (argmax with quarter-pixel or Taylor sub-pixel
 refinement, or soft-argmax).
 
-A heatmap of stride s covers its image exactly: cell j spans input pixels [j*s, (j+1)*s),
-so input pixel x sits at heatmap coordinate (x + 0.5) / s - 0.5, with no half-cell bias
-and a horizontal flip of the image is a plain flip of the heatmap."""
+Two coordinate conventions (`encoding`):
+- "unbiased" (ours): cell j of a stride-s heatmap spans input pixels [j*s, (j+1)*s), so
+  input pixel x sits at heatmap coordinate (x + 0.5) / s - 0.5; a horizontal flip of the
+  image is exactly a flip of the heatmap.
+- "msra" (mmpose's TopDownGenerateTarget and transform_preds): heatmap coordinate x / s.
+  Mirroring the image then moves a peak by (s - 1) / s cells more than mirroring the
+  heatmap, which mmpose's flip test half-corrects with a one-cell shift (`flip_heatmaps`)."""
 
 from __future__ import annotations
 
@@ -15,15 +19,16 @@ import torch.nn.functional as F
 
 from tasks.errors import UserError
 
-REFINEMENTS = ("taylor", "quarter", "none")
+REFINEMENTS = ("taylor", "quarter", "quarter_per_axis", "none")
+ENCODINGS = ("unbiased", "msra")
 
 
-def pixels_to_heatmap(points: torch.Tensor, stride: float) -> torch.Tensor:
-    return (points + 0.5) / stride - 0.5
+def pixels_to_heatmap(points: torch.Tensor, stride: float, encoding: str = "unbiased") -> torch.Tensor:
+    return points / stride if encoding == "msra" else (points + 0.5) / stride - 0.5
 
 
-def heatmap_to_pixels(coords: torch.Tensor, stride: float) -> torch.Tensor:
-    return (coords + 0.5) * stride - 0.5
+def heatmap_to_pixels(coords: torch.Tensor, stride: float, encoding: str = "unbiased") -> torch.Tensor:
+    return coords * stride if encoding == "msra" else (coords + 0.5) * stride - 0.5
 
 
 def encode_heatmaps(points: torch.Tensor, visible: torch.Tensor, size: Sequence[int], stride: float,
@@ -58,13 +63,16 @@ def _blur(heatmaps: torch.Tensor, kernel: int) -> torch.Tensor:
 
 
 def decode_heatmaps(heatmaps: torch.Tensor, stride: float, refine: str = "taylor",
-                    blur_kernel: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                    blur_kernel: int = 0, encoding: str = "unbiased") -> tuple[torch.Tensor, torch.Tensor]:
     """Keypoints (N, K, 2) in input pixels and scores (N, K) from heatmaps (N, K, H, W).
 
     `refine`: "taylor" (one Newton step on the log-heatmap at the argmax, exact for a
-    Gaussian; falls back to "quarter" where the log-heatmap has no maximum there),
-    "quarter" (a quarter cell towards the higher neighbour, mmpose's default) or "none".
-    `blur_kernel` > 0 smooths predictions before Taylor refinement (DARK)."""
+    Gaussian; falls back to "quarter_per_axis" where the log-heatmap has no maximum there),
+    "quarter" (mmpose's post_process="default": a quarter cell towards the higher neighbour
+    on both axes, only where 1 < px < W - 1 and 1 < py < H - 1), "quarter_per_axis" (a
+    quarter cell along every axis whose two neighbours exist) or "none".
+    `blur_kernel` > 0 smooths predictions before Taylor refinement (DARK). `encoding` is the
+    coordinate convention of the heatmaps (see the module docstring)."""
     if refine not in REFINEMENTS:
         raise UserError(f"Unknown heatmap refinement '{refine}'. Choose one of {list(REFINEMENTS)}.")
     heatmaps = heatmaps.float()
@@ -74,7 +82,7 @@ def decode_heatmaps(heatmaps: torch.Tensor, stride: float, refine: str = "taylor
     px, py = index % w, torch.div(index, w, rounding_mode="floor")
     coords = torch.stack([px, py], dim=-1).float()
     if refine == "none":
-        return heatmap_to_pixels(coords, stride), scores
+        return heatmap_to_pixels(coords, stride, encoding), scores
 
     def at(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = x.clamp(0, w - 1), y.clamp(0, h - 1)
@@ -82,6 +90,8 @@ def decode_heatmaps(heatmaps: torch.Tensor, stride: float, refine: str = "taylor
 
     # A quarter cell towards the higher neighbour; none along an axis where the peak is on the border.
     inner_x, inner_y = (px > 0) & (px < w - 1), (py > 0) & (py < h - 1)
+    if refine == "quarter":  # mmpose's rule: both axes or neither, and never next to the left/top border
+        inner_x = inner_y = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
     offset = 0.25 * torch.stack([torch.sign(at(heatmaps, px + 1, py) - at(heatmaps, px - 1, py)) * inner_x,
                                  torch.sign(at(heatmaps, px, py + 1) - at(heatmaps, px, py - 1)) * inner_y], dim=-1)
     if refine == "taylor" and h >= 3 and w >= 3:
@@ -100,11 +110,11 @@ def decode_heatmaps(heatmaps: torch.Tensor, stride: float, refine: str = "taylor
         peak = torch.stack([sx, sy], dim=-1).float() + newton - coords
         good = (det > 1e-12) & (hxx < 0) & peak.abs().le(1.0).all(-1)
         offset = torch.where(good.unsqueeze(-1), peak.clamp(-0.5, 0.5), offset)
-    return heatmap_to_pixels(coords + offset, stride), scores
+    return heatmap_to_pixels(coords + offset, stride, encoding), scores
 
 
 def soft_argmax(heatmaps: torch.Tensor, stride: float, beta: float = 10.0,
-                window: int | None = 3) -> tuple[torch.Tensor, torch.Tensor]:
+                window: int | None = 3, encoding: str = "unbiased") -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable decoding: the expected cell under softmax(beta * heatmap), in input
     pixels, with the peak value as score. `window` = r restricts the softmax to the
     (2r+1)^2 cells around the argmax, so a large flat background does not pull the estimate
@@ -120,12 +130,17 @@ def soft_argmax(heatmaps: torch.Tensor, stride: float, beta: float = 10.0,
         logits = logits.masked_fill(~near, float("-inf"))
     prob = torch.softmax(logits.reshape(n, k, -1), dim=-1).view(n, k, h, w)
     coords = torch.stack([(prob * xs).sum((2, 3)), (prob * ys).sum((2, 3))], dim=-1)
-    return heatmap_to_pixels(coords, stride), scores
+    return heatmap_to_pixels(coords, stride, encoding), scores
 
 
-def flip_heatmaps(heatmaps: torch.Tensor, flip_index: torch.Tensor) -> torch.Tensor:
-    """Heatmaps of a mirrored image back in the original frame: mirror, then renumber."""
-    return heatmaps.flip(-1)[:, flip_index]
+def flip_heatmaps(heatmaps: torch.Tensor, flip_index: torch.Tensor, shift: bool = False) -> torch.Tensor:
+    """Heatmaps of a mirrored image back in the original frame: mirror, then renumber.
+    `shift` is mmpose's shift_heatmap: move the result one cell right (column 0 keeps its
+    value), the flip test's correction for the "msra" convention."""
+    back = heatmaps.flip(-1)[:, flip_index]
+    if shift:
+        back = torch.cat([back[..., :1], back[..., :-1]], dim=-1)
+    return back
 
 
 def weighted_heatmap_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ def test_quarter_and_plain_argmax_bounds(stride, size):
     heat, _ = encode_heatmaps(points, torch.ones(400, 5), (size, size), stride)
     cells = pixels_to_heatmap(points, stride)
     inner = ((cells > 0.5) & (cells < size - 1.5)).all(-1)  # argmax not on the border
-    quarter = (pixels_to_heatmap(decode_heatmaps(heat, stride, "quarter")[0], stride) - cells).abs()
+    quarter = (pixels_to_heatmap(decode_heatmaps(heat, stride, "quarter_per_axis")[0], stride) - cells).abs()
     plain = (pixels_to_heatmap(decode_heatmaps(heat, stride, "none")[0], stride) - cells).abs()
     assert plain.max().item() <= 0.5 + 1e-5
     assert quarter[inner].max().item() <= 0.25 + 1e-5
