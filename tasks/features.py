@@ -72,14 +72,16 @@ class FeatureTap:
         self._handles = []
 
 
-def stage_features(model: nn.Module, x: torch.Tensor, indices: int | Sequence[int]) -> list[torch.Tensor]:
-    """NCHW features of a timm model at `feature_info` indices (negative counts from the end)."""
+def stage_features(model: nn.Module, x: torch.Tensor, indices: int | Sequence[int], stop_early: bool = True) -> list[torch.Tensor]:
+    """NCHW features of a timm model at `feature_info` indices (negative counts from the end).
+
+    `stop_early` ends the forward at the last wanted stage, so later stages never run."""
     n = len(model.feature_info)
     wanted = [indices] if isinstance(indices, int) else list(indices)
     bad = [i for i in wanted if not -n <= i < n]
     if bad:
         raise UserError(f"Feature index {bad} out of range for {type(model).__name__}: it has {n} stages (0..{n - 1}).")
-    return model.forward_intermediates(x, indices=[i % n for i in wanted], intermediates_only=True)
+    return model.forward_intermediates(x, indices=[i % n for i in wanted], intermediates_only=True, stop_early=stop_early)
 
 
 def stage_channels(model: nn.Module, index: int) -> int:

@@ -79,6 +79,22 @@ def test_stage_features_follow_feature_info(name, kwargs):
         assert feat.shape[-1] <= -(-32 // info["reduction"]) + 1
 
 
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv3_small_050", "convnext_atto", "regnetx_002"])
+def test_stop_early_features_equal_the_full_forward_and_skip_the_last_stage(name):
+    model = create_backbone(name).eval()
+    x = torch.randn(2, 3, 32, 32)
+    last = model.feature_info[-1]["module"]
+    ran = []
+    handle = resolve_module(model, last).register_forward_hook(lambda *_: ran.append(last))
+    with torch.no_grad():
+        early = stage_features(model, x, -2)
+        assert ran == []  # the last stage never ran
+        full = stage_features(model, x, -2, stop_early=False)
+        assert ran == [last]
+    handle.remove()
+    assert torch.equal(early[0], full[0])
+
+
 def test_truncated_tap_equals_full_forward_at_the_tapped_layer():
     model = create_backbone("resnet18").eval()
     x = torch.randn(2, 3, 32, 32)
