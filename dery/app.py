@@ -47,5 +47,6 @@ def read_stage(run_dir: str | Path, stage: str, command: str) -> dict[str, Any]:
         raise UserError(f"No finished {stage} run at '{run_dir}' ({path} is missing). Make one with: {command}")
     summary = json.loads(path.read_text())
     if summary.get("stage") != stage:
-        raise UserError(f"'{run_dir}' is a {summary.get('stage') or 'training'} run, not a {stage} run. Make one with: {command}")
+        kind = summary.get("stage") or "training"
+        raise UserError(f"'{run_dir}' is a {kind} run, not a {stage} run. Make one with: {command}")
     return summary

@@ -39,7 +39,8 @@ class Budget:
 
     def admits(self, params: float, flops: float) -> bool:
         return ((self.params is None or params <= self.params) and (self.flops is None or flops <= self.flops)
-                and (self.min_params is None or params > self.min_params) and (self.min_flops is None or flops > self.min_flops))
+                and (self.min_params is None or params > self.min_params)
+                and (self.min_flops is None or flops > self.min_flops))
 
     def describe(self) -> str:
         parts = [f"params <= {self.params:,.0f}" if self.params is not None else "",
@@ -91,8 +92,9 @@ class Pool:
 def infeasible(budget: Budget, plans: list[Plan]) -> UserError:
     """The error for a budget no valid network meets: names the smallest feasible budget."""
     if not plans:
-        return UserError("No valid candidate exists: every combination reuses an equivalence set or breaks the topology "
-                         "rule. Set topology_rule=false, or partition with other settings (K, same_stage_only).")
+        return UserError("No valid candidate exists: every combination reuses an equivalence set or breaks the "
+                         "topology rule. Set topology_rule=false, or partition with other settings "
+                         "(K, same_stage_only).")
     fit_flops = [p for p in plans if budget.flops is None or p.flops <= budget.flops] or plans
     fit_params = [p for p in plans if budget.params is None or p.params <= budget.params] or plans
     small_p = min(fit_flops, key=lambda p: p.params)
@@ -162,7 +164,8 @@ def search(pool: Pool, planner: Planner, budget: Budget, mode: str, count: int, 
         info["feasible"] = sum(1 for p in plans if budget.admits(p.params, p.flops))
     if not chosen:
         if not plans:   # not enumerated: the cheapest networks from the exact MILP
-            plans = milp(pool, planner, Budget(), 1, minimise=True) + milp(pool, planner, Budget(flops=budget.flops), 1, minimise=True)
+            plans = (milp(pool, planner, Budget(), 1, minimise=True)
+                     + milp(pool, planner, Budget(flops=budget.flops), 1, minimise=True))
         raise infeasible(budget, plans)
     info["scored"] = len(chosen)
     info["search_s"] = time.perf_counter() - start

@@ -64,7 +64,8 @@ def state_graph(pool, planner: Planner) -> StateGraph:
             graph.edges.append((done, None, params, flops))
         else:
             for nxt in pool.by_stage[k + 1]:
-                if pool.set_of(nxt) == pool.set_of(block) or (pool.topology_rule and pool.is_cnn(nxt) and not pool.is_cnn(block)):
+                back_to_cnn = pool.topology_rule and pool.is_cnn(nxt) and not pool.is_cnn(block)
+                if pool.set_of(nxt) == pool.set_of(block) or back_to_cnn:
                     continue
                 params, flops, shape_in = planner.part_cost(planner.adapter(block, nxt, out), out)
                 enter(k + 1, nxt, shape_in, done, params, flops)
@@ -72,7 +73,8 @@ def state_graph(pool, planner: Planner) -> StateGraph:
     return graph
 
 
-def milp(pool, planner: Planner, budget, limit: int, minimise: bool = False, graph: StateGraph | None = None) -> list[Plan]:
+def milp(pool, planner: Planner, budget, limit: int, minimise: bool = False,
+         graph: StateGraph | None = None) -> list[Plan]:
     """Up to `limit` feasible plans, most parameters first (fewest with `minimise`)."""
     from scipy.optimize import Bounds, LinearConstraint, milp as solve
     from scipy.sparse import csr_matrix, vstack
@@ -83,7 +85,8 @@ def milp(pool, planner: Planner, budget, limit: int, minimise: bool = False, gra
         return []
     cost = np.array([[e[2] for e in graph.edges], [e[3] for e in graph.edges]], dtype=float)
     entering: dict[Block, list[int]] = {}
-    rows: list[tuple[dict[int, float], float, float]] = [({j: 1 for j, e in enumerate(graph.edges) if e[0] is None}, 1, 1)]
+    sources = {j: 1 for j, e in enumerate(graph.edges) if e[0] is None}
+    rows: list[tuple[dict[int, float], float, float]] = [(sources, 1, 1)]
     balance: list[dict[int, float]] = [{} for _ in graph.states]
     for j, (src, dst, _, _) in enumerate(graph.edges):
         if src is not None:
@@ -98,8 +101,8 @@ def milp(pool, planner: Planner, budget, limit: int, minimise: bool = False, gra
             rows.append((row, -np.inf, 1))
     for r, (ceiling, floor) in enumerate(((budget.params, budget.min_params), (budget.flops, budget.min_flops))):
         if ceiling is not None or floor is not None:   # lower bounds are strict (the original's minC < params)
-            rows.append(({j: cost[r, j] for j in range(n) if cost[r, j]}, -np.inf if floor is None else np.floor(floor) + 1,
-                         np.inf if ceiling is None else ceiling))
+            rows.append(({j: cost[r, j] for j in range(n) if cost[r, j]},
+                         -np.inf if floor is None else np.floor(floor) + 1, np.inf if ceiling is None else ceiling))
 
     def matrix(entries: list[tuple[dict[int, float], float, float]]) -> csr_matrix:
         data = [(i, col, v) for i, (row, _, _) in enumerate(entries) for col, v in row.items()]
@@ -113,14 +116,17 @@ def milp(pool, planner: Planner, budget, limit: int, minimise: bool = False, gra
     while len(found) < limit:
         constraint = LinearConstraint(vstack([base, *cuts]) if cuts else base, lower + [-np.inf] * len(cuts),
                                       upper + [pool.K - 1] * len(cuts))
-        result = solve(objective, constraints=constraint, integrality=np.ones(n), bounds=Bounds(np.zeros(n), np.ones(n)))
+        result = solve(objective, constraints=constraint, integrality=np.ones(n),
+                       bounds=Bounds(np.zeros(n), np.ones(n)))
         if result.status != 0 or result.x is None:
             break
         used = [j for j in range(n) if result.x[j] > 0.5]
-        blocks = sorted((graph.states[graph.edges[j][1]][1] for j in used if graph.edges[j][1] is not None), key=lambda b: b.stage)
+        targets = [graph.edges[j][1] for j in used if graph.edges[j][1] is not None]
+        blocks = sorted((graph.states[t][1] for t in targets), key=lambda b: b.stage)
         plan = planner.plan(blocks)
         if (plan.params, plan.flops) != (int(cost[0, used].sum()), int(cost[1, used].sum())):
-            raise RuntimeError(f"MILP costs {cost[:, used].sum(1)} differ from the plan's {(plan.params, plan.flops)} for {blocks}")
+            raise RuntimeError(f"MILP costs {cost[:, used].sum(1)} differ from the plan's "
+                               f"{(plan.params, plan.flops)} for {blocks}")
         if budget.admits(plan.params, plan.flops):   # guards against the solver's row tolerance
             found.append(plan)
         cuts.append(matrix([({j: 1 for b in blocks for j in entering[b]}, 0, 0)]))   # never these blocks again

@@ -4,6 +4,8 @@
                blocks keep the zoo's BN statistics (update_block_bn=true: the original,
                whose frozen blocks stay in train mode and update them)
   mode=full    everything learns from the start (the paper's FT)
+  init=random  the same network with random blocks, trained fully: the control that says
+               what the zoo's weights are worth
 
 Everything else (loss, metrics, optimiser, schedule) is the ClassificationModule's."""
 
@@ -24,6 +26,7 @@ from tasks.errors import UserError
 from tasks.plots import log_figure
 
 MODES = ("frozen", "full")
+INITS = ("zoo", "random")
 
 
 class ReassembledModule(ClassificationModule):
@@ -36,18 +39,25 @@ class ReassembledModule(ClassificationModule):
         label_smoothing: float = 0.0,
         mode: str = "frozen",
         update_block_bn: bool = False,
+        init: str = "zoo",
     ):
         if mode not in MODES:
             raise UserError(f"model.mode='{mode}' is unknown; use one of {list(MODES)}.")
-        super().__init__({"spec": spec, "mode": mode, "update_block_bn": update_block_bn}, num_classes, optimizer, scheduler,
-                         label_smoothing)
+        if init not in INITS:
+            raise UserError(f"model.init='{init}' is unknown; use one of {list(INITS)}.")
+        if init == "random" and mode == "frozen":
+            raise UserError("model.init=random with model.mode=frozen would freeze random blocks; use model.mode=full.")
+        super().__init__({"spec": spec, "mode": mode, "update_block_bn": update_block_bn, "init": init}, num_classes,
+                         optimizer, scheduler, label_smoothing)
 
     def build_net(self, backbone: dict[str, Any], num_classes: int) -> torch.nn.Module:
         self.spec = load_spec(backbone["spec"])
         if self.spec["num_classes"] != num_classes:
-            raise UserError(f"The spec {backbone['spec']} was searched with a {self.spec['num_classes']}-class head (its budget "
-                            f"counts it) but model.num_classes={num_classes}. Re-run dery.search with num_classes={num_classes}.")
-        net = build_network(self.spec)
+            raise UserError(f"The spec {backbone['spec']} was searched with a {self.spec['num_classes']}-class head "
+                            f"(its budget counts it) but model.num_classes={num_classes}. "
+                            f"Re-run dery.search with num_classes={num_classes}.")
+        from_zoo = backbone.get("init", "zoo") == "zoo"
+        net = build_network(self.spec, pretrained=from_zoo, random_seed=None if from_zoo else torch.initial_seed())
         return net.freeze_blocks(backbone["mode"] == "frozen", backbone["update_block_bn"])
 
     def on_fit_start(self) -> None:
@@ -62,8 +72,11 @@ class ReassembledModule(ClassificationModule):
         save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}, str(weights))
         card = export_dir / "model.json"
         trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
-        card.write_text(json.dumps({"kind": "dery-reassembled", "weights": weights.name, "mode": self.hparams.backbone["mode"],
-                                    "params": self.spec["params"], "flops": self.spec["flops"], "trainable_params": trainable,
+        card.write_text(json.dumps({"kind": "dery-reassembled", "weights": weights.name,
+                                    "mode": self.hparams.backbone["mode"],
+                                    "init": self.hparams.backbone.get("init", "zoo"),
+                                    "params": self.spec["params"], "flops": self.spec["flops"],
+                                    "trainable_params": trainable,
                                     "load": f"dery.module.load_reassembled('{card}')", "spec": self.spec}, indent=2))
         return {"weights": str(weights), "card": str(card)}
 

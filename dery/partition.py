@@ -106,7 +106,8 @@ def _medoids(sim: BlockSimilarity, blocks: list[Block], assign: np.ndarray, K: i
     return anchors
 
 
-def _refine(sim: BlockSimilarity, member: MemberNodes, cuts: list[int], groups: Sequence[int], anchors: list[Block]) -> bool:
+def _refine(sim: BlockSimilarity, member: MemberNodes, cuts: list[int], groups: Sequence[int],
+            anchors: list[Block]) -> bool:
     """One left-to-right pass of one-node boundary moves for one member; True if any moved."""
     moved = False
     for k in range(len(cuts) - 2):
@@ -115,7 +116,8 @@ def _refine(sim: BlockSimilarity, member: MemberNodes, cuts: list[int], groups: 
         for cut in (cuts[k + 1], cuts[k + 1] + 1, cuts[k + 1] - 1):  # keep, forward, backward
             if not (member.fits(cuts[k], cut - 1) and member.fits(cut, cuts[k + 2] - 1)):
                 continue
-            score = sim(Block(member.name, k, cuts[k], cut - 1), a) + sim(Block(member.name, k + 1, cut, cuts[k + 2] - 1), b)
+            score = (sim(Block(member.name, k, cuts[k], cut - 1), a)
+                     + sim(Block(member.name, k + 1, cut, cuts[k + 2] - 1), b))
             if best_score is None or score > best_score + 1e-12:
                 best, best_score = cut, score
         if best != cuts[k + 1]:
@@ -123,8 +125,8 @@ def _refine(sim: BlockSimilarity, member: MemberNodes, cuts: list[int], groups: 
     return moved
 
 
-def partition_once(sim: BlockSimilarity, members: list[MemberNodes], K: int,
-                   rng: np.random.Generator, max_iter: int, kind: str) -> tuple[float, dict[str, list[int]], np.ndarray, list[Block], int]:
+def partition_once(sim: BlockSimilarity, members: list[MemberNodes], K: int, rng: np.random.Generator, max_iter: int,
+                   kind: str) -> tuple[float, dict[str, list[int]], np.ndarray, list[Block], int]:
     cuts = {m.name: [int(c) for c in m.feasible[rng.integers(len(m.feasible))]] for m in members}
     blocks = [b for m in members for b in blocks_of(m.name, cuts[m.name])]
     anchors = [blocks[i] for i in rng.choice(len(blocks), size=K, replace=False)]
@@ -143,8 +145,8 @@ def partition_once(sim: BlockSimilarity, members: list[MemberNodes], K: int,
     return objective(sim, blocks, assign, anchors, kind), cuts, assign, anchors, iteration
 
 
-def partition(sim: BlockSimilarity, node_params: dict[str, Sequence[int]], K: int = 4, eps: float = 0.2, restarts: int = 200,
-              max_iter: int = 200, seed: int = 0, kind: str = "anchor") -> dict[str, Any]:
+def partition(sim: BlockSimilarity, node_params: dict[str, Sequence[int]], K: int = 4, eps: float = 0.2,
+              restarts: int = 200, max_iter: int = 200, seed: int = 0, kind: str = "anchor") -> dict[str, Any]:
     """The best partition over `restarts` random starts; reproducible from `seed`."""
     if kind not in OBJECTIVES:
         raise UserError(f"objective='{kind}' is unknown; use one of {list(OBJECTIVES)}.")
@@ -171,7 +173,8 @@ def describe(result: dict[str, Any], zoo: dict[str, Any]) -> dict[str, Any]:
     """The partition as saved: per member its blocks (nodes, parameters, shapes, set)."""
     K = result["K"]
     out = {k: v for k, v in result.items() if k not in ("cuts", "assign", "anchors", "caps")}
-    out["members"], out["sets"] = {}, [{"anchor": {"member": m, "stage": s}, "blocks": []} for m, s in result["anchors"]]
+    out["members"] = {}
+    out["sets"] = [{"anchor": {"member": m, "stage": s}, "blocks": []} for m, s in result["anchors"]]
     for i, (name, cuts) in enumerate(result["cuts"].items()):
         info = zoo["members"][name]
         blocks = []
@@ -181,12 +184,14 @@ def describe(result: dict[str, Any], zoo: dict[str, Any]) -> dict[str, Any]:
                            "params": int(sum(info["node_params"][b.start:b.end + 1])), "set": group,
                            "in_shape": info["in_shapes"][b.start], "out_shape": info["out_shapes"][b.end]})
             out["sets"][group]["blocks"].append({"member": name, "stage": b.stage})
-        out["members"][name] = {"cuts": list(cuts), "cap": result["caps"][name], "params": int(sum(info["node_params"])), "blocks": blocks}
+        out["members"][name] = {"cuts": list(cuts), "cap": result["caps"][name],
+                                "params": int(sum(info["node_params"])), "blocks": blocks}
     return out
 
 
 def load_similarity(run_dir: str | Path) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
-    summary = read_stage(run_dir, "similarity", "python -m dery.similarity zoo.members.<name>.weights=... (see docs/dery.md)")
+    summary = read_stage(run_dir, "similarity",
+                         "python -m dery.similarity zoo.members.<name>.weights=... (see docs/dery.md)")
     zoo = json.loads(Path(summary["zoo"]).read_text())
     cka = load_file(summary["similarity"])["cka"].numpy()
     return summary, cka, zoo
@@ -197,11 +202,13 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
     sim = BlockSimilarity(cka, zoo["offsets"], cfg.same_stage_only)
     node_params = {name: m["node_params"] for name, m in zoo["members"].items()}
     result = partition(sim, node_params, cfg.K, cfg.eps, cfg.restarts, cfg.max_iter, cfg.seed, cfg.objective)
-    saved = {"similarity_run": str(Path(str(cfg.similarity)).expanduser().resolve()), "zoo": summary["zoo"], **describe(result, zoo)}
+    saved = {"similarity_run": str(Path(str(cfg.similarity)).expanduser().resolve()), "zoo": summary["zoo"],
+             **describe(result, zoo)}
     path = out / "partition.json"
     path.write_text(json.dumps(saved, indent=2))
     plot = plot_partition(saved, out / "plots" / "partition.png")
-    return {"partition": str(path), "plots": [str(plot)], "objective": saved["objective"], "best_restart": saved["best_restart"],
+    return {"partition": str(path), "plots": [str(plot)], "objective": saved["objective"],
+            "best_restart": saved["best_restart"],
             "sets": [[f"{b['member']}[{b['stage']}]" for b in s["blocks"]] for s in saved["sets"]]}
 
 

@@ -55,7 +55,8 @@ def plot_partition(partition: Mapping[str, Any], path: Path) -> Path:
             width = len(block["nodes"]) / total
             colour = SET_COLOURS[block["set"] % len(SET_COLOURS)]
             ax.barh(row, width, left=x, color=colour, edgecolor="black", height=0.7)
-            ax.text(x + width / 2, row, f"{len(block['nodes'])}n\n{block['params'] / 1e6:.2f}M", ha="center", va="center", fontsize=6)
+            label = f"{len(block['nodes'])}n\n{block['params'] / 1e6:.2f}M"
+            ax.text(x + width / 2, row, label, ha="center", va="center", fontsize=6)
             x += width
     ax.set_yticks(range(len(members)), list(members))
     ax.invert_yaxis()
@@ -63,7 +64,8 @@ def plot_partition(partition: Mapping[str, Any], path: Path) -> Path:
     handles = [plt.Rectangle((0, 0), 1, 1, color=SET_COLOURS[k % len(SET_COLOURS)]) for k in range(partition["K"])]
     ax.legend(handles, [f"set {k}" for k in range(partition["K"])], ncol=partition["K"], loc="upper center",
               bbox_to_anchor=(0.5, -0.18), fontsize=8)
-    ax.set_title(f"DeRy partition: K={partition['K']}, objective {partition['objective']:.3f} (seed {partition['seed']})")
+    ax.set_title(f"DeRy partition: K={partition['K']}, objective {partition['objective']:.3f} "
+                 f"(seed {partition['seed']})")
     return _save(fig, path)
 
 
@@ -73,7 +75,8 @@ def architecture_figure(spec: Mapping[str, Any]) -> "plt.Figure":
     for k, block in enumerate(spec["blocks"]):
         if k > 0:
             adapter = spec["adapters"][k - 1]
-            items.append(("adapter", f"{adapter['kind']}\n{adapter['in']}->{adapter['out']}\ns{adapter['stride']}", "#f2c14e"))
+            text = f"{adapter['kind']}\n{adapter['in']}->{adapter['out']}\ns{adapter['stride']}"
+            items.append(("adapter", text, "#f2c14e"))
         colour = SET_COLOURS[block["set"] % len(SET_COLOURS)]
         nodes = block["nodes"]
         label = nodes[0] if len(nodes) == 1 else f"{nodes[0]}\n..{nodes[-1]}"
@@ -100,7 +103,8 @@ def plot_architecture(spec: Mapping[str, Any], path: Path) -> Path:
 def plot_candidates(table: list[dict], best: int, path: Path) -> Path:
     """NASWOT against parameters of the scored candidates; the chosen one in red."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.scatter([r["params"] / 1e6 for r in table], [r["naswot"] for r in table], s=10, alpha=0.6, label="feasible candidates")
+    ax.scatter([r["params"] / 1e6 for r in table], [r["naswot"] for r in table], s=10, alpha=0.6,
+               label="feasible candidates")
     ax.scatter([table[best]["params"] / 1e6], [table[best]["naswot"]], s=60, color="red", label="chosen")
     ax.set_xlabel("parameters (M)")
     ax.set_ylabel("NASWOT")

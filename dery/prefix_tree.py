@@ -41,10 +41,18 @@ def stage_seed(seed: int, batch: int, stage: int) -> int:
     return (seed * 1_000_003 + batch) * 1_009 + stage
 
 
+def _manual_seed(seed: int, device: torch.device) -> None:
+    """Seed the generator of `device` only (torch.manual_seed also queues every accelerator
+    backend's seeding, a stack capture each time, which dominated small stages)."""
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index or 0].manual_seed(seed)
+    torch.default_generator.manual_seed(seed)
+
+
 def seeded_part(part: Mapping[str, Any], seed: int, position: int) -> nn.Module:
     """A stem / adapter / head, initialised from (seed, position, definition)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(part_seed(seed, position, part))
+        _manual_seed(part_seed(seed, position, part), torch.device("cpu"))
         return make_part(part)
 
 
@@ -55,9 +63,10 @@ def candidate_network(plan: Plan, members: Mapping[str, Member], seed: int) -> R
     return ReassembledNet(parts[0], blocks, parts[1:-1], parts[-1], plan.parts[0]["layout"])
 
 
-def _run_stage(part: nn.Module, block: nn.Module | None, x: torch.Tensor, seed: int, stem_layout: str | None) -> torch.Tensor:
+def _run_stage(part: nn.Module, block: nn.Module | None, x: torch.Tensor, seed: int,
+               stem_layout: str | None) -> torch.Tensor:
     with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
-        torch.manual_seed(seed)
+        _manual_seed(seed, x.device)
         h = part(x)
         if stem_layout is not None:
             h = from_nchw(h, stem_layout)
@@ -112,7 +121,8 @@ class ScoreCache:
 class PrefixTree:
     """Scores plans by NASWOT, each shared prefix of blocks evaluated once."""
 
-    def __init__(self, members: Mapping[str, Member], batches: Sequence[torch.Tensor], seed: int, hooks: str = "default"):
+    def __init__(self, members: Mapping[str, Member], batches: Sequence[torch.Tensor], seed: int,
+                 hooks: str = "default"):
         self.members, self.batches, self.seed, self.hooks = members, list(batches), seed, hooks
         self._blocks: dict[Block, nn.Module] = {}
         self.evaluated_stages = 0

@@ -57,7 +57,8 @@ def stratified_order(labels: torch.Tensor, count: int, seed: int = 0) -> list[in
 def without_augmentation(dataset: Dataset, datamodule) -> Dataset:
     """The dataset read through the evaluation transform (a shallow copy) when it has its own."""
     eval_set = getattr(datamodule, "val_set", None) or getattr(datamodule, "test_set", None)
-    if hasattr(dataset, "transform") and eval_set is not None and hasattr(eval_set, "transform") and eval_set is not dataset:
+    has_own = hasattr(dataset, "transform") and eval_set is not None and hasattr(eval_set, "transform")
+    if has_own and eval_set is not dataset:
         dataset = copy.copy(dataset)
         dataset.transform = eval_set.transform
     return dataset
@@ -94,7 +95,8 @@ class Probe:
 
     def fingerprint(self) -> str:
         """Content hash of the probe: image tensors, or file list + transform for image folders."""
-        digest = hashlib.sha256(json.dumps([list(self.datamodule.mean), list(self.datamodule.std), self.indices]).encode())
+        stats = [list(self.datamodule.mean), list(self.datamodule.std), self.indices]
+        digest = hashlib.sha256(json.dumps(stats).encode())
         if isinstance(self.dataset, TensorDataset):
             digest.update(self.dataset.tensors[0][self.indices].contiguous().numpy().tobytes())
         elif hasattr(self.dataset, "items"):

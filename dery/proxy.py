@@ -8,7 +8,7 @@ Differences from the original, for every family to count:
 - codes are laid out per sample of the *network's* batch: windowed attention (Swin) emits
   (B * windows, N, C), batch-major, and is reshaped to (B, windows * N * C), where the
   original's `flatten(1)` took every window for a sample;
-- `hooks="default"` also hooks SiLU / Swish (EfficientNet, RegNetY's blocks), which the
+- `hooks="default"` also hooks SiLU / Swish (EfficientNet's blocks), which the
   original's set (`hooks="original"`) misses; timm's own GELU / Mish / HardSwish / PReLU
   classes count as those functions in both sets;
 - the original re-registers its hooks on every batch, adding log(b) to batch b's score for

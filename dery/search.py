@@ -41,7 +41,8 @@ from tasks.errors import UserError
 CACHE_VERSION = 1
 
 
-def kendall_tau(members: dict[str, Member], batches: list[torch.Tensor], seed: int = 0, hooks: str = "default") -> dict[str, Any]:
+def kendall_tau(members: dict[str, Member], batches: list[torch.Tensor], seed: int = 0,
+                hooks: str = "default") -> dict[str, Any]:
     """NASWOT of every zoo member (its own trained network) against its test accuracy."""
     from scipy.stats import kendalltau
 
@@ -55,7 +56,8 @@ def kendall_tau(members: dict[str, Member], batches: list[torch.Tensor], seed: i
         result["tau"], result["note"] = None, "needs at least two members with a known accuracy"
         return result
     tau, p_value = kendalltau([scores[n] for n in rated], [rated[n].accuracy for n in rated])
-    result["tau"], result["p_value"] = (None if np.isnan(tau) else float(tau)), (None if np.isnan(p_value) else float(p_value))
+    result["tau"] = None if np.isnan(tau) else float(tau)
+    result["p_value"] = None if np.isnan(p_value) else float(p_value)
     return result
 
 
@@ -108,7 +110,8 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
                    {"proxy": {"naswot": scores[best]}, "budget": OmegaConf.to_container(cfg.budget),
                     "search": {**info, "partition_run": str(cfg.partition)}})
     spec_path = save_spec(spec, out / "spec.yaml")
-    table = [{"blocks": pool.label(p.blocks), "params": p.params, "flops": p.flops, "naswot": s} for p, s in zip(plans, scores)]
+    table = [{"blocks": pool.label(p.blocks), "params": p.params, "flops": p.flops, "naswot": s}
+             for p, s in zip(plans, scores)]
     (out / "candidates.json").write_text(json.dumps(table, indent=2))
     plots = [str(plot_architecture(spec, out / "plots" / "architecture.png"))]
     plots.append(str(plot_candidates(table, best, out / "plots" / "candidates.png")))

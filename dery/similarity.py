@@ -76,7 +76,8 @@ def rep_dims(member: Member) -> list[int]:
     return [member.in_channels(0)] + [member.out_channels(i) for i in range(len(member.nodes))]
 
 
-def member_features(member: Member, probe: Probe, probe_key: str, input_size, cache: Path, device: torch.device) -> tuple[torch.Tensor, bool]:
+def member_features(member: Member, probe: Probe, probe_key: str, input_size, cache: Path,
+                    device: torch.device) -> tuple[torch.Tensor, bool]:
     path = cache / f"features-{feature_key(member, input_size, probe_key)}.safetensors"
     if path.is_file():
         return load_file(str(path))["features"], True
@@ -112,14 +113,15 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
         offsets[name] = start
         start += len(member.nodes) + 1
     save_file({"cka": cka.contiguous()}, str(out / "similarity.safetensors"))
-    zoo = {"input_size": list(input_size), "probe": {"split": cfg.probe.split, "images": len(probe), "fingerprint": probe_key},
-           "offsets": offsets, "members": {name: m.describe() for name, m in members.items()}}
+    zoo = {"input_size": list(input_size),
+           "probe": {"split": cfg.probe.split, "images": len(probe), "fingerprint": probe_key}, "offsets": offsets,
+           "members": {name: m.describe() for name, m in members.items()}}
     (out / "zoo.json").write_text(json.dumps(zoo, indent=2))
     plot = plot_cka(cka, members, offsets, out / "plots" / "cka.png")
     return {"zoo": str(out / "zoo.json"), "similarity": str(out / "similarity.safetensors"), "plots": [str(plot)],
             "cache": {"matrix": str(matrix_path), "hit": all(hits.values()), "feature_hits": hits},
-            "members": {name: {"arch": m.arch, "nodes": len(m.nodes), "params": sum(m.node_params), "accuracy": m.accuracy}
-                        for name, m in members.items()},
+            "members": {name: {"arch": m.arch, "nodes": len(m.nodes), "params": sum(m.node_params),
+                               "accuracy": m.accuracy} for name, m in members.items()},
             "representations": int(cka.shape[0]), "probe_images": len(probe)}
 
 

@@ -18,8 +18,8 @@ from tasks.errors import UserError
 FORMAT = "dery-spec/1"
 
 
-def spec_of(plan: Plan, members: Mapping[str, Member], input_size, num_classes: int, sets: Mapping[tuple, int] | None = None,
-            extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def spec_of(plan: Plan, members: Mapping[str, Member], input_size, num_classes: int,
+            sets: Mapping[tuple, int] | None = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     used = list(dict.fromkeys(b.member for b in plan.blocks))
     blocks = []
     for block in plan.blocks:
@@ -45,24 +45,26 @@ def save_spec(spec: Mapping[str, Any], path: str | Path) -> Path:
 def load_spec(path: str | Path | None) -> dict[str, Any]:
     if not path:
         raise UserError("model.spec is not set. Point it at the spec.yaml of a dery.search run "
-                        "(python -m dery.search partition=<run dir>), or run the whole method: python -m tasks.chain dery_digits")
+                        "(python -m dery.search partition=<run dir>), or run the whole method: "
+                        "python -m tasks.chain dery_digits")
     path = Path(str(path)).expanduser()
     if not path.is_file():
-        raise UserError(f"DeRy spec not found: {path}. Make one with: python -m dery.search partition=<dery.partition run dir>")
+        raise UserError(f"DeRy spec not found: {path}. Make one with: "
+                        "python -m dery.search partition=<dery.partition run dir>")
     spec = yaml.safe_load(path.read_text())
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise UserError(f"{path} is not a DeRy spec (format {FORMAT}). Use the spec.yaml a dery.search run wrote.")
     return spec
 
 
-def build_network(spec: Mapping[str, Any], pretrained: bool = True) -> ReassembledNet:
+def build_network(spec: Mapping[str, Any], pretrained: bool = True, random_seed: int | None = None) -> ReassembledNet:
     """The network of a spec. Block weights come from the members' sources (random with
-    `pretrained=False`, for loading a trained network's state); the stem, adapters and head
-    are newly initialised."""
+    `pretrained=False`: for loading a trained network's state, or, drawn with `random_seed`,
+    the from-scratch control); the stem, adapters and head are newly initialised."""
     loaded = {}
     for name, source in spec["members"].items():
         weights = source["weights"] if pretrained else "random"
-        loaded[name] = load_model(name, source["arch"], dict(source.get("kwargs") or {}), weights)[0]
+        loaded[name] = load_model(name, source["arch"], dict(source.get("kwargs") or {}), weights, random_seed)[0]
     blocks = [node_block(loaded[b["member"]], b["nodes"]) for b in spec["blocks"]]
-    return ReassembledNet(make_part(spec["stem"]), blocks, [make_part(a) for a in spec["adapters"]], make_part(spec["head"]),
-                          spec["stem"]["layout"])
+    adapters = [make_part(a) for a in spec["adapters"]]
+    return ReassembledNet(make_part(spec["stem"]), blocks, adapters, make_part(spec["head"]), spec["stem"]["layout"])

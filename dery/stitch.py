@@ -46,7 +46,8 @@ class Adapter(nn.Module):
             self.layers = nn.Sequential(nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c_out, stride, stride, bias=False),
                                         nn.LeakyReLU(0.1, inplace=True))
         elif kind == "linear":
-            self.layers = nn.Sequential(nn.LayerNorm(c_in), nn.Linear(c_in, c_out, bias=False), nn.LeakyReLU(0.1, inplace=True))
+            self.layers = nn.Sequential(nn.LayerNorm(c_in), nn.Linear(c_in, c_out, bias=False),
+                                        nn.LeakyReLU(0.1, inplace=True))
         else:
             raise ValueError(f"unknown adapter kind {kind}")
 
@@ -71,7 +72,8 @@ class Head(nn.Module):
 class ReassembledNet(nn.Module):
     """stem -> block 0 -> adapter 0 -> block 1 -> ... -> head."""
 
-    def __init__(self, stem: nn.Module, blocks: Sequence[nn.Module], adapters: Sequence[nn.Module], head: nn.Module, stem_layout: str):
+    def __init__(self, stem: nn.Module, blocks: Sequence[nn.Module], adapters: Sequence[nn.Module], head: nn.Module,
+                 stem_layout: str):
         super().__init__()
         self.stem, self.stem_layout = stem, stem_layout
         self.blocks = nn.ModuleList(blocks)

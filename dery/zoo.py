@@ -68,7 +68,8 @@ class Member:
 
     def source(self) -> dict[str, Any]:
         """What rebuilds this member: architecture, kwargs, weights, nodes (JSON-able)."""
-        return {"arch": self.arch, "kwargs": self.kwargs, "weights": self.weights, "nodes": self.nodes, "layout": self.layout}
+        return {"arch": self.arch, "kwargs": self.kwargs, "weights": self.weights, "nodes": self.nodes,
+                "layout": self.layout}
 
     def describe(self) -> dict[str, Any]:
         return {**self.source(), "family": self.family, "fingerprint": self.fingerprint,
@@ -101,8 +102,10 @@ def _run_accuracy(run_dir: Path) -> float | None:
     return None
 
 
-def load_model(name: str, arch: str | None, kwargs: dict[str, Any], weights: str) -> tuple[nn.Module, str, dict, str, float | None]:
-    """(model in eval mode, arch, kwargs, weight fingerprint, accuracy from a run's summary)."""
+def load_model(name: str, arch: str | None, kwargs: dict[str, Any], weights: str,
+               random_seed: int | None = None) -> tuple[nn.Module, str, dict, str, float | None]:
+    """(model in eval mode, arch, kwargs, weight fingerprint, accuracy from a run's summary).
+    `random` weights are drawn from the member's name (and `random_seed` when given)."""
     kind, _, where = str(weights).partition(":")
     accuracy = None
     if kind == "run":
@@ -128,14 +131,15 @@ def load_model(name: str, arch: str | None, kwargs: dict[str, Any], weights: str
         try:
             model = create_backbone(tag, pretrained=True, **kwargs)
         except (OSError, RuntimeError, ValueError) as err:
-            raise UserError(f"Zoo member '{name}': cannot fetch hub weights '{tag}' ({type(err).__name__}: {err}). "
-                            "This needs the network; offline, download them once and use weights: file:<path>.") from None
+            message = (f"Zoo member '{name}': cannot fetch hub weights '{tag}' ({type(err).__name__}: {err}). "
+                       "This needs the network; offline, download them once and use weights: file:<path>.")
+            raise UserError(message) from None
         arch, fingerprint = tag, f"hub:{tag}"
     elif kind == "random":
         if not arch:
             raise UserError(f"Zoo member '{name}': weights 'random' needs arch: <timm name>.")
         with torch.random.fork_rng():  # the same weights for a name, the caller's RNG untouched
-            torch.manual_seed(zlib.crc32(name.encode()))
+            torch.manual_seed(zlib.crc32((name if random_seed is None else f"{name}:{random_seed}").encode()))
             model = create_backbone(arch, **kwargs)
         fingerprint = f"random:{name}"
     else:
@@ -147,8 +151,8 @@ def check_input_size(name: str, arch: str, model: nn.Module, input_size: tuple[i
     """A ViT / Swin with a fixed patch grid must be built for the zoo's input size."""
     embed = getattr(model, "patch_embed", None)
     size = tuple(getattr(embed, "img_size", None) or ())
-    if (embed is None or not size or not getattr(embed, "strict_img_size", False) or getattr(model, "dynamic_img_size", False)
-            or size == tuple(input_size[1:])):
+    fixed = embed is not None and size and getattr(embed, "strict_img_size", False)
+    if not fixed or getattr(model, "dynamic_img_size", False) or size == tuple(input_size[1:]):
         return
     raise UserError(f"Zoo member '{name}' ({arch}) is built for {size[0]}x{size[1]} inputs, but zoo.input_size is "
                     f"{list(input_size)}. Set zoo.members.{name}.kwargs.img_size={input_size[1]} (timm resizes hub "
@@ -164,7 +168,8 @@ def dissect(member: Member, input_size: tuple[int, int, int]) -> Member:
     for i, node_name in enumerate(member.nodes):
         module = member.model.get_submodule(node_name)
         handles.append(module.register_forward_pre_hook(lambda m, a, i=i: ins.__setitem__(i, a[0])))
-        handles.append(module.register_forward_hook(lambda m, a, o, i=i: outs.__setitem__(i, o[0] if isinstance(o, (tuple, list)) else o)))
+        handles.append(module.register_forward_hook(
+            lambda m, a, o, i=i: outs.__setitem__(i, o[0] if isinstance(o, (tuple, list)) else o)))
     try:
         with torch.no_grad():
             member.model(torch.rand(2, *input_size))
@@ -173,7 +178,8 @@ def dissect(member: Member, input_size: tuple[int, int, int]) -> Member:
             handle.remove()
     for i, node_name in enumerate(member.nodes):
         if i not in outs:
-            raise UserError(f"Zoo member '{member.name}': node '{node_name}' did not run in the forward. Check its nodes list.")
+            raise UserError(f"Zoo member '{member.name}': node '{node_name}' did not run in the forward. "
+                            "Check its nodes list.")
         if i > 0 and not (ins[i].shape == outs[i - 1].shape and torch.equal(ins[i], outs[i - 1])):
             raise UserError(f"Zoo member '{member.name}': node '{node_name}' does not take the output of "
                             f"'{member.nodes[i - 1]}' as input, so the nodes are not a chain. Fix its nodes list.")
@@ -200,7 +206,8 @@ def load_member(name: str, spec: dict[str, Any], input_size: tuple[int, int, int
     if not spec.get("weights"):
         raise UserError(f"Zoo member '{name}' needs weights: {WEIGHT_FORMS}.")
     weights = absolute(str(spec["weights"]))
-    model, arch, kwargs, fingerprint, accuracy = load_model(name, spec.get("arch"), dict(spec.get("kwargs") or {}), weights)
+    kwargs = dict(spec.get("kwargs") or {})
+    model, arch, kwargs, fingerprint, accuracy = load_model(name, spec.get("arch"), kwargs, weights)
     check_input_size(name, arch, model, tuple(input_size))
     nodes, layout = find_nodes(model, spec.get("nodes"), spec.get("layout"))
     member = Member(name, model, arch, kwargs, weights, fingerprint, nodes, layout,

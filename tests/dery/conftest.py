@@ -36,11 +36,13 @@ def stages(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_spec(stages) -> Path:
-    """spec.yaml of a search on the tiny zoo (its largest networks, 2 scored)."""
+    """spec.yaml of a search on the tiny zoo (the default random search: every feasible network)."""
     from dery import search
 
     run_dir = stages["root"] / "search"
-    cfg = compose_stage("search", [f"partition={stages['partition']}", "proxy.batches=1", "proxy.batch_size=8", "max_scored=2"], run_dir)
+    overrides = [f"partition={stages['partition']}", "proxy.batches=1", "proxy.batch_size=8",
+                 f"cache_dir={run_dir / 'cache'}"]
+    cfg = compose_stage("search", overrides, run_dir)
     result = search.compute(cfg, run_dir)
     _write_summary(run_dir, "search", result)
     return Path(result["spec"])

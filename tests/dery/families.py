@@ -9,10 +9,12 @@ from dery.zoo import Member, load_member
 #          (input of the first node, output of the last node) at 32 x 32 px)
 FAMILIES = {
     # timm's ResNet stem is 64 wide and /4 (8 x 8); layer4 ends at channels[-1] on 1 x 1
-    "resnet": ("resnet18", {"channels": [8, 16, 32, 64]}, "nchw", ("layer1.0", "layer4.1"), 8, ((64, 8, 8), (64, 1, 1))),
+    "resnet": ("resnet18", {"channels": [8, 16, 32, 64]}, "nchw", ("layer1.0", "layer4.1"), 8,
+               ((64, 8, 8), (64, 1, 1))),
     # bottlenecks expand 4x: 32 * 4 = 128
-    "resnext": ("resnext50_32x4d", {"channels": [16, 16, 32, 32], "layers": [1, 1, 2, 1], "cardinality": 4, "base_width": 16},
-                "nchw", ("layer1.0", "layer4.0"), 5, ((64, 8, 8), (128, 1, 1))),
+    "resnext": ("resnext50_32x4d",
+                {"channels": [16, 16, 32, 32], "layers": [1, 1, 2, 1], "cardinality": 4, "base_width": 16}, "nchw",
+                ("layer1.0", "layer4.0"), 5, ((64, 8, 8), (128, 1, 1))),
     # RegNetX-200MF: a 32-wide /2 stem, stage widths 24, 56, 152, 368
     "regnet": ("regnetx_002", {}, "nchw", ("s1.b1", "s4.b7"), 13, ((32, 16, 16), (368, 1, 1))),
     # a /4 patchify stem of dims[0]; the first stage has no down-sampling node
@@ -23,11 +25,12 @@ FAMILIES = {
     # MobileNetV3-Small-0.5: a 16-wide /2 stem; the last node is the 576 * 0.5 = 288 ConvBnAct
     "mobilenetv3": ("mobilenetv3_small_050", {}, "nchw", ("blocks.0.0", "blocks.5.0"), 12, ((16, 16, 16), (288, 1, 1))),
     # (32 / 8)^2 = 16 patches + CLS
-    "vit": ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "embed_dim": 32, "num_heads": 2, "depth": 3}, "tokens",
-            ("blocks.0", "blocks.2"), 3, ((17, 32), (17, 32))),
+    "vit": ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "embed_dim": 32, "num_heads": 2, "depth": 3},
+            "tokens", ("blocks.0", "blocks.2"), 3, ((17, 32), (17, 32))),
     # DeiT (distilled): CLS + distillation token
-    "deit": ("deit_tiny_distilled_patch16_224", {"img_size": 32, "patch_size": 8, "embed_dim": 32, "num_heads": 2, "depth": 3},
-             "tokens", ("blocks.0", "blocks.2"), 3, ((18, 32), (18, 32))),
+    "deit": ("deit_tiny_distilled_patch16_224",
+             {"img_size": 32, "patch_size": 8, "embed_dim": 32, "num_heads": 2, "depth": 3}, "tokens",
+             ("blocks.0", "blocks.2"), 3, ((18, 32), (18, 32))),
     # patch 2: a 16 x 16 grid of 16-dim tokens (16 windows of 4 x 4 in stage 0); three mergings: 2 x 2 x 128
     "swin": ("swin_tiny_patch4_window7_224", {"img_size": 32, "patch_size": 2, "window_size": 4, "embed_dim": 16,
                                               "depths": [1, 1, 2, 1], "num_heads": [1, 1, 2, 2]}, "nhwc",
@@ -37,7 +40,8 @@ FAMILIES = {
 
 def family_member(family: str, num_classes: int = 5) -> Member:
     arch, kwargs, *_ = FAMILIES[family]
-    return load_member(family, {"arch": arch, "kwargs": {**kwargs, "num_classes": num_classes}, "weights": "random"}, (3, 32, 32))
+    spec = {"arch": arch, "kwargs": {**kwargs, "num_classes": num_classes}, "weights": "random"}
+    return load_member(family, spec, (3, 32, 32))
 
 
 def stage_partition(members: dict[str, Member], K: int = 4) -> dict:

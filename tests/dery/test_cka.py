@@ -48,6 +48,8 @@ def test_chunked_estimate_is_the_mean_of_chunk_ckas():
     x = torch.tensor([[1.0], [2.0], [3.0], [1.0], [2.0], [3.0]])
     y = torch.tensor([[1.0], [2.0], [3.0], [1.0], [0.0], [2.0]])
     assert chunked_cka(x, y, chunk=3) == pytest.approx(5 / 8, abs=1e-15)
-    # all six samples: centred x = (-1, 0, 1, -1, 0, 1), y = (-.5, .5, 1.5, -.5, -1.5, .5): (x.y)^2 / (|x|^2 |y|^2) = 9 / 22
-    assert linear_cka(x, y) == pytest.approx(9 / 22, abs=1e-15) and cka_matrix([x, y])[0, 1].item() == pytest.approx(9 / 22, abs=1e-15)
+    # all six samples: centred x = (-1, 0, 1, -1, 0, 1), y = (-.5, .5, 1.5, -.5, -1.5, .5):
+    # (x.y)^2 / (|x|^2 |y|^2) = 9 / (4 * 5.5) = 9 / 22
+    assert linear_cka(x, y) == pytest.approx(9 / 22, abs=1e-15)
+    assert cka_matrix([x, y])[0, 1].item() == pytest.approx(9 / 22, abs=1e-15)
     assert chunked_cka(x, y, chunk=6) == pytest.approx(9 / 22, abs=1e-15)       # one chunk: exact

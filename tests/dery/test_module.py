@@ -63,7 +63,8 @@ def test_training_modes(tiny_spec, tmp_path, mode, update_bn, expect):
 
 def test_class_count_must_match_the_spec(tiny_spec, tmp_path):
     with pytest.raises(UserError, match="10-class head"):
-        run_in_process(["experiment=dery_digits", f"model.spec={tiny_spec}", "model.num_classes=7", *TINY], tmp_path / "r")
+        run_in_process(["experiment=dery_digits", f"model.spec={tiny_spec}", "model.num_classes=7", *TINY],
+                       tmp_path / "r")
     with pytest.raises(UserError, match="model.mode"):
         run_in_process(["experiment=dery_digits", f"model.spec={tiny_spec}", "model.mode=half", *TINY], tmp_path / "s")
 
@@ -80,3 +81,20 @@ def test_full_training_under_ddp_cpu(tiny_spec, tmp_path):
     exported = load_file(str(tmp_path / "ddp" / "export" / "model.safetensors"))
     assert all(torch.equal(value, exported[key]) for key, value in net.state_dict().items())
     assert _blocks_vs_zoo(load_spec(tiny_spec), exported) == (False, False)   # the blocks trained
+
+
+def test_random_init_control(tiny_spec, tmp_path):
+    """model.init=random: the same network, its blocks drawn from the run's seed instead of the zoo."""
+    from dery.spec import build_network
+
+    spec = load_spec(tiny_spec)
+    zoo, one, two = build_network(spec), build_network(spec, False, random_seed=1), build_network(spec, False, random_seed=2)
+    blocks = [{k: v for k, v in net.blocks.state_dict().items() if v.is_floating_point()} for net in (zoo, one, two)]
+    assert blocks[0].keys() == blocks[1].keys() == blocks[2].keys()
+    for key in blocks[0]:
+        if "running" not in key and blocks[0][key].std() > 0:   # weights (not BN statistics or constant inits)
+            assert not torch.equal(blocks[0][key], blocks[1][key]) and not torch.equal(blocks[1][key], blocks[2][key]), key
+    # other weights; the same BN statistics, as the tiny zoo is an untrained random init too
+    assert _blocks_vs_zoo(spec, {f"blocks.{k}": v for k, v in one.blocks.state_dict().items()}) == (False, True)
+    with pytest.raises(UserError, match="model.init=random with model.mode=frozen"):
+        run_in_process(["experiment=dery_digits", f"model.spec={tiny_spec}", "model.init=random", *TINY], tmp_path / "r")

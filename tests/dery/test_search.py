@@ -68,7 +68,8 @@ def test_adapter_stride_follows_spatial_sizes(setup):
     plan = planner.plan(_blocks(members, [("resnet", 0, 1), ("mobilenet", 3, 5), ("resnet", 6, 6), ("resnet", 7, 7)]))
     adapter = plan.parts[1]
     assert members["resnet"].out_grid(1) == (8, 8) and members["mobilenet"].in_grid(3) == (4, 4)
-    assert (adapter["kind"], adapter["stride"], adapter["in"], adapter["out"]) == ("conv", 2, 8, members["mobilenet"].in_channels(3))
+    expected = ("conv", 2, 8, members["mobilenet"].in_channels(3))
+    assert (adapter["kind"], adapter["stride"], adapter["in"], adapter["out"]) == expected
     assert plan.shapes[1][1:] == [4, 4]
     # tokens -> tokens at the same grid: LayerNorm + Linear
     vit = planner.plan(_blocks(members, [("resnet", 0, 3), ("vit", 1, 1), ("vit", 2, 2), ("vit", 3, 3)]))
@@ -119,8 +120,8 @@ def test_random_search_draws_uniformly_from_the_feasible_set(stage_sets):
 def non_native():
     """ResNet-18 + RegNetY-200MF at 64 px, same-stage sets: a RegNet prefix hands a ResNet block
     a 2 x 2 map where it saw 16 x 16 in its own network (its FLOPs are 64 times smaller)."""
-    members = load_zoo({"r": {"arch": "resnet18", "weights": "random"}, "g": {"arch": "regnety_002", "weights": "random"}},
-                       (3, 64, 64))
+    zoo = {"r": {"arch": "resnet18", "weights": "random"}, "g": {"arch": "regnety_002", "weights": "random"}}
+    members = load_zoo(zoo, (3, 64, 64))
     return Pool(stage_partition(members), members), Planner(members, (3, 64, 64), 10)
 
 
@@ -146,7 +147,8 @@ def test_infeasible_budget_names_the_smallest_feasible(setup):
     pool = Pool(partition, members)
     smallest = min(p.params for p in exhaustive(pool, planner, Budget())[1])
     for mode in ("random", "exhaustive", "milp"):
-        with pytest.raises(UserError, match=f"smallest feasible network has {smallest:,} parameters.*budget.params={smallest}"):
+        message = f"smallest feasible network has {smallest:,} parameters.*budget.params={smallest}"
+        with pytest.raises(UserError, match=message):
             search(pool, planner, Budget(params=smallest - 1), mode, 10, 0)
         plans, info = search(pool, planner, Budget(params=smallest), mode, 10, 0)
         assert info["mode"] == mode and [p.params for p in plans] == [smallest]   # the bound is inclusive
@@ -173,10 +175,12 @@ def test_search_stage_keeps_the_best_naswot_and_its_spec_rebuilds_the_network(st
     feasible = exhaustive(pool, planner, Budget(params=budget))[0]
     assert sorted(r["blocks"] for r in table) == sorted(pool.label(p.blocks) for p in feasible)
     batches = list(Probe(cfg.data, "train", 16, 8).batches())
-    alone = {tuple(pool.label(p.blocks)): candidate_naswot(candidate_network(p, members, 0), batches, 0) for p in feasible}
+    alone = {tuple(pool.label(p.blocks)): candidate_naswot(candidate_network(p, members, 0), batches, 0)
+             for p in feasible}
     assert {tuple(r["blocks"]): r["naswot"] for r in table} == alone
     best = max(alone, key=alone.get)
-    assert [f"{b['member']}[{b['stage']}]" for b in spec["blocks"]] == list(best) and spec["proxy"]["naswot"] == alone[best]
+    assert [f"{b['member']}[{b['stage']}]" for b in spec["blocks"]] == list(best)
+    assert spec["proxy"]["naswot"] == alone[best]
     net = build_network(spec).eval()
     flops, _ = count_flops(net, torch.zeros(1, 3, 32, 32))
     assert count_parameters(net) == spec["params"] == result["chosen"]["params"] <= budget

@@ -35,7 +35,8 @@ def test_nodes_found_with_shapes(family_member):
     assert member.layout == layout and member.family == expected_family
     assert (member.nodes[0], member.nodes[-1], len(member.nodes)) == (first, last, count)
     assert (member.in_shapes[0], member.out_shapes[-1]) == (first_in, last_out)   # from the architecture's definition
-    assert 0 < sum(member.node_params) < sum(p.numel() for p in member.model.parameters())   # stem and head are no nodes
+    # stem and head are no nodes
+    assert 0 < sum(member.node_params) < sum(p.numel() for p in member.model.parameters())
 
 
 def test_forward_through_nodes_equals_model_forward(family_member):
@@ -114,12 +115,14 @@ def test_member_from_a_project_run_and_a_file(tmp_path, tiny):
     from tests.conftest import run_in_process
 
     run_dir = tmp_path / "run"
-    summary = run_in_process(["experiment=dery_zoo_digits", "model.backbone.name=mobilenetv3_small_050", *tiny], run_dir)
+    summary = run_in_process(["experiment=dery_zoo_digits", "model.backbone.name=mobilenetv3_small_050", *tiny],
+                             run_dir)
     member = load_member("mb", {"weights": f"run:{run_dir}"}, (3, 32, 32))
     assert member.arch == "mobilenetv3_small_050" and member.accuracy == pytest.approx(summary["test"]["test/acc"])
     assert len(member.nodes) == 12
     exported = run_dir / "export" / "model.safetensors"
-    same = load_member("mb2", {"arch": "mobilenetv3_small_050", "kwargs": {"num_classes": 10}, "weights": f"file:{exported}"}, (3, 32, 32))
+    spec = {"arch": "mobilenetv3_small_050", "kwargs": {"num_classes": 10}, "weights": f"file:{exported}"}
+    same = load_member("mb2", spec, (3, 32, 32))
     assert same.fingerprint == member.fingerprint
     for a, b in zip(member.model.state_dict().values(), same.model.state_dict().values()):
         assert torch.equal(a, b)
