@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import tasks  # noqa: F401  (registers the resolvers conf/ uses)
-from tasks.errors import UserError
+from tasks.run.boundary import hydra_output_dir, run_guarded
 from tasks.run.preflight import preflight
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -29,30 +29,34 @@ def train(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from pytorch_lightning.utilities.model_helpers import is_overridden
 
-    from tasks.checkpoints import load_checkpoint
+    from tasks.checkpoints import load_training_checkpoint
     from tasks.config_check import check_config
+    from tasks.run.export import export_run
     from tasks.run.guards import check_launch
-    from tasks.run.instantiate import build, build_group
+    from tasks.run.instantiate import build, build_group, trainer_plugins
     from tasks.run.resume import resume_checkpoint
     from tasks.run.summary import checkpoint_paths, plain_metrics, print_summary, write_summary
 
     start = time.time()
-    check_config(cfg)
+    check_config(cfg, command="train")  # preflight did this for the command line; in-process callers come here
     check_launch(cfg)
     out = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    # Everything a user names is read and checked before any logger run exists (no W&B run for a failed start).
+    ckpt_path = resume_checkpoint(cfg.get("resume"), out)
+    if ckpt_path:
+        load_training_checkpoint(ckpt_path)  # refuses corrupt or code-carrying files before Lightning sees them
     datamodule = build("data", cfg.data)
     model = build("model", cfg.model)
     callbacks = build_group("callbacks", cfg.get("callbacks"))
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # missing or broken data files stop here; Lightning's own setup call is then a no-op
     loggers = build_group("logger", cfg.get("logger"))
-    trainer = build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_plugins(cfg.trainer))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    ckpt_path = resume_checkpoint(cfg.get("resume"), out)
-    if ckpt_path:
-        load_checkpoint(ckpt_path)  # refuses corrupt or code-carrying files before Lightning sees them
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         fit_metrics = plain_metrics(trainer.callback_metrics)  # trainer.test replaces them
@@ -62,9 +66,11 @@ def train(cfg: DictConfig) -> dict:
             best = checkpoints.get("best") or checkpoints.get("last")
             test_metrics = plain_metrics(trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)[0])
         exports = {}
-        if cfg.get("export") and hasattr(model, "export_artifacts") and trainer.is_global_zero:
-            exports = model.export_artifacts(out / "export")
         hydra_cfg = HydraConfig.get()
+        if cfg.get("export") and hasattr(model, "export_artifacts") and trainer.is_global_zero:
+            card = {"task_name": cfg.task_name, "experiment": hydra_cfg.runtime.choices.get("experiment"), "run_dir": str(out),
+                    "test": test_metrics, "overrides": list(hydra_cfg.overrides.task)}
+            exports = export_run(model, out / "export", card)  # all or nothing: a temp folder, then a rename
         summary = {
             "task_name": cfg.task_name,
             "experiment": hydra_cfg.runtime.choices.get("experiment"),
@@ -81,9 +87,6 @@ def train(cfg: DictConfig) -> dict:
             "finished": datetime.now().isoformat(timespec="seconds"),
         }
         if trainer.is_global_zero:
-            if exports:
-                card = {k: summary[k] for k in ("task_name", "experiment", "run_dir", "test", "overrides")}
-                (out / "export" / "card.json").write_text(__import__("json").dumps({**card, "artifacts": exports}, indent=2))
             write_summary(out / "summary.json", summary)
             print_summary(summary)
         return summary
@@ -96,11 +99,8 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    try:
-        summary = train(cfg)
-    except UserError as err:
-        print(f"\nerror: {err}", file=sys.stderr)
-        sys.exit(2)
+    # A user mistake: one message, exit 2, and a failed start leaves no run dir; a bug: one line and the log path, exit 1.
+    summary = run_guarded("train.py", train, cfg, run_dir=hydra_output_dir)
     metric = cfg.get("optimized_metric")
     if metric:  # the value an Optuna sweep optimises
         value = summary["test"].get(metric, summary["final"].get(metric))
@@ -109,9 +109,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.argv = preflight(sys.argv, CONF_DIR)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.argv = run_guarded("train.py", preflight, sys.argv, CONF_DIR)  # every check before Hydra writes anything
     main()

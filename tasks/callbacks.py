@@ -1,11 +1,15 @@
-"""Callback factories used by conf/callbacks."""
+"""Callbacks of conf/callbacks: the progress display, the per-step seed that makes a resumed
+run draw what an uninterrupted one drew, and the stop at the first non-finite loss."""
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
-from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import Callback, ProgressBar, RichProgressBar
+
+from tasks.errors import TrainingDiverged
 
 
 class EpochLines(ProgressBar):
@@ -42,3 +46,81 @@ def progress_bar(refresh_rate: int = 1):
     if sys.stdout.isatty():
         return RichProgressBar(refresh_rate=refresh_rate, leave=True)
     return EpochLines()
+
+
+def _step_key(seed: int, rank: int, epoch: int, batch_idx: int) -> int:
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, rank, epoch, batch_idx]).generate_state(1, dtype=np.uint64)[0] % (2**63))
+
+
+class StepSeed(Callback):
+    """Reseeds torch, numpy and random before every training step from (seed, rank, epoch,
+    batch index), so what a step draws (noise, timesteps, dropout) never depends on the
+    steps before it: a run resumed after a kill -9 draws what the uninterrupted run drew."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        key = _step_key(self.seed, trainer.global_rank, trainer.current_epoch, batch_idx)
+        torch.manual_seed(key)
+        np.random.seed(key % (2**32))
+        random.seed(key)
+
+
+class FiniteLoss(Callback):
+    """Stops the run at the first NaN or infinite loss, before it reaches the weights, with
+    the step, the loss terms logged for it and what to try; the last checkpoint (written
+    before that step, and refused if its weights are not finite) stays for `resume=`."""
+
+    def __init__(self):
+        self.saved_step: int | None = None
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        import torch
+
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            raise TrainingDiverged(self._message(trainer, f"the loss became {float(loss.detach().float().sum())}"))
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        import torch
+
+        broken = [k for k, v in checkpoint.get("state_dict", {}).items()
+                  if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if broken:
+            raise TrainingDiverged(self._message(trainer, f"the weights are no longer finite ({broken[:3]})"))
+        self.saved_step = trainer.global_step
+
+    def _message(self, trainer, what: str) -> str:
+        import math
+
+        import torch
+
+        terms = {}
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train/") and isinstance(value, torch.Tensor) and value.numel() == 1:
+                terms[key.removesuffix("_step")] = float(value)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(terms.items())) or "none logged yet"
+        nonfinite = [k for k, v in terms.items() if not math.isfinite(v)]
+        callback = trainer.checkpoint_callback
+        last = Path(callback.dirpath) / "last.ckpt" if callback is not None and callback.dirpath else None
+        if last is not None and last.is_file():
+            kept = (f"The last good checkpoint is kept: {last}"
+                    f"{f' (step {self.saved_step})' if self.saved_step is not None else ''}; continue from it with "
+                    f"resume={last.parent.parent} after the change.")
+        else:
+            kept = "No checkpoint was written before this step, so start again after the change."
+        return (f"Training diverged at step {trainer.global_step} (epoch {trainer.current_epoch}): {what}. "
+                f"Loss terms at that step: {shown}"
+                f"{f' (not finite: {nonfinite})' if nonfinite else ''}. {kept} Try a lower learning rate "
+                "(model.optimizer.lr), gradient clipping (trainer.gradient_clip_val=1.0), full precision "
+                "(trainer.precision=32-true) if you train in 16-bit, or a smaller weight for the term that blew up.")

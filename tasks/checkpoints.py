@@ -1,66 +1,79 @@
-"""Safe loading of checkpoints and weight files: tensors only, never pickled code."""
+"""Safe loading of checkpoints and weight files (tensors only, never pickled code; every
+failure names the file and what was expected, through tasks.files), and the checkpoint
+writer of every run: a checkpoint appears under its name only once it is complete, so a
+kill -9 during a save never leaves a half last.ckpt for resume to trip over."""
 
 from __future__ import annotations
 
-import pickle
-import re
-import zipfile
+import io
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.cloud_io import get_filesystem
 
+from tasks import files
 from tasks.errors import UserError
 
+RESUME_FIX = "Re-create it, or point to another checkpoint (for resume: the run's checkpoints/last.ckpt)."
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", what: str = "Checkpoint") -> dict:
     """Load a `.ckpt`/`.pt`/`.pth` file with `weights_only=True`.
 
     A file that would need to run pickled code to load is refused, with the fix."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Checkpoint not found: {path}. Check the path, or run the job that makes it first.")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found is None:  # not a disallowed object: the bytes themselves are broken
-            raise UserError(f"Checkpoint {path} is corrupt or not a PyTorch file ({str(err).splitlines()[-1][:120]}). "
-                            "Re-create it, or point to another checkpoint (for resume: the run's checkpoints/last.ckpt).") from None
-        raise UserError(
-            f"Refusing to load {path}: it holds pickled Python objects that would run code when loaded "
-            f"(it asks to import {found.group(1)}). Only tensors, numbers, strings and plain containers are accepted. "
-            "Re-save the weights as a plain state_dict (torch.save(model.state_dict(), ...)) or as safetensors."
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        raise UserError(
-            f"Checkpoint {path} is corrupt or not a PyTorch file ({type(err).__name__}: {str(err).splitlines()[0]}). "
-            "Re-create it, or point to another checkpoint (for resume: the run's checkpoints/last.ckpt)."
-        ) from None
+    if not path.exists():
+        raise UserError(f"{what} not found: {path}. Check the path, or run the job that makes it first.")
+    blob = files.read_torch(path, what, RESUME_FIX, map_location=map_location)
+    if not isinstance(blob, dict):
+        raise UserError(f"{what} {path} holds a {type(blob).__name__}, not a checkpoint dict. {RESUME_FIX}")
+    return blob
 
 
-def load_state_dict_file(path: str | Path, prefix: str | None = None) -> dict[str, torch.Tensor]:
-    """Read a state dict from safetensors or a checkpoint (its `state_dict` entry if present).
+def load_training_checkpoint(path: str | Path) -> dict:
+    """A checkpoint that Lightning can resume from: a dict with the model state and its loops."""
+    blob = load_checkpoint(path, what="Resume checkpoint")
+    missing = [k for k in ("state_dict", "loops", "global_step") if k not in blob]
+    if missing:
+        raise UserError(f"Resume checkpoint {path} is not a training checkpoint of this framework: it lacks {missing} "
+                        f"(it holds {sorted(blob)[:10]}). Resume from a run's checkpoints/last.ckpt; to start from "
+                        "weights only, use model.backbone.init=<file> instead.")
+    return blob
+
+
+def load_state_dict_file(path: str | Path, prefix: str | None = None, what: str = "Weight file") -> dict[str, torch.Tensor]:
+    """Read a state dict from safetensors or a checkpoint (its `state_dict` entry if present),
+    told apart by the file's content.
 
     With `prefix`, keep only keys under it and strip it (e.g. `student.backbone.`)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Weight file not found: {path}. Check the path, or run the job that exports it first.")
-    if path.suffix == ".safetensors":
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise UserError(f"Weight file {path} is not a valid safetensors file ({err}). Re-export it.") from None
-    else:
-        blob = load_checkpoint(path)
-        state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
-        if not isinstance(state, dict):
-            raise UserError(f"{path} holds a {type(state).__name__}, not a state dict of tensors.")
+    if not path.exists():
+        raise UserError(f"{what} not found: {path}. Check the path, or run the job that exports it first.")
+    blob = files.read_weights(path, what, "Point it at a model.safetensors export or a PyTorch checkpoint.")
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        found = type(state).__name__ if not isinstance(state, dict) else f"a dict without tensors ({sorted(state)[:8]})"
+        raise UserError(f"{what} {path} holds {found}, not a state dict of tensors.")
     if prefix:
-        picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        picked = {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
         if not picked:
-            roots = sorted({k.split(".")[0] + "." for k in state})[:20]
+            roots = sorted({str(k).split(".")[0] + "." for k in state})[:20]
             raise UserError(f"No key of {path} starts with prefix '{prefix}'. Key roots found: {roots}.")
         state = picked
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint writer, but through a temporary file and a rename."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        if "://" in str(path) and not str(path).startswith("file://"):  # remote storage: Lightning's own writer
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        get_filesystem(path).makedirs(str(Path(path).parent), exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        files.write_bytes(path, buffer)

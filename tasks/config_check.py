@@ -1,19 +1,21 @@
-"""Start-up validation of a composed config: every `_target_` imports, takes the keys it is
-given, and gets its required ones; mandatory values are set. Errors name the fix."""
+"""Start-up validation of a composed config, before anything is written: every `_target_`
+imports, takes the keys it is given, gets its required ones, and every value has the type,
+range and choice its signature allows (tasks/schema.py); the plain keys of each command
+(train.yaml's seed, resume, monitor ...; DeRy's stage keys) match their dataclass schema
+(tasks/run/command_schemas.py); mandatory values are set. Errors name the key and the fix."""
 
 from __future__ import annotations
 
 import difflib
-import inspect
 from typing import Any
 
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
+from tasks import schema
 from tasks.errors import UserError
 
-_HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 # Keys that train.py passes at instantiation time rather than from the config.
 _INJECTED = {"callbacks", "logger"}
 
@@ -23,53 +25,64 @@ def _suggest(key: str, options: list[str]) -> str:
     return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
-def _check_target(path: str, node: DictConfig) -> None:
-    target = node._target_
+def _check_target(path: str, node: dict) -> None:
+    target = str(node["_target_"])
     try:
-        obj = get_object(target)
+        get_object(target)
     except Exception as err:  # ImportError, AttributeError, ...
         raise UserError(f"{path}._target_='{target}' cannot be imported ({err}). Fix the class path in the config.") from None
-    try:
-        params = inspect.signature(obj).parameters
-    except (TypeError, ValueError):
+    sig = schema.signature_of(target)
+    if sig is None:
         return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    for key in node.keys():
-        if key not in _HYDRA_KEYS and key not in accepted:
-            raise UserError(
-                f"Unknown config key '{path}.{key}': {target} does not take '{key}'.{_suggest(str(key), accepted)} "
-                f"Valid keys of '{path}': {sorted(accepted)}."
-            )
+    schema.check_mapping(path, node, target, _suggest)
     if not node.get("_partial_", False):
-        required = [n for n, p in params.items() if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        missing = [n for n in required if n not in node and n not in _INJECTED and n != "self"]
+        missing = [n for n, p in sig.params.items() if p.required and n not in node and n not in _INJECTED]
         if missing:
             raise UserError(f"'{path}' ({target}) needs {missing}. Set them, e.g. {path}.{missing[0]}=<value>.")
 
 
 def _walk(path: str, node: Any) -> None:
-    if isinstance(node, DictConfig):
+    if isinstance(node, dict):
         if "_target_" in node:
             _check_target(path, node)
         for key, value in node.items():
             _walk(f"{path}.{key}", value)
-    elif isinstance(node, ListConfig):
+    elif isinstance(node, list):
         for i, item in enumerate(node):
             _walk(f"{path}[{i}]", item)
 
 
-def check_config(cfg: DictConfig, sections: tuple[str, ...] = ("data", "model", "trainer", "callbacks", "logger")) -> None:
-    """Raise a UserError for the first mistake found in the instantiable sections."""
+def _resolved(cfg: DictConfig, key: str) -> Any:
+    try:
+        node = cfg[key]
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+    except (InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException) as err:
+        raise UserError(f"Config '{key}' cannot be resolved: {err}".split("\n")[0]) from None
+
+
+def check_config(cfg: DictConfig, sections: tuple[str, ...] = ("data", "model", "trainer", "callbacks", "logger"),
+                 command: str | None = None) -> None:
+    """Raise a UserError for the first mistake found in the instantiable sections, and (with
+    `command`, a config name such as 'train' or 'dery/search') in that command's plain keys."""
     for key in OmegaConf.missing_keys(cfg):
         if not key.startswith("hydra"):
             raise UserError(f"'{key}' must be set (it is '???' in the config). Add {key}=<value> to the command.")
+    if command is not None:  # the plain keys first: `seed=-1` is about seed, not data.seed
+        from tasks.run.command_schemas import COMMANDS
+
+        if command in COMMANDS:
+            plain = schema.qualified(COMMANDS[command][0])
+            keys = [k for k in schema.signature_of(plain).params if k in cfg]
+            schema.check_mapping("", {k: _resolved(cfg, k) for k in keys}, plain, _suggest, known_only=True)
     for section in sections:
         if section not in cfg or cfg[section] is None:
             continue
-        try:
-            node = OmegaConf.to_container(cfg[section], resolve=True)
-        except (InterpolationResolutionError, MissingMandatoryValue) as err:
-            raise UserError(f"Config '{section}' cannot be resolved: {err}".split("\n")[0]) from None
-        _walk(section, OmegaConf.create(node))
+        _walk(section, _resolved(cfg, section))
+
+
+def check_command(cfg: DictConfig, command: str) -> None:
+    """The whole check of one command's composed config (its sections and its plain keys)."""
+    from tasks.run.command_schemas import COMMANDS
+
+    sections = COMMANDS.get(command, (None, ("data", "model", "trainer", "callbacks", "logger")))[1]
+    check_config(cfg, sections, command)

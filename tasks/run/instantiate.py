@@ -37,3 +37,15 @@ def build_group(path: str, node: DictConfig | None) -> list[Any]:
         return []
     return [build(f"{path}.{key}", value) for key, value in node.items()
             if isinstance(value, DictConfig) and "_target_" in value]
+
+
+def trainer_plugins(trainer: DictConfig) -> dict[str, Any]:
+    """The checkpoint writer every run uses (a temp file, then a rename: a kill -9 never leaves
+    a half last.ckpt), unless the config brings its own plugins or a sharded strategy writes
+    checkpoints its own way."""
+    from tasks.checkpoints import AtomicCheckpointIO
+
+    strategy = str(trainer.get("strategy", "auto"))
+    if trainer.get("plugins") is not None or strategy.startswith(("fsdp", "deepspeed")):
+        return {}
+    return {"plugins": [AtomicCheckpointIO()]}

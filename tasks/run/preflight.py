@@ -1,16 +1,20 @@
-"""Checks the command line before Hydra runs it: composes the config once to turn Hydra's
-errors into one message with the fix, and maps `resume=` to the run dir to continue."""
+"""Checks the command line before Hydra runs it: composes the config once (every job of a
+sweep), turns Hydra's errors into one message with the fix, checks every `_target_` node and
+the command's plain keys (tasks.config_check), and maps `resume=` to the run dir to continue.
+Nothing is written before these checks pass."""
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tasks.errors import UserError
 from tasks.run.resume import resume_run_dir
@@ -21,9 +25,54 @@ _PLUGINS = {
     "submitit": "the SLURM/submitit launcher needs the cluster extra: pip install -e '.[cluster]'",
     "optuna": "the Optuna sweeper needs the sweep extra: pip install -e '.[sweep]'",
 }
+MAX_SWEEP_CHECKS = 64  # beyond this many jobs, every swept value is checked once
 
 
-def _explain(err: Exception, cfg_dir: Path, overrides: list[str]) -> str:
+def _compose(cfg_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(cfg_dir), version_base="1.3"):
+            return compose(config_name, overrides=overrides, return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _declared_keys(base: DictConfig, parent: str, command: str) -> list[str]:
+    """Keys the schema or the `_target_` of node `parent` accepts, beyond those in the config."""
+    from tasks import schema
+    from tasks.run.command_schemas import COMMANDS
+
+    node = OmegaConf.select(base, parent) if parent else base
+    try:
+        if isinstance(node, DictConfig) and "_target_" in node:
+            sig = schema.signature_of(str(node._target_))
+            return sorted(sig.params) if sig else []
+        grand, _, key = parent.rpartition(".")
+        above = OmegaConf.select(base, grand) if grand else base
+        if isinstance(above, DictConfig) and "_target_" in above:
+            forward = schema.FORWARDED.get((str(above._target_), key))
+            return sorted(schema.signature_of(forward).params) if forward else []
+        if command not in COMMANDS:
+            return []
+        current: type | None = COMMANDS[command][0]
+        parts = [p for p in parent.split(".") if p]
+        while parts and current is not None:
+            sig = schema.signature_of(schema.qualified(current))
+            param = sig.params.get(parts.pop(0)) if sig else None
+            found = schema._schema_of(param.annotation) if param else None
+            if found is None:
+                return []
+            how, current = found
+            if how == "each":
+                if not parts:
+                    return []
+                parts.pop(0)  # the member name
+        return sorted(schema.signature_of(schema.qualified(current)).params) if current is not None and not parts else []
+    except Exception:  # a hint only: never fail the explanation itself
+        return []
+
+
+def _explain(err: Exception, cfg_dir: Path, overrides: list[str], config_name: str = "train") -> str:
     text = str(err) + (f"\n{err.__cause__}" if err.__cause__ else "")
     for plugin, fix in _PLUGINS.items():
         if plugin in text and ("Could not find" in text or "Could not load" in text or "not found" in text):
@@ -32,22 +81,81 @@ def _explain(err: Exception, cfg_dir: Path, overrides: list[str]) -> str:
     if match and "not in struct" in text:
         full_key = match.group(1)
         parent, _, leaf = full_key.rpartition(".")
+        given = next((o for o in overrides if o.split("=")[0].lstrip("+~") == full_key), f"{full_key}=<value>")
         try:
-            with initialize_config_dir(str(cfg_dir), version_base="1.3"):
-                base = compose("train", overrides=[o for o in overrides if not o.split("=")[0].lstrip("+~").startswith(full_key)])
-            options = list((OmegaConf.select(base, parent) if parent else base).keys())
+            base = _compose(cfg_dir, config_name, [o for o in overrides if not o.split("=")[0].lstrip("+~").startswith(full_key)])
+            options = [str(o) for o in (OmegaConf.select(base, parent) if parent else base).keys()]
+            declared = _declared_keys(base, parent, config_name)
         except Exception:
-            options = []
-        finally:
-            GlobalHydra.instance().clear()
-        close = difflib.get_close_matches(leaf, [str(o) for o in options], n=3, cutoff=0.6)
+            options, declared = [], []
+        if leaf in declared:
+            return (f"'{leaf}' is a valid key of '{parent}' but this config does not set it yet, so it cannot be "
+                    f"overridden. Add it with a '+': +{given.lstrip('+~')}")
+        close = difflib.get_close_matches(leaf, sorted(set(options) | set(declared)), n=3, cutoff=0.6)
         hint = f" Did you mean '{(parent + '.') if parent else ''}{close[0]}'?" if close else ""
-        return (f"Unknown config key '{full_key}'.{hint} Valid keys under '{parent or '<root>'}': {sorted(map(str, options))}. "
+        return (f"Unknown config key '{full_key}'.{hint} Valid keys under '{parent or '<root>'}': {sorted(options)}. "
                 f"(To add a new key on purpose, prefix it with '+'.)")
     return text.split("\nSet the environment variable HYDRA_FULL_ERROR")[0].strip()
 
 
-def preflight(argv: list[str], cfg_dir: Path) -> list[str]:
+def sweep_jobs(parsed: list, max_jobs: int = MAX_SWEEP_CHECKS) -> list[list[str]]:
+    """Override lists to check for a command line: one per job of a choice/range sweep (every
+    swept value at least once when there are more jobs); swept intervals (Optuna) are skipped."""
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    swept = []
+    for override in parsed:
+        if not override.is_sweep_override():
+            continue
+        try:
+            values = [f"{override.get_key_element()}={v}" for v in override.sweep_string_iterator()]
+        except Exception:  # interval() sweeps have no list of values
+            continue
+        swept.append(values)
+    if not swept:
+        return [fixed]
+    total = 1
+    for values in swept:
+        total *= len(values)
+    if total <= max_jobs:
+        return [fixed + list(combo) for combo in itertools.product(*swept)]
+    firsts = [values[0] for values in swept]
+    jobs = []
+    for i, values in enumerate(swept):
+        for value in values:
+            jobs.append(fixed + firsts[:i] + [value] + firsts[i + 1:])
+    return jobs
+
+
+def _with_output_dir(cfg: DictConfig, multirun: bool) -> DictConfig:
+    """The composed config with hydra.runtime.output_dir set, so ${hydra:...} resolves."""
+    with open_dict(cfg):
+        cfg.hydra.job.num = 0
+        cfg.hydra.job.id = "preflight"
+        out = f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}" if multirun else str(cfg.hydra.run.dir)
+        cfg.hydra.runtime.output_dir = out
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def check_jobs(cfg_dir: Path, config_name: str, jobs: list[list[str]], multirun: bool, first: DictConfig) -> None:
+    from tasks.config_check import check_command
+
+    for i, overrides in enumerate(jobs):
+        try:
+            cfg = first if i == 0 else _compose(cfg_dir, config_name, overrides)
+        except Exception as err:
+            raise UserError(_explain(err, cfg_dir, overrides, config_name)) from None
+        cfg = _with_output_dir(cfg, multirun)
+        try:
+            check_command(cfg, config_name)
+        except UserError as err:
+            swept = [o for o in overrides if o not in jobs[0]] if len(jobs) > 1 else []
+            raise UserError(f"{err}{f' (in the sweep job with {swept})' if swept else ''}") from None
+        finally:
+            HydraConfig.instance().cfg = None  # Hydra sets its own when the app starts
+
+
+def preflight(argv: list[str], cfg_dir: Path, config_name: str = "train") -> list[str]:
     """Return argv, with `hydra.run.dir=` added when `resume=` continues an existing run."""
     args = argv[1:]
     if any(a.split("=")[0] in _PASS_THROUGH_FLAGS for a in args):
@@ -57,21 +165,34 @@ def preflight(argv: list[str], cfg_dir: Path) -> list[str]:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as err:
         raise UserError(f"Cannot parse the command line: {str(err).splitlines()[0]}") from None
-    single = [o.input_line for o in parsed if not o.is_sweep_override()]
-    GlobalHydra.instance().clear()
+    jobs = sweep_jobs(parsed)
     try:
-        with initialize_config_dir(str(cfg_dir), version_base="1.3"):
-            cfg = compose("train", overrides=single, return_hydra_config=True)
+        cfg = _compose(cfg_dir, config_name, jobs[0])
     except Exception as err:
-        raise UserError(_explain(err, cfg_dir, single)) from None
-    finally:
-        GlobalHydra.instance().clear()
+        raise UserError(_explain(err, cfg_dir, jobs[0], config_name)) from None
     multirun = "-m" in args or "--multirun" in args or cfg.hydra.mode == "MULTIRUN"
+    check_jobs(cfg_dir, config_name, jobs if multirun else jobs[:1], multirun, cfg)
     explicit_dir = any(o.key_or_group == "hydra.run.dir" for o in parsed)
-    resume = cfg.get("resume")
-    if resume and not multirun and not explicit_dir:
-        runs_root = Path(cfg.paths.log_dir) / str(cfg.task_name) / "runs"
-        run_dir = resume_run_dir(str(resume), runs_root)
-        if run_dir is not None:
-            return argv + [f"hydra.run.dir={run_dir}"]
+    resume = cfg.get("resume") if config_name == "train" else None
+    if resume and not multirun:
+        check_resume_file(str(resume))
+        if not explicit_dir:
+            runs_root = Path(cfg.paths.log_dir) / str(cfg.task_name) / "runs"
+            run_dir = resume_run_dir(str(resume), runs_root)
+            if run_dir is not None:
+                return argv + [f"hydra.run.dir={run_dir}"]
     return argv
+
+
+def check_resume_file(resume: str) -> None:
+    """A `resume=<file>` must be a PyTorch checkpoint (told by its first bytes; the whole
+    file is read, weights only, when the run starts)."""
+    from tasks import files
+
+    path = Path(resume).expanduser()
+    if resume == "auto" or path.is_dir() or not path.exists():
+        return
+    kind = files.what_is(path)
+    if not kind.startswith(("a zip archive (PyTorch", "a Python pickle")):
+        raise UserError(f"resume={resume}: {path} is corrupt or not a PyTorch checkpoint: it is {kind}. "
+                        "Point resume= at a run dir, its checkpoints/last.ckpt, or use resume=auto.")

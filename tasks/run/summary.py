@@ -12,6 +12,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from tasks import files
+
 
 def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     out = {}
@@ -34,7 +36,8 @@ def checkpoint_paths(trainer) -> dict[str, str | None]:
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    path.write_text(json.dumps(summary, indent=2, default=str))
+    """Atomically: summary.json marks a finished run (resume=auto and chains skip it)."""
+    files.write_text(path, json.dumps(summary, indent=2, default=str))
 
 
 def print_summary(summary: dict[str, Any]) -> None:

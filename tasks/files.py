@@ -1,0 +1,276 @@
+"""The one reader of files a user names: checkpoints, weights, export cards, specs, summaries
+and data files. Every failure is one UserError naming the file, what was expected there and
+what was found ("a text file", "truncated", "a folder"); nothing here runs pickled code.
+Writers replace a file or folder only once it is complete (temporary name, then rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import re
+import shutil
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from tasks.errors import UserError
+
+WEIGHTS = "a safetensors or PyTorch checkpoint"
+_SAFETENSORS_MAX_HEADER = 100 << 20  # the safetensors format's own limit
+
+
+def _fix(fix: str) -> str:
+    return f" {fix}" if fix else ""
+
+
+def what_is(path: Path) -> str:
+    """A few words on what a path holds, for messages ("a JSON file", "an empty file", ...)."""
+    if not path.exists():
+        return "nothing (no such file)"
+    if path.is_dir():
+        return "a folder"
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError as err:
+        return f"an unreadable file ({err.strerror})"
+    size = path.stat().st_size
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (PyTorch's checkpoint format)" if _is_torch_zip(path) else "a zip archive"
+    if _safetensors_header_size(head, size) is not None:
+        return "a safetensors file"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a Python pickle (legacy PyTorch format)"
+    for magic, name in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x1f\x8b", "a gzip file"),
+                        (b"\x00\x00\x08", "an IDX array file")):
+        if head.startswith(magic):
+            return name
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or any(ord(c) < 32 and c not in "\t\n\r\f" for c in text):
+        return "a binary file of an unknown kind"
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[")):
+        return "a JSON text file"
+    return "a text file"
+
+
+def _is_torch_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
+def _safetensors_header_size(head: bytes, size: int) -> int | None:
+    """The header length of a safetensors file (u64 little-endian, then a JSON object), or None."""
+    if len(head) < 9:
+        return None
+    (n,) = struct.unpack("<Q", head[:8])
+    if n == 0 or n > _SAFETENSORS_MAX_HEADER or head[8:9] != b"{":
+        return None
+    return n if 8 + n <= size else -1  # -1: the header says more bytes than the file has
+
+
+def require_file(path: str | Path, what: str, fix: str = "") -> Path:
+    """`path` as a Path that is a readable, non-empty file; else one message naming it."""
+    path = Path(str(path)).expanduser()
+    if not path.exists():
+        raise UserError(f"{what} not found: {path}.{_fix(fix)}")
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder, not a file.{_fix(fix)}")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{what} {path} cannot be read (permission denied).{_fix(fix)}")
+    if path.stat().st_size == 0:
+        raise UserError(f"{what} {path} is an empty file.{_fix(fix)}")
+    return path
+
+
+def require_dir(path: str | Path, what: str, fix: str = "") -> Path:
+    path = Path(str(path)).expanduser()
+    if not path.exists():
+        raise UserError(f"{what} not found: {path}.{_fix(fix)}")
+    if not path.is_dir():
+        raise UserError(f"{what} {path} is {what_is(path)}, not a folder.{_fix(fix)}")
+    return path
+
+
+def read_text(path: str | Path, what: str, fix: str = "") -> str:
+    path = require_file(path, what, fix)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is {what_is(path)}, not a text file.{_fix(fix)}") from None
+    except OSError as err:
+        raise UserError(f"{what} {path} cannot be read ({err.strerror}).{_fix(fix)}") from None
+
+
+def read_json(path: str | Path, what: str, fix: str = "", keys: tuple[str, ...] = (), kind: str | tuple[str, ...] | None = None) -> dict:
+    """A JSON object; `keys` must be present, `kind` (one or several) must match its "kind"."""
+    path = Path(str(path)).expanduser()
+    text = read_text(path, what, fix)
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        cut = " (it looks truncated)" if "Expecting" in str(err) and err.pos >= len(text.rstrip()) else ""  # type: ignore[attr-defined]
+        raise UserError(f"{what} {path} is not valid JSON{cut}: {str(err).splitlines()[0]}; it is {what_is(path)}."
+                        f"{_fix(fix)}") from None
+    return _check_mapping(data, path, what, fix, keys, kind)
+
+
+def read_yaml(path: str | Path, what: str, fix: str = "", keys: tuple[str, ...] = ()) -> dict:
+    """A YAML mapping, read with yaml.safe_load (no Python objects)."""
+    import yaml
+
+    path = Path(str(path)).expanduser()
+    text = read_text(path, what, fix)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(f"{what} {path} is not valid YAML ({first}).{_fix(fix)}") from None
+    return _check_mapping(data, path, what, fix, keys, None)
+
+
+def _check_mapping(data: Any, path: Path, what: str, fix: str, keys: tuple[str, ...], kind) -> dict:
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {path} holds a {type(data).__name__}, not a mapping of keys.{_fix(fix)}")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds and data.get("kind") not in kinds:
+        raise UserError(f"{what} {path} is of kind {data.get('kind')!r}, expected {' or '.join(map(repr, kinds))}.{_fix(fix)}")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise UserError(f"{what} {path} lacks the keys {missing} (it has {sorted(data)[:12]}).{_fix(fix)}")
+    return data
+
+
+def _refuse_pickle(path: Path, what: str, err: Exception) -> UserError | None:
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    if found is None:
+        return None
+    return UserError(
+        f"Refusing to load {what} {path}: it holds pickled Python objects that would run code when loaded "
+        f"(it asks to import {found.group(1)}). Only tensors, numbers, strings and plain containers are accepted. "
+        "Re-save the weights as a plain state_dict (torch.save(model.state_dict(), ...)) or as safetensors.")
+
+
+def read_torch(path: str | Path, what: str = "Checkpoint", fix: str = "", map_location: Any = "cpu") -> Any:
+    """torch.load with weights_only=True; a file that needs pickled code is refused."""
+    import torch
+
+    path = require_file(path, what, fix)
+    kind = what_is(path)
+    if not (kind.startswith("a zip archive (PyTorch") or kind.startswith("a Python pickle")):
+        hint = " (it is a safetensors file: use it where weights are expected)" if kind == "a safetensors file" else ""
+        raise UserError(f"{what} {path} is corrupt or not a PyTorch checkpoint: it is {kind}{hint}.{_fix(fix)}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = _refuse_pickle(path, what, err)
+        if refused is not None:
+            raise refused from None
+        raise UserError(f"{what} {path} is a corrupt or truncated PyTorch checkpoint ({_first(err)}).{_fix(fix)}") from None
+    except Exception as err:  # zip, struct, EOF, index errors: the bytes themselves are broken
+        raise UserError(f"{what} {path} is a corrupt or truncated PyTorch checkpoint ({type(err).__name__}: {_first(err)})."
+                        f"{_fix(fix)}") from None
+
+
+def read_safetensors(path: str | Path, what: str = "Weight file", fix: str = "") -> dict:
+    from safetensors.torch import load_file
+
+    path = require_file(path, what, fix)
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    size = _safetensors_header_size(head, path.stat().st_size)
+    if size is None:
+        raise UserError(f"{what} {path} is not a safetensors file: it is {what_is(path)}.{_fix(fix)}")
+    if size < 0:
+        raise UserError(f"{what} {path} is a truncated safetensors file (its header is cut off).{_fix(fix)}")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # SafetensorError, OSError, ValueError: a broken header or data
+        truncated = " truncated" if "incomplete" in str(err).lower() or "out of bounds" in str(err).lower() else " corrupt"
+        raise UserError(f"{what} {path} is a{truncated} safetensors file ({_first(err)}).{_fix(fix)}") from None
+
+
+def read_weights(path: str | Path, what: str = "Weight file", fix: str = "") -> Any:
+    """Tensors from a safetensors file or a PyTorch checkpoint, told apart by content."""
+    path = require_file(path, what, fix)
+    kind = what_is(path)
+    if kind == "a safetensors file":
+        return read_safetensors(path, what, fix)
+    if kind.startswith(("a zip archive (PyTorch", "a Python pickle")):
+        return read_torch(path, what, fix)
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if _safetensors_header_size(head, path.stat().st_size) == -1:
+        raise UserError(f"{what} {path} is a truncated safetensors file (its header is cut off).{_fix(fix)}")
+    if kind == "a zip archive":
+        raise UserError(f"{what} {path} is a zip archive without PyTorch data (truncated, or not a checkpoint); "
+                        f"expected {WEIGHTS}.{_fix(fix)}")
+    raise UserError(f"{what} {path} is not {WEIGHTS}: it is {kind}.{_fix(fix)}")
+
+
+def _first(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:160] if text else type(err).__name__
+
+
+# --- writing ------------------------------------------------------------------------------
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` so that a reader sees the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_name(path)
+    with open(temp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    return path
+
+
+def write_bytes(path: str | Path, data: bytes | io.BytesIO) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_name(path)
+    with open(temp, "wb") as handle:
+        handle.write(data.getvalue() if isinstance(data, io.BytesIO) else data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    return path
+
+
+@contextlib.contextmanager
+def complete_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; when the block ends without an error it
+    becomes `path` (an older `path` is replaced), otherwise it is removed. An interrupted
+    writer leaves at most a hidden `.<name>.partial-<pid>` folder, never a half `path`."""
+    path = Path(path)
+    temp = _temp_name(path)
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir(parents=True)
+    try:
+        yield temp
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(temp, path)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,148 @@
+"""The last-resort guard of every command a user types. A UserError prints one message and
+exits 2; any other exception is a bug: one line says so and names the log file that holds
+its full traceback, exit 1. A start that fails on a user mistake leaves no run dir behind.
+
+    @guarded("kt-report")                      # an argparse command
+    def main(argv=None): ...
+
+    if __name__ == "__main__":
+        hydra_command(main, "dery/similarity")  # a Hydra app: checks first, then the guarded run
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from tasks.errors import EXIT_BUG, EXIT_USER, TrainingDiverged, UserError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+_STARTED = time.time()  # files older than this were not written by this process
+
+
+def _hydra_log_file() -> Path | None:
+    """The job log of the running Hydra app (its run dir's <task_name>.log), if any."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return None
+        handler = HydraConfig.get().job_logging.get("handlers", {}).get("file", {})
+        name = handler.get("filename") if handler else None
+        return Path(str(name)) if name else None
+    except Exception:  # no Hydra, or a config without a file handler
+        return None
+
+
+def bug_log(entry: str, err: BaseException) -> Path:
+    """Append the traceback of `err` to the run's log (or logs/errors/<entry>-<time>.log)."""
+    text = (f"\n=== {datetime.now().isoformat(timespec='seconds')} {entry}: unexpected {type(err).__name__}\n"
+            + "".join(traceback.format_exception(type(err), err, err.__traceback__)))
+    candidates = [_hydra_log_file(),
+                  Path(os.environ.get("KT_LOG_DIR", "logs")) / "errors" / f"{entry}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log",
+                  Path("/tmp") / f"kt-{entry}-{os.getpid()}.log"]
+    for path in candidates:
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(text)
+            return path.resolve()
+        except OSError:
+            continue
+    return Path("<no writable log>")
+
+
+def report_bug(entry: str, err: BaseException) -> None:
+    path = bug_log(entry, err)
+    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+    print(f"error: this is a bug in {entry}, not a mistake of yours ({type(err).__name__}{': ' + first if first else ''}). "
+          f"The full traceback is in {path}; please report it with that file.", file=sys.stderr)
+
+
+def discard_fresh_run_dir(run_dir: str | Path | None) -> bool:
+    """Remove `run_dir` when everything in it was written by this process and it holds no
+    checkpoint: a failed start must leave nothing that `resume=auto` or a chain picks up."""
+    if run_dir is None:
+        return False
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return False
+    files = [p for p in run_dir.rglob("*") if p.is_file() or p.is_symlink()]
+    if any(p.suffix == ".ckpt" or p.name == "summary.json" for p in files):
+        return False
+    if any(p.lstat().st_mtime < _STARTED - 1.0 for p in files):
+        return False  # an older run (e.g. resumed): not ours to remove
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
+def run_guarded(entry: str, body: Callable[..., Any], *args: Any, run_dir: Callable[[], Path | None] | None = None,
+                **kwargs: Any) -> Any:
+    """`body(*args, **kwargs)` with the exit-code contract; `run_dir()` names the dir a
+    failed start discards."""
+    try:
+        return body(*args, **kwargs)
+    except UserError as err:
+        print(f"\nerror: {err}", file=sys.stderr)
+        if run_dir is not None and not isinstance(err, TrainingDiverged):
+            discard_fresh_run_dir(run_dir())
+        sys.exit(EXIT_USER)
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str):  # argparse-style `raise SystemExit("error: ...")`: a user error
+            print(exit_.code, file=sys.stderr)
+            sys.exit(EXIT_USER)
+        raise
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:
+        report_bug(entry, err)
+        sys.exit(EXIT_BUG)
+
+
+def guarded(entry: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator form of `run_guarded` for argparse commands."""
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            return run_guarded(entry, fn, *args, **kwargs)
+        return inner
+    return wrap
+
+
+def hydra_output_dir() -> Path | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+    except Exception:
+        return None
+
+
+def hydra_command(main: Callable[..., Any], config_name: str) -> None:
+    """Run a `@hydra.main` app as a user command: the command line and every `_target_` of
+    the composed config are checked before Hydra writes anything, then the app runs guarded."""
+    from hydra import main as hydra_main
+
+    from tasks.run.preflight import preflight
+
+    task = getattr(main, "__wrapped__", main)
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    entry = spec.name if spec is not None and spec.name != "__main__" else task.__module__
+    sys.argv = run_guarded(entry, preflight, sys.argv, CONF_DIR, config_name)
+
+    @functools.wraps(task)
+    def guarded_task(cfg):
+        return run_guarded(entry, task, cfg, run_dir=hydra_output_dir)
+
+    guarded_task.__module__ = entry  # Hydra names the job after the module, as for the original
+    hydra_main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(guarded_task)()
