@@ -14,14 +14,15 @@ batches: 5 x 32 class-stratified digits, as the search uses. Side by side per zo
   random500     over --seeds seeds: N = 500 uniform feasible candidates contain one of the
                 exhaustive top 5 (measured, and 1 - C(F - 5, N) / C(F, N) exactly)
 
-    python -m benchmarks.dery_search [--members 3,6,9,12] [--alone 100] [--seeds 20]
-    python -m benchmarks.dery_search --members "" --partition <dery_digits chain>/partition --budgets 1.6e6,2.5e6
+    python -m benchmarks.dery_search [--members 3,6,9,12] [--alone 100] [--seeds 20] [--threads 1]
+    python -m benchmarks.dery_search --members "" --partition <dery_digits chain>/partition --budgets none,1.6e6,2.5e6
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 
@@ -127,10 +128,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--partition", default=None, help="a dery.partition run dir (e.g. the digits chain's)")
     parser.add_argument("--budgets", default="",
-                        help="parameter budgets for --partition, comma-separated (none: unbounded)")
+                        help="parameter budgets for --partition, comma-separated ('none': unbounded)")
     parser.add_argument("--name", default="dery_search")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the 32 px networks' small ops "
+                                                               "gain nothing from a second one)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     data = OmegaConf.load(CONF / "data" / "digits.yaml")
     data.seed = 0
     batches = list(Probe(data, "train", 160, 32).batches())
@@ -146,12 +149,13 @@ def main() -> None:
         partition, zoo_json = load_partition(args.partition)
         members = zoo_members(zoo_json)
         pool, planner = Pool(partition, members), Planner(members, zoo_json["input_size"], 10)
-        for value in [float(b) for b in args.budgets.split(",") if b] or [None]:
+        for value in [None if b == "none" else float(b) for b in args.budgets.split(",") if b] or [None]:
             rows.append(measure(f"partition <= {value:.3g}" if value else "partition", pool, planner, members, batches,
                                 Budget(params=value), args))
     if any(r["zoo"].startswith("random12") for r in rows):
         plot(rows, RESULTS / f"{args.name}.png")
-    record(args.name, {"K": 4, "proxy": "NASWOT, 5 x 32 stratified digits, seed 0", "rows": rows})
+    record(args.name, {"K": 4, "proxy": "NASWOT, 5 x 32 stratified digits, seed 0", "threads": args.threads,
+                       "load_average": list(os.getloadavg()), "rows": rows})
 
 
 if __name__ == "__main__":

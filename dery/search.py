@@ -86,6 +86,8 @@ def zoo_members(zoo: dict[str, Any]) -> dict[str, Member]:
 def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if cfg.proxy.hooks not in HOOK_SETS:
         raise UserError(f"proxy.hooks='{cfg.proxy.hooks}' is unknown; use one of {list(HOOK_SETS)}.")
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     partition, zoo = load_partition(cfg.partition)
     members = zoo_members(zoo)
     budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True))
