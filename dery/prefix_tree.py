@@ -65,7 +65,7 @@ def candidate_network(plan: Plan, members: Mapping[str, Member], seed: int) -> R
 
 def _run_stage(part: nn.Module, block: nn.Module | None, x: torch.Tensor, seed: int,
                stem_layout: str | None) -> torch.Tensor:
-    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+    with torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
         _manual_seed(seed, x.device)
         h = part(x)
         if stem_layout is not None:

@@ -103,15 +103,15 @@ def test_random_search_draws_uniformly_from_the_feasible_set(stage_sets):
     budget = Budget(params=float(np.median([p.params for p in plans])))
     feasible = {tuple(p.blocks) for p in exhaustive(pool, planner, budget)[0]}
     assert len(feasible) == 15
-    counts = dict.fromkeys(feasible, 0)
-    seeds = 300
-    for seed in range(seeds):
-        drawn, _ = random_search(pool, planner, budget, 5, np.random.default_rng(seed))
-        assert len(drawn) == len({tuple(p.blocks) for p in drawn}) == 5          # 5 distinct feasible networks
-        for plan in drawn:
-            counts[tuple(plan.blocks)] += 1
-    # each feasible network is drawn with probability 5/15: 100 of 300 (sd 8.2)
-    assert all(60 <= c <= 140 for c in counts.values()), sorted(counts.values())
+    for enumerate_limit in (10**6, 0):   # the enumerated feasible set, and rejection sampling from all combinations
+        counts = dict.fromkeys(feasible, 0)
+        for seed in range(300):
+            drawn, _ = random_search(pool, planner, budget, 5, np.random.default_rng(seed), enumerate_limit)
+            assert len(drawn) == len({tuple(p.blocks) for p in drawn}) == 5          # 5 distinct feasible networks
+            for plan in drawn:
+                counts[tuple(plan.blocks)] += 1
+        # each feasible network is drawn with probability 5/15: 100 of 300 (sd 8.2)
+        assert all(60 <= c <= 140 for c in counts.values()), (enumerate_limit, sorted(counts.values()))
     everything, _ = random_search(pool, planner, budget, 500, np.random.default_rng(0))
     assert {tuple(p.blocks) for p in everything} == feasible                   # fewer than N feasible: all of them
 
