@@ -69,7 +69,8 @@ class RepFusionModule(pl.LightningModule):
         `plot_every_n_epochs`: how often the timestep picture is redrawn (and on the last epoch);
         drawing it costs about as much as a few training steps."""
         super().__init__()
-        self.save_hyperparameters(ignore=["teacher", "distill_loss", "timesteps", "optimizer", "scheduler", "policy_optimizer"])
+        self.save_hyperparameters(
+            ignore=["teacher", "distill_loss", "timesteps", "optimizer", "scheduler", "policy_optimizer"])
         self.student = create_backbone(**{**student, "num_classes": 0})
         self.feature_index = feature_index
         attach_frozen(self, "teacher", teacher)
@@ -77,12 +78,13 @@ class RepFusionModule(pl.LightningModule):
         self.distill_loss = distill_loss(student_channels=student_channels, teacher_channels=teacher.channels)
         if self.distill_loss.spatial and positions == 1:
             raise UserError(
-                f"{type(self.distill_loss).__name__} compares spatial maps, but the student's stage {feature_index} is 1x1 "
-                f"at {image_size}x{image_size} inputs. Pick an earlier stage (model.feature_index=-2), the small-input stem "
-                "(model.student.small_input_stem=true), or the hint/rkd loss.")
+                f"{type(self.distill_loss).__name__} compares spatial maps, but the student's stage {feature_index} "
+                f"is 1x1 at {image_size}x{image_size} inputs. Pick an earlier stage (model.feature_index=-2), the "
+                "small-input stem (model.student.small_input_stem=true), or the hint/rkd loss.")
         self.policy = timesteps(feature_channels=teacher.channels, num_classes=num_classes)
         self.ema = ModelEMA(self.student, ema_decay, ema_warmup)
-        self.optimizer_factory, self.scheduler_factory, self.policy_optimizer_factory = optimizer, scheduler, policy_optimizer
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.policy_optimizer_factory = policy_optimizer
         self.automatic_optimization = policy_optimizer is None
         self.t_histograms: list[list[int]] = []  # one row per finished epoch
         self._epoch_counts: torch.Tensor | None = None
@@ -110,7 +112,8 @@ class RepFusionModule(pl.LightningModule):
             self.teacher.module.set_input_normalization(data)
             n = getattr(data, "num_classes", None)
             if n and n != self.hparams.num_classes:
-                raise UserError(f"The data has {n} classes but model.num_classes={self.hparams.num_classes}. Set model.num_classes={n}.")
+                raise UserError(f"The data has {n} classes but model.num_classes={self.hparams.num_classes}. "
+                                f"Set model.num_classes={n}.")
 
     def _generator(self, device: torch.device, step: int) -> torch.Generator:
         """Randomness of t and noise keyed by (seed, rank, step): the same after a resume."""
@@ -151,7 +154,8 @@ class RepFusionModule(pl.LightningModule):
         logged = {"loss_feat": loss_feat, **terms, "t_mean": draw.t.float().mean(), "policy_entropy": entropy,
                   "entropy_coef": self.policy.entropy_coef if self.policy.mode == "rl" else 0.0}
         for name, value in logged.items():
-            self.log(f"train/{name}", value, on_step=False, on_epoch=True, prog_bar=name in ("policy_entropy", "t_mean"))
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True,
+                     prog_bar=name in ("policy_entropy", "t_mean"))
         if not self.automatic_optimization:
             self._manual_step(loss)
         return loss
@@ -190,7 +194,8 @@ class RepFusionModule(pl.LightningModule):
         epoch, every = self.current_epoch + 1, max(1, self.hparams.plot_every_n_epochs)
         if self.trainer.is_global_zero and (epoch % every == 0 or epoch >= (self.trainer.max_epochs or epoch)):
             title = f"timesteps chosen by the '{self.policy.mode}' policy, T={self.policy.num_timesteps}"
-            log_figure(self.trainer, timestep_figure(np.array(self.t_histograms), self.policy.num_timesteps, title), "timestep_histogram")
+            figure = timestep_figure(np.array(self.t_histograms), self.policy.num_timesteps, title)
+            log_figure(self.trainer, figure, "timestep_histogram")
 
     # --- validation / test -----------------------------------------------------------------
     def _evaluate(self, batch, batch_idx: int, stage: str) -> None:

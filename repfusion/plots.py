@@ -4,6 +4,7 @@ images, epoch by epoch."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import matplotlib
 
@@ -56,5 +57,41 @@ def timestep_figure(histograms: np.ndarray, num_timesteps: int, title: str = "")
     last.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def oracle_figure(curve: list[dict], distill: list[dict], policies: list[dict], num_timesteps: int, title: str = "",
+                  knn_key: str = "val/knn_acc") -> "plt.Figure":
+    """Top: the probe's cross-entropy over fixed t, with each rl policy's final t
+    distribution drawn over it (right axis). Bottom: the k-NN accuracy of the student after
+    a short fixed-t distillation, where one was run."""
+    rows = 2 if distill else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 3.4 * rows), sharex=True, squeeze=False)
+    top = axes[0, 0]
+    t = [r["t"] for r in curve]
+    spread = [r.get("ce_std") or 0.0 for r in curve]
+    top.errorbar(t, [r["ce"] for r in curve], yerr=spread, fmt="o-", color="#4C72B0", capsize=3,
+                 label="probe cross-entropy (fixed t; mean ± std of fits)")
+    top.set_ylabel("probe cross-entropy", color="#4C72B0")
+    top.set_title(title or "where t is informative", fontsize=10)
+    if policies:
+        share_axis = top.twinx()
+        for i, policy in enumerate(policies):
+            share = np.asarray(policy["share"])
+            edges = np.linspace(0, num_timesteps, len(share) + 1)
+            label = f"{Path(policy['run']).name}: E[CE] x{policy['ratio']:.2f}"
+            share_axis.stairs(share, edges, fill=True, alpha=0.25, color=f"C{i + 1}", label=label)
+        share_axis.set_ylabel("share of images (rl policy, last epoch)")
+        share_axis.set_ylim(0, None)
+        share_axis.legend(fontsize=7, loc="upper right")
+    top.legend(fontsize=7, loc="upper left")
+    if distill:
+        bottom = axes[1, 0]
+        shown = [d for d in distill if knn_key in d]
+        bottom.plot([d["t"] for d in shown], [d[knn_key] for d in shown], "s-", color="#C44E52")
+        bottom.set_ylabel(f"student {knn_key}\n(short fixed-t stage 1)")
+    axes[-1, 0].set_xlabel("timestep t")
+    axes[-1, 0].set_xlim(0, num_timesteps)
     fig.tight_layout()
     return fig

@@ -46,7 +46,8 @@ class PolicyNet(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(5), nn.Flatten())
-        self.head = nn.Sequential(nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_actions))
+        self.head = nn.Sequential(nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                                  nn.Linear(84, num_actions))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -69,6 +70,7 @@ class TimestepPolicy(nn.Module):
         num_bins: int | None = None,
         max_t: int | None = None,
         fixed_t: int = 0,
+        fixed_t_from: str | None = None,
         curriculum_start: int | None = None,
         curriculum_end: int = 50,
         curriculum_epochs: int = 100,
@@ -85,7 +87,8 @@ class TimestepPolicy(nn.Module):
         input_range: str = "unit",
         in_channels: int = 3,
     ):
-        """`entropy_end_step` (39,100: the original CIFAR run's 100 epochs x 391 steps) or
+        """`fixed_t_from`: an oracle run dir (python -m repfusion.oracle) whose best fixed t
+        replaces `fixed_t`. `entropy_end_step` (39,100: the original CIFAR run's 100 epochs x 391 steps) or
         `entropy_end_epoch`, by `entropy_schedule`. `probe: false` is label-free stage 1 (no
         probe, no labels), which rl cannot be: its reward is the probe's."""
         super().__init__()
@@ -97,14 +100,23 @@ class TimestepPolicy(nn.Module):
         if mode == "rl" and not probe:
             raise UserError("timesteps.probe=false (label-free stage 1) needs mode fixed, uniform or curriculum: "
                             "the rl policy's reward is the probe's cross-entropy, which needs labels.")
+        if fixed_t_from is not None:
+            if mode != "fixed":
+                raise UserError(f"timesteps.fixed_t_from is set, but mode={mode!r}: it gives the t of mode fixed.")
+            from repfusion.oracle import best_timestep  # the oracle's summary, read once here
+
+            fixed_t = best_timestep(fixed_t_from)
         self.mode, self.num_timesteps = mode, num_timesteps
         self.max_t = num_timesteps if max_t is None else max_t
-        for name, value, low, high in (("max_t", self.max_t, 1, num_timesteps), ("fixed_t", fixed_t, 0, num_timesteps - 1),
+        for name, value, low, high in (("max_t", self.max_t, 1, num_timesteps),
+                                       ("fixed_t", fixed_t, 0, num_timesteps - 1),
                                        ("curriculum_end", curriculum_end, 1, num_timesteps)):
             if not low <= value <= high:
-                raise UserError(f"timesteps.{name}={value} is outside [{low}, {high}] (the teacher has T={num_timesteps}).")
+                raise UserError(f"timesteps.{name}={value} is outside [{low}, {high}] "
+                                f"(the teacher has T={num_timesteps}).")
         if num_bins is not None and not 2 <= num_bins <= num_timesteps:
-            raise UserError(f"timesteps.num_bins={num_bins} must be in [2, {num_timesteps}] (or null: one action per t).")
+            raise UserError(f"timesteps.num_bins={num_bins} must be in [2, {num_timesteps}] "
+                            "(or null: one action per t).")
         self.fixed_t = fixed_t
         self.curriculum = (curriculum_start or num_timesteps, curriculum_end, curriculum_epochs)
         self.entropy_reg, self.entropy_schedule = entropy_reg, entropy_schedule
@@ -113,9 +125,11 @@ class TimestepPolicy(nn.Module):
         self.input_range = input_range
         self.num_actions = num_bins or num_timesteps
         # Bin edges: action a covers t in [edges[a], edges[a+1]).
-        self.register_buffer("edges", torch.linspace(0, num_timesteps, self.num_actions + 1).round().long(), persistent=False)
+        edges = torch.linspace(0, num_timesteps, self.num_actions + 1).round().long()
+        self.register_buffer("edges", edges, persistent=False)
         self.net = PolicyNet(self.num_actions, in_channels) if mode == "rl" else None
-        self.probe = probe_mlp(feature_channels, num_classes, probe_hidden, probe_norm, probe_norm_momentum) if probe else None
+        self.probe = (probe_mlp(feature_channels, num_classes, probe_hidden, probe_norm, probe_norm_momentum)
+                      if probe else None)
         self.register_buffer("baseline_value", torch.zeros(()))
         self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
         self.epoch = self.step = 0
@@ -131,7 +145,10 @@ class TimestepPolicy(nn.Module):
     def entropy_coef(self) -> float:
         """entropy_reg * (1 - progress / end), 0 from the end on; progress in optimiser steps
         or epochs."""
-        progress, end = (self.step, self.entropy_end_step) if self.entropy_schedule == "steps" else (self.epoch, self.entropy_end_epoch)
+        if self.entropy_schedule == "steps":
+            progress, end = self.step, self.entropy_end_step
+        else:
+            progress, end = self.epoch, self.entropy_end_epoch
         return self.entropy_reg * max(0.0, 1.0 - progress / max(1, end))
 
     @property
@@ -196,7 +213,8 @@ class TimestepPolicy(nn.Module):
             self.baseline_ready.fill_(True)
         return advantage
 
-    def losses(self, draw: TimestepDraw, teacher_feature: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def losses(self, draw: TimestepDraw, teacher_feature: torch.Tensor,
+               labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """The probe's cross-entropy and, in rl mode, REINFORCE with reward = -CE and the
         entropy bonus. Nothing without a probe (label-free stage 1)."""
         if self.probe is None:

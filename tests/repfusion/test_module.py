@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from repfusion.ema import ModelEMA
@@ -15,6 +16,7 @@ from repfusion.knn import knn_accuracy
 from tasks.backbones import create_backbone
 from tasks.features import stage_features
 from tasks.checkpoints import load_checkpoint
+from tasks.data import load_digit_images
 from tasks.errors import UserError
 from tasks.run.instantiate import build
 from tests.conftest import TINY, compose_config, run_in_process
@@ -176,3 +178,41 @@ def test_export_initialises_dense_stage2(teacher_dir, tmp_path, experiment, stem
     backbone = next(m for m in module.modules() if getattr(m, "kt_spec", None))
     own = backbone.state_dict()
     assert all(torch.equal(own[k], v) for k, v in weights.items() if k in own) and len(set(weights) & set(own)) > 50
+
+
+@pytest.fixture(scope="module")
+def unlabeled_folder(tmp_path_factory):
+    """60 digit scans as PNG files in three sub-folders that are not classes: no labels anywhere."""
+    folder = tmp_path_factory.mktemp("unlabeled")
+    images, _ = load_digit_images(32)
+    for i, image in enumerate(images[:60]):
+        (folder / f"part{i % 3}").mkdir(exist_ok=True)
+        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(folder / f"part{i % 3}" / f"{i}.png")
+    return folder
+
+
+def test_unlabeled_folder_yields_images_only(unlabeled_folder, tmp_path):
+    data = build("data", compose_config(["experiment=repfusion_labelfree", f"data.root={unlabeled_folder}"], tmp_path).data)
+    data.setup("fit")
+    assert len(data.train_set) == 57 and len(data.val_set) == 3  # 5 % held out
+    item = data.train_set[0]
+    assert isinstance(item, tuple) and len(item) == 1 and item[0].shape == (3, 32, 32)
+    with pytest.raises(UserError, match="data.root"):
+        build("data", compose_config(["experiment=repfusion_labelfree", f"data.root={tmp_path / 'none'}"], tmp_path).data)
+
+
+def test_label_free_stage1_runs_without_labels_and_feeds_dense_stage2(teacher_dir, unlabeled_folder, tmp_path):
+    summary = run_in_process(["experiment=repfusion_labelfree", f"data.root={unlabeled_folder}", f"model.teacher.source={teacher_dir}",
+                              "data.batch_size=16", "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", "logger=csv",
+                              "trainer.enable_model_summary=false"], tmp_path / "stage1")
+    assert summary["global_step"] == 3  # 57 images, batches of 16, the last one dropped
+    assert "test/loss_feat" in summary["test"] and not any("knn" in k or "probe" in k for k in summary["test"])
+    assert not any("probe" in k or "loss_policy" in k for k in summary["final"])
+    card = json.loads((tmp_path / "stage1" / "export" / "backbone.json").read_text())
+    assert card["labels_used"] is False and card["timestep_mode"] == "fixed"
+    export = summary["export"]["backbone"]
+    module = build("model", compose_config(["experiment=repfusion_seg_digits", f"model.backbone.init={export}"], tmp_path / "x").model)
+    weights = load_file(export)
+    backbone = next(m for m in module.modules() if getattr(m, "kt_spec", None))
+    own = backbone.state_dict()
+    assert len(set(weights) & set(own)) > 50 and all(torch.equal(own[k], v) for k, v in weights.items() if k in own)

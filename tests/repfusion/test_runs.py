@@ -29,18 +29,28 @@ def test_stage1_under_ddp_cpu_two_processes(teacher_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_digits_chain_runs_teacher_to_finetune(tmp_path):
+def test_digits_chain_runs_teacher_to_its_three_tables(tmp_path):
+    """`make train`'s chain with tiny settings and one seed: every stage runs, the oracle's
+    picture gets the rl policy, and the report has its three tables with their rows."""
     tiny = [o for o in TINY if not o.startswith("trainer.enable_model_summary")] + ["data.batch_size=16"]
-    small = ["model.student.name=test_resnet"]
-    result = run_cli(["repfusion_digits", *tiny, "teacher:model.unet.block_out_channels=[8,16,16]", "teacher:model.num_samples=4",
-                      "teacher:model.sample_steps=2", *(f"distil:{o}" for o in small),
-                      "finetune:model.backbone.name=test_resnet", "baseline:model.backbone.name=test_resnet",
-                      "--dir", str(tmp_path / "chain")], module="tasks.chain", env={"KT_LOG_DIR": str(tmp_path)})
+    trained = ["distil", "finetune", "baseline", "few_finetune", "few_baseline", "random_init", "supervised"]
+    args = [f"{stage}:{o}" for stage in ["teacher", *trained] for o in tiny]
+    args += ["teacher:model.unet.block_out_channels=[8,16,16]", "teacher:model.num_samples=4", "teacher:model.sample_steps=2"]
+    args += [f"{stage}:model.student.name=test_resnet" for stage in ("distil", "random_init", "supervised")]
+    args += [f"{stage}:model.backbone.name=test_resnet" for stage in ("finetune", "baseline", "few_finetune", "few_baseline")]
+    args += ["oracle:grid=[0,500]", "oracle:probe.epochs=2", "oracle:probe.seeds=1", "oracle:probe.train_images=64"]
+    result = run_cli(["repfusion_digits", *args, "--seeds", "1", "--dir", str(tmp_path / "chain")], module="tasks.chain",
+                     env={"KT_LOG_DIR": str(tmp_path)}, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     chain = json.loads((tmp_path / "chain" / "chain_summary.json").read_text())
-    labels = [row["label"] for row in chain["rows"]]
-    assert labels == ["from scratch", "RepFusion (rl)"] and all(row["estimate"]["n"] == 1 for row in chain["rows"])
-    distil = read_summary(tmp_path / "chain" / "distil")
+    assert [[row["label"] for row in table["rows"]] for table in chain["tables"]] == [
+        ["from scratch", "RepFusion (rl)"], ["from scratch", "RepFusion (rl)"],
+        ["random init", "RepFusion stage 1 (rl)", "supervised from scratch (all labels)"]]
+    assert all(row["values"] for table in chain["tables"] for row in table["rows"])
+    distil = read_summary(tmp_path / "chain" / "distil" / "seed1")
     assert any(o.startswith("model.teacher.source=") and o.endswith("teacher/export/unet") for o in distil["overrides"])
-    finetune = read_summary(tmp_path / "chain" / "finetune")
-    assert any(o.endswith("distil/export/backbone.safetensors") for o in finetune["overrides"])
+    few = read_summary(tmp_path / "chain" / "few_finetune" / "seed1")
+    assert any(o.endswith("distil/seed1/export/backbone.safetensors") for o in few["overrides"])
+    picture = read_summary(tmp_path / "chain" / "picture")
+    assert [p["run"] for p in picture["policies"]] == [str((tmp_path / "chain" / "distil" / "seed1").resolve())]
+    assert (tmp_path / "chain" / "picture" / "plots" / "timestep_oracle.png").is_file()
