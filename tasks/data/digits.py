@@ -37,8 +37,11 @@ class DigitsDataModule(ImageDataModule):
     std = (0.3236, 0.3236, 0.3236)
 
     def __init__(self, image_size: int = 32, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                 split_seed: int = 0, **kwargs):
+                 split_seed: int = 0, train_subset: int | None = None, **kwargs):
+        """`train_subset`: keep a fixed stratified subset of this many training images (few-label
+        runs); val and test do not change."""
         super().__init__(**kwargs)
+        self.train_subset = train_subset
         self.image_size = image_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
@@ -49,4 +52,8 @@ class DigitsDataModule(ImageDataModule):
             return
         x, y = load_digit_images(self.image_size)
         splits = split_indices(y, self.val_fraction, self.test_fraction, self.split_seed)
+        if self.train_subset is not None and self.train_subset < len(splits["train"]):
+            train = splits["train"]
+            kept, _ = train_test_split(train, train_size=self.train_subset, stratify=y[train], random_state=self.split_seed)
+            splits["train"] = sorted(kept)
         self.train_set, self.val_set, self.test_set = (TensorDataset(x[splits[s]], y[splits[s]]) for s in ("train", "val", "test"))

@@ -216,3 +216,14 @@ def test_label_free_stage1_runs_without_labels_and_feeds_dense_stage2(teacher_di
     backbone = next(m for m in module.modules() if getattr(m, "kt_spec", None))
     own = backbone.state_dict()
     assert len(set(weights) & set(own)) > 50 and all(torch.equal(own[k], v) for k, v in weights.items() if k in own)
+
+
+def test_few_label_recipe_keeps_five_images_per_class(tmp_path):
+    data = build("data", compose_config(["experiment=repfusion_digits_fewlabel"], tmp_path).data)
+    full = build("data", compose_config(["experiment=repfusion_digits_finetune"], tmp_path).data)
+    data.setup("fit"), full.setup("fit")
+    labels = data.train_set.tensors[1]
+    assert torch.bincount(labels).tolist() == [5] * 10
+    assert torch.equal(data.val_set.tensors[0], full.val_set.tensors[0]) and torch.equal(data.test_set.tensors[0], full.test_set.tensors[0])
+    kept = {tuple(x.flatten()[::37].tolist()) for x in data.train_set.tensors[0]}
+    assert kept <= {tuple(x.flatten()[::37].tolist()) for x in full.train_set.tensors[0]}  # a subset of the train split
