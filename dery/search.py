@@ -61,12 +61,13 @@ def kendall_tau(members: dict[str, Member], batches: list[torch.Tensor], seed: i
     return result
 
 
-def score_cache_path(cfg: DictConfig, zoo: dict[str, Any], probe: Probe) -> Path:
-    """The NASWOT cache file: keyed by the zoo, the probe images and every proxy setting."""
+def score_cache_path(cfg: DictConfig, zoo: dict[str, Any], probe: Probe, device: torch.device) -> Path:
+    """The NASWOT cache file: keyed by the zoo, the probe images, every proxy setting and the
+    device type (GPU kernels round differently)."""
     keep = ("arch", "kwargs", "fingerprint", "nodes", "layout")
     payload = {"v": CACHE_VERSION, "members": {n: {k: m.get(k) for k in keep} for n, m in zoo["members"].items()},
                "input": zoo["input_size"], "num_classes": cfg.num_classes, "probe": probe.fingerprint(),
-               "proxy": OmegaConf.to_container(cfg.proxy, resolve=True), "seed": cfg.seed}
+               "proxy": OmegaConf.to_container(cfg.proxy, resolve=True), "seed": cfg.seed, "device": device.type}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
     return Path(cfg.cache_dir).expanduser() / f"naswot-{key}.json"
 
@@ -98,7 +99,7 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
     device = pick_device(cfg.device)
     probe = Probe(cfg.data, "train", cfg.proxy.batches * cfg.proxy.batch_size, cfg.proxy.batch_size)
     batches = [x.to(device) for x in probe.batches()]
-    cache = ScoreCache(score_cache_path(cfg, zoo, probe) if cfg.cache else None)
+    cache = ScoreCache(score_cache_path(cfg, zoo, probe, device) if cfg.cache else None)
     cached = sum(1 for p in plans if candidate_key(p.blocks) in cache.scores)
     tree = PrefixTree(members, batches, cfg.seed, cfg.proxy.hooks)
     start = time.perf_counter()
