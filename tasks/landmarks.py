@@ -11,7 +11,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from tasks.dense.heatmap import ENCODINGS, REFINEMENTS, decode_heatmaps, flip_heatmaps, soft_argmax, weighted_heatmap_mse
+from tasks.dense.heatmap import (ENCODINGS, REFINEMENTS, decode_heatmaps, flip_heatmaps, soft_argmax,
+                                 weighted_heatmap_mse)
 from tasks.dense.landmark_report import LandmarkReport
 from tasks.dense.module import DenseModule, describe_partial
 from tasks.dense.nme import AVERAGES, NORMALIZERS, NormalizedMeanError
@@ -59,7 +60,8 @@ class LandmarkModule(DenseModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "head"])
         self.hparams["head"] = describe_partial(head)
         self.num_keypoints, self.sigma, self.decode, self.encoding = num_keypoints, sigma, decode, target_encoding
-        self.blur_kernel, self.beta, self.flip_test, self.shift_heatmap = blur_kernel, soft_argmax_beta, flip_test, shift_heatmap
+        self.blur_kernel, self.beta = blur_kernel, soft_argmax_beta
+        self.flip_test, self.shift_heatmap = flip_test, shift_heatmap
         self.normalizer, self.normalizer_pair = normalizer, list(normalizer_pair) if normalizer_pair else None
         self.nme_average, self.failure_threshold = nme_average, failure_threshold
         self.nme: torch.nn.ModuleDict | None = None  # built in setup(), once the data's eye indices are known
@@ -70,18 +72,21 @@ class LandmarkModule(DenseModule):
         data = self.trainer.datamodule
         n = getattr(data, "num_keypoints", None)
         if n and n != self.num_keypoints:
-            raise UserError(f"The data has {n} keypoints but model.num_keypoints={self.num_keypoints}. Set model.num_keypoints={n}.")
+            raise UserError(f"The data has {n} keypoints but model.num_keypoints={self.num_keypoints}. "
+                            f"Set model.num_keypoints={n}.")
         if getattr(data, "flip_index", None):
             self.flip_index = torch.as_tensor(list(data.flip_index), device=self.flip_index.device)
         elif self.flip_test:
-            raise UserError("model.flip_test=true needs the data's flip_index (which keypoint each becomes in a mirror image).")
+            raise UserError("model.flip_test=true needs the data's flip_index "
+                            "(which keypoint each becomes in a mirror image).")
         kind, pair = self.normalizer, self.normalizer_pair
         if kind == "interocular":
             kind, pair = "pair", pair or getattr(data, "interocular", None)
             if pair is None:
                 raise UserError(f"{type(data).__name__} names no eye keypoints; set model.normalizer=bbox_diagonal "
                                 "(or pair with model.normalizer_pair=[i, j]).")
-        self.nme = torch.nn.ModuleDict({s: NormalizedMeanError(kind, pair, self.nme_average) for s in ("val", "test")}).to(self.device)
+        self.nme = torch.nn.ModuleDict({s: NormalizedMeanError(kind, pair, self.nme_average)
+                                        for s in ("val", "test")}).to(self.device)
         subsets = tuple(getattr(data, "subset_names", ()))
         self.report = LandmarkReport(kind, pair, self.nme_average, subsets, self.failure_threshold).to(self.device)
 
@@ -110,7 +115,8 @@ class LandmarkModule(DenseModule):
                 visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return encode_targets(points, visible, heatmaps.shape[-2:], self.stride(x, heatmaps), self.sigma, self.encoding)
 
-    def _loss(self, heatmaps: torch.Tensor, x: torch.Tensor, points: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    def _loss(self, heatmaps: torch.Tensor, x: torch.Tensor, points: torch.Tensor,
+              visible: torch.Tensor) -> torch.Tensor:
         return weighted_heatmap_mse(heatmaps, *self.targets(heatmaps, x, points, visible))
 
     def training_step(self, batch, batch_idx):

@@ -50,13 +50,14 @@ SPLITS = ("train", "val", "test")
 SPLIT_BOUNDS = (162771, 182638)  # CelebA original index: train below the first, val below the second
 IMAGES, MASKS, MAPPING, MERGED = "CelebA-HQ-img", "CelebAMask-HQ-mask-anno", "CelebA-HQ-to-CelebA-mapping.txt", "mask"
 REPFUSION_SPLIT = "{}_celebahqmask.txt"
-AUGMENTS = ("mmseg", "affine")
+CLASS_ORDERS, SPLIT_CHOICES = tuple(PART_ORDERS), ("celeba", "repfusion")
+MASK_CHOICES, AUGMENTS = ("parts", "merged"), ("mmseg", "affine")
 LAYOUT = """  {root}/
-    CelebA-HQ-img/<i>.jpg                               i = 0..29999 (1024x1024)
-    CelebAMask-HQ-mask-anno/<i // 2000>/<i:05d>_<part>.png  part in skin, nose, ..., cloth (512x512)   [masks=parts]
-    CelebA-HQ-to-CelebA-mapping.txt                     columns: idx orig_idx orig_file                [split=celeba]
-    mask/<i>.png                                        RepFusion's merged labels (0 background, 1..18) [masks=merged]
-    {{train,val,test}}_celebahqmask.txt                   RepFusion's split: one image number per line   [split=repfusion]
+    CelebA-HQ-img/<i>.jpg                                 i = 0..29999 (1024x1024)
+    CelebAMask-HQ-mask-anno/<i // 2000>/<i:05d>_<part>.png  part in skin, nose, ..., cloth (512x512) [masks=parts]
+    CelebA-HQ-to-CelebA-mapping.txt                       columns: idx orig_idx orig_file              [split=celeba]
+    mask/<i>.png                                          RepFusion's merged labels (0 background, 1..18) [masks=merged]
+    {{train,val,test}}_celebahqmask.txt                     RepFusion's split, one image number a line [split=repfusion]
 """
 SOURCE = "https://github.com/switchablenorms/CelebAMask-HQ (CelebAMask-HQ.zip; unzip it into data.root)"
 
@@ -139,7 +140,10 @@ class CelebAMaskSet(Dataset):
         with Image.open(self.root / IMAGES / f"{index}.jpg") as img:
             image = img.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
         x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
-        merged = read_merged(self.root, index, self.size) if self.masks == "merged" else merge_parts(self.root, index, self.size, self.order)
+        if self.masks == "merged":
+            merged = read_merged(self.root, index, self.size)
+        else:
+            merged = merge_parts(self.root, index, self.size, self.order)
         return x, torch.from_numpy(self.table[merged])
 
 
@@ -151,8 +155,8 @@ class CelebAMaskDataModule(SegmentationDataModule):
                  with_background: bool = False, flip_swap_lr: bool = False, split: str = "celeba", masks: str = "parts",
                  augment: str = "mmseg", ratio_range: Sequence[float] = (0.5, 2.0), cat_max_ratio: float = 0.75,
                  flip_prob: float = 0.5, photometric: bool = True, **kwargs):
-        for key, value, allowed in (("class_order", class_order, tuple(PART_ORDERS)), ("split", split, ("celeba", "repfusion")),
-                                    ("masks", masks, ("parts", "merged")), ("augment", augment, AUGMENTS)):
+        for key, value, allowed in (("class_order", class_order, CLASS_ORDERS), ("split", split, SPLIT_CHOICES),
+                                    ("masks", masks, MASK_CHOICES), ("augment", augment, AUGMENTS)):
             if value not in allowed:
                 raise UserError(f"data.{key}='{value}' is not one of {list(allowed)}.")
         if masks == "merged" and class_order != "repfusion":
@@ -165,17 +169,20 @@ class CelebAMaskDataModule(SegmentationDataModule):
         self.image_size, self.crop_size = image_size, crop_size
         self.class_order, self.with_background, self.split, self.masks = class_order, with_background, split, masks
         self.class_names = class_names(class_order, with_background)
-        self.flip_pairs = tuple((self.class_names.index(a), self.class_names.index(b)) for a, b in MIRROR_PARTS) if flip_swap_lr else ()
+        mirrored = tuple((self.class_names.index(a), self.class_names.index(b)) for a, b in MIRROR_PARTS)
+        self.flip_pairs = mirrored if flip_swap_lr else ()
         if self.batch_augment is None:
             self.batch_augment = self._augmentation(augment, tuple(ratio_range), cat_max_ratio, flip_prob, photometric)
 
-    def _augmentation(self, augment: str, ratio_range: tuple, cat_max_ratio: float, flip_prob: float, photometric: bool):
+    def _augmentation(self, augment: str, ratio_range: tuple, cat_max_ratio: float, flip_prob: float,
+                      photometric: bool):
         if augment == "affine":  # one warp of the 512 image (the translation plays the crop), then the centre crop
             return RandomAffine(scale=ratio_range, translate_px=64, hflip=flip_prob > 0)
         if not self.crop_size:
             raise UserError("data.augment=mmseg needs data.crop_size (mmseg's RandomCrop size, 448 in the recipe).")
-        return ResizeCropFlip(crop_size=self.crop_size, ratio_range=ratio_range, cat_max_ratio=cat_max_ratio, flip_prob=flip_prob,
-                              photometric=PhotoMetricDistortion() if photometric else None, ignore_index=self.ignore_index,
+        return ResizeCropFlip(crop_size=self.crop_size, ratio_range=ratio_range, cat_max_ratio=cat_max_ratio,
+                              flip_prob=flip_prob, photometric=PhotoMetricDistortion() if photometric else None,
+                              ignore_index=self.ignore_index,
                               pad_value=tuple(self.mean))
 
     def setup(self, stage: str | None = None) -> None:
@@ -189,4 +196,5 @@ class CelebAMaskDataModule(SegmentationDataModule):
         require_layout(self.root, [f"{IMAGES}/{ids[0]}.jpg" for ids in split.values()], "CelebAMask-HQ",
                        LAYOUT.format(root=self.root), SOURCE)
         self.train_set, self.val_set, self.test_set = (
-            CelebAMaskSet(self.root, split[s], self.image_size, self.class_order, self.with_background, self.masks) for s in SPLITS)
+            CelebAMaskSet(self.root, split[s], self.image_size, self.class_order, self.with_background, self.masks)
+            for s in SPLITS)

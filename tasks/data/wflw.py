@@ -50,15 +50,18 @@ LAYOUT = """  {root}/   one of
       images/<event folder>/<file>.jpg
       annotations/face_landmarks_wflw_{{train,test}}.json      (+ face_landmarks_wflw_test_<subset>.json)
 """
-SOURCE = "https://wywu.github.io/projects/LAB/WFLW.html (WFLW_images.tar.gz and WFLW_annotations.tar.gz; extract both into data.root)"
+SOURCE = ("https://wywu.github.io/projects/LAB/WFLW.html (WFLW_images.tar.gz and WFLW_annotations.tar.gz; "
+          "extract both into data.root)")
 LAYOUTS = {"raw": ("WFLW_images", [f"{LISTS}/list_98pt_rect_attr_train.txt", f"{LISTS}/list_98pt_rect_attr_test.txt"]),
            "mmpose": ("images", [f"{MMPOSE_ANNOTATIONS}/face_landmarks_wflw_train.json",
                                  f"{MMPOSE_ANNOTATIONS}/face_landmarks_wflw_test.json"])}
+CROP_BOXES, LAYOUT_CHOICES, AUGMENTS = ("landmarks", "rect"), ("auto", *LAYOUTS), ("mmpose", "uniform")
 CAVEAT = ("WFLW: data.val_size=0 validates on the 2,500 test faces, as RepFusion's mmpose recipe did (save_best='NME' "
           "on the test set): the checkpoint is chosen on the test set, so its test NME is optimistic. "
           "data.val_size=500 holds out 500 training faces for validation instead.")
 # Mirror correspondence of the 98 points (as in mmpose's WFLW dataset info).
-_PAIRS = [(i, 32 - i) for i in range(16)] + [(33 + i, 46 - i) for i in range(5)] + [(38 + i, 50 - i) for i in range(4)] \
+_PAIRS = [(i, 32 - i) for i in range(16)] + [(33 + i, 46 - i) for i in range(5)] \
+    + [(38 + i, 50 - i) for i in range(4)] \
     + [(55, 59), (56, 58)] + [(60 + i, 72 - i) for i in range(5)] + [(65, 75), (66, 74), (67, 73)] \
     + [(76, 82), (77, 81), (78, 80), (87, 83), (86, 84), (88, 92), (89, 91), (95, 93), (96, 97)]
 
@@ -126,8 +129,8 @@ class WFLWDataModule(KeypointDataModule):
                  layout: str = "auto", val_size: int = 0, split_seed: int = 0, augment: str = "mmpose",
                  rot_factor: float = 30.0, rot_prob: float = 0.6, scale_factor: float = 0.25, flip_prob: float = 0.5,
                  **kwargs):
-        for key, value, allowed in (("crop_box", crop_box, ("landmarks", "rect")), ("layout", layout, ("auto", *LAYOUTS)),
-                                    ("augment", augment, ("mmpose", "uniform"))):
+        for key, value, allowed in (("crop_box", crop_box, CROP_BOXES), ("layout", layout, LAYOUT_CHOICES),
+                                    ("augment", augment, AUGMENTS)):
             if value not in allowed:
                 raise UserError(f"data.{key}='{value}' is not one of {list(allowed)}.")
         self.layout = self._find_layout(Path(root).expanduser()) if layout == "auto" else layout
@@ -137,7 +140,8 @@ class WFLWDataModule(KeypointDataModule):
         folder, lists = LAYOUTS[self.layout]
         self.root = require_layout(root, [folder, *lists], "WFLW", LAYOUT.format(root=root), SOURCE)
         super().__init__(**kwargs)
-        self.image_size, self.margin, self.crop_box, self.val_size, self.split_seed = image_size, margin, crop_box, val_size, split_seed
+        self.image_size, self.margin, self.crop_box = image_size, margin, crop_box
+        self.val_size, self.split_seed = val_size, split_seed
         self.images = self.root / folder
         self.subset_names: tuple[str, ...] = ()
         self.train_context = 1.0
@@ -146,7 +150,8 @@ class WFLWDataModule(KeypointDataModule):
                 self.batch_augment = TopDownScaleRotation(rot_factor, rot_prob, scale_factor, flip_prob)
                 self.train_context = self.batch_augment.context
             else:  # every sample rotated U(+-rot_factor) and scaled U(1 +- scale_factor), warping the face crop
-                self.batch_augment = RandomAffine(degrees=rot_factor, scale=(1 - scale_factor, 1 + scale_factor), hflip=flip_prob > 0)
+                scale = (1 - scale_factor, 1 + scale_factor)
+                self.batch_augment = RandomAffine(degrees=rot_factor, scale=scale, hflip=flip_prob > 0)
 
     @staticmethod
     def _find_layout(root: Path) -> str:
@@ -161,17 +166,20 @@ class WFLWDataModule(KeypointDataModule):
         train, test, subset_source = (read_raw if self.layout == "raw" else read_mmpose)(self.root)
         missing = [r["image"] for r in train[:1] + test[:1] if not (self.images / r["image"]).is_file()]
         if missing:
-            require_layout(self.root, [f"{self.images.name}/{missing[0]}"], "WFLW", LAYOUT.format(root=self.root), SOURCE)
+            require_layout(self.root, [f"{self.images.name}/{missing[0]}"], "WFLW", LAYOUT.format(root=self.root),
+                           SOURCE)
         if self.val_size >= len(train):
             raise UserError(f"data.val_size={self.val_size} leaves no training face (the train list has {len(train)}).")
         if self.val_size > 0:  # held out of train with a fixed seed
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
-            val, train = [train[i] for i in sorted(order[:self.val_size])], [train[i] for i in sorted(order[self.val_size:])]
+            val = [train[i] for i in sorted(order[:self.val_size])]
+            train = [train[i] for i in sorted(order[self.val_size:])]
         else:  # the original recipe validates on the test set
             val = test
             rank_zero_only(log.warning)(CAVEAT)
         self.subset_names = SUBSETS if any(r.get("tag", 0) for r in test) else ()
-        rank_zero_only(log.info)(f"WFLW test subsets from {subset_source}: "
-                                 + ", ".join(f"{n} {sum(r['tag'] >> b & 1 for r in test)}" for b, n in enumerate(SUBSETS)))
+        counts = ", ".join(f"{n} {sum(r['tag'] >> b & 1 for r in test)}" for b, n in enumerate(SUBSETS))
+        rank_zero_only(log.info)(f"WFLW test subsets from {subset_source}: {counts}")
         self.train_set = WFLWFaces(self.images, train, self.image_size, self.margin, self.crop_box, self.train_context)
-        self.val_set, self.test_set = (WFLWFaces(self.images, r, self.image_size, self.margin, self.crop_box) for r in (val, test))
+        self.val_set, self.test_set = (WFLWFaces(self.images, r, self.image_size, self.margin, self.crop_box)
+                                       for r in (val, test))

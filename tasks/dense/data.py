@@ -46,7 +46,8 @@ class PairAugment(ABC):
     the DataModule's seeded generator (e.g. mmseg's resize-crop-flip pipeline)."""
 
     @abstractmethod
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented ([0, 1] images, label maps)."""
 
 
@@ -71,7 +72,8 @@ class SegmentationDataModule(DenseDataModule):
             return self.batch_augment(x, labels, self._augment_generator(x.device))
         theta = self._theta(x)
         x = self.batch_augment.warp(x, theta)
-        labels = swap_labels(warp_labels(labels, theta, self.batch_augment.warp, self.pad_label), is_flipped(theta), self.flip_pairs)
+        labels = warp_labels(labels, theta, self.batch_augment.warp, self.pad_label)
+        labels = swap_labels(labels, is_flipped(theta), self.flip_pairs)
         if self.crop_size:
             x, labels = center_crop(x, self.crop_size), center_crop(labels, self.crop_size)
         return x, labels

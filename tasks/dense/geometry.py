@@ -46,7 +46,8 @@ def swap_on_flip(values: torch.Tensor, flipped: torch.Tensor, flip_index: torch.
     return torch.where(mask, values[:, flip_index], values)
 
 
-def warp_labels(labels: torch.Tensor, theta: torch.Tensor, warp: Callable[..., torch.Tensor], fill: int) -> torch.Tensor:
+def warp_labels(labels: torch.Tensor, theta: torch.Tensor, warp: Callable[..., torch.Tensor],
+                fill: int) -> torch.Tensor:
     """Warp integer label maps (N, H, W) with `warp(x, theta, mode=...)` (nearest: labels are
     never blended); pixels brought in from outside the map get `fill`."""
     shifted = (labels.long() + 1).unsqueeze(1).float()  # 0 now marks "outside"
@@ -69,7 +70,8 @@ def square_crop_theta(center: Sequence[float], side: float, in_size: Sequence[in
     an `in_size` (H, W) image, whatever the output resolution (top-down crops)."""
     h, w = in_size
     cx, cy = center
-    return torch.tensor([[[side / w, 0.0, (2 * cx + 1) / w - 1], [0.0, side / h, (2 * cy + 1) / h - 1]]], dtype=torch.float32)
+    rows = [[side / w, 0.0, (2 * cx + 1) / w - 1], [0.0, side / h, (2 * cy + 1) / h - 1]]
+    return torch.tensor([rows], dtype=torch.float32)
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -42,7 +42,8 @@ def encode_heatmaps(points: torch.Tensor, visible: torch.Tensor, size: Sequence[
     ys = torch.arange(h, device=points.device, dtype=torch.float32).view(1, 1, h, 1)
     xs = torch.arange(w, device=points.device, dtype=torch.float32).view(1, 1, 1, w)
     heat = torch.exp(-((xs - ux) ** 2 + (ys - uy) ** 2) / (2 * sigma**2))
-    inside = (centre[..., 0] >= -0.5) & (centre[..., 0] <= w - 0.5) & (centre[..., 1] >= -0.5) & (centre[..., 1] <= h - 0.5)
+    cx, cy = centre[..., 0], centre[..., 1]
+    inside = (cx >= -0.5) & (cx <= w - 0.5) & (cy >= -0.5) & (cy <= h - 0.5)
     weight = (visible > 0) & inside
     return heat * weight[..., None, None], weight.float()
 
@@ -104,9 +105,11 @@ def decode_heatmaps(heatmaps: torch.Tensor, stride: float, refine: str = "taylor
         right, left, down, up = at(log, sx + 1, sy), at(log, sx - 1, sy), at(log, sx, sy + 1), at(log, sx, sy - 1)
         gx, gy = 0.5 * (right - left), 0.5 * (down - up)
         hxx, hyy = right - 2 * centre + left, down - 2 * centre + up
-        hxy = 0.25 * (at(log, sx + 1, sy + 1) - at(log, sx - 1, sy + 1) - at(log, sx + 1, sy - 1) + at(log, sx - 1, sy - 1))
+        hxy = 0.25 * (at(log, sx + 1, sy + 1) - at(log, sx - 1, sy + 1)
+                      - at(log, sx + 1, sy - 1) + at(log, sx - 1, sy - 1))
         det = hxx * hyy - hxy**2
-        newton = -torch.stack([hyy * gx - hxy * gy, hxx * gy - hxy * gx], dim=-1) / det.abs().clamp(min=1e-12).unsqueeze(-1)
+        step = torch.stack([hyy * gx - hxy * gy, hxx * gy - hxy * gx], dim=-1)
+        newton = -step / det.abs().clamp(min=1e-12).unsqueeze(-1)
         peak = torch.stack([sx, sy], dim=-1).float() + newton - coords
         good = (det > 1e-12) & (hxx < 0) & peak.abs().le(1.0).all(-1)
         offset = torch.where(good.unsqueeze(-1), peak.clamp(-0.5, 0.5), offset)

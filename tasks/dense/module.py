@@ -31,7 +31,8 @@ def describe_partial(factory: Callable) -> dict[str, Any]:
     """A plain-data record of a `_partial_` config node (for the saved hyperparameters)."""
     if isinstance(factory, partial):
         target = f"{factory.func.__module__}.{factory.func.__qualname__}"
-        return {"_target_": target, **{k: v for k, v in factory.keywords.items() if isinstance(v, (int, float, str, bool, list, tuple, type(None)))}}
+        plain = (int, float, str, bool, list, tuple, type(None))
+        return {"_target_": target, **{k: v for k, v in factory.keywords.items() if isinstance(v, plain)}}
     return {"_target_": f"{type(factory).__module__}.{type(factory).__qualname__}"}
 
 
@@ -89,7 +90,8 @@ class DenseModule(pl.LightningModule, ABC):
     def log_picture(self, stage: str) -> None:
         samples = self._samples.pop(stage, None)
         if samples is not None:
-            log_figure(self.trainer, self.figure(samples, f"{stage} epoch {self.current_epoch}"), f"{stage}_{self.picture_name}")
+            figure = self.figure(samples, f"{stage} epoch {self.current_epoch}")
+            log_figure(self.trainer, figure, f"{stage}_{self.picture_name}")
 
     def keep_samples(self, stage: str, batch_idx: int, *tensors: torch.Tensor) -> None:
         """Keep the first `plot_samples` samples of the first batch of an epoch (rank 0 draws)."""

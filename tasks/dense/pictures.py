@@ -33,7 +33,8 @@ def mask_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor, nu
     colours = palette(num_classes, ignore_index)
     fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.0), squeeze=False)
     for i in range(n):
-        panels = (_image(images[i]), colours[true[i].long().cpu().numpy() % 256], colours[pred[i].long().cpu().numpy() % 256])
+        panels = (_image(images[i]), colours[true[i].long().cpu().numpy() % 256],
+                  colours[pred[i].long().cpu().numpy() % 256])
         for row, panel in enumerate(panels):
             axes[row, i].imshow(panel, interpolation="nearest")
             axes[row, i].axis("off")

@@ -18,7 +18,8 @@ from tasks.errors import UserError
 WARMUPS = ("mmcv", "plain")
 
 
-def with_warmup(factor: Callable[[int], float], warmup_steps: int, warmup_ratio: float, warmup: str) -> Callable[[int], float]:
+def with_warmup(factor: Callable[[int], float], warmup_steps: int, warmup_ratio: float,
+                warmup: str) -> Callable[[int], float]:
     if warmup not in WARMUPS:
         raise UserError(f"Unknown warm-up '{warmup}'. Choose one of {list(WARMUPS)}.")
 
@@ -49,4 +50,7 @@ def multistep(optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, total_s
     bounds = sorted(int(m * steps_per_epoch) for m in milestones)
     if warmup_epochs is not None:
         warmup_steps = int(warmup_epochs * steps_per_epoch)
-    return LambdaLR(optimizer, with_warmup(lambda s: gamma ** sum(s >= b for b in bounds), warmup_steps, warmup_ratio, warmup))
+    def factor(step: int) -> float:
+        return gamma ** sum(step >= b for b in bounds)
+
+    return LambdaLR(optimizer, with_warmup(factor, warmup_steps, warmup_ratio, warmup))

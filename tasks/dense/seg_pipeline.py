@@ -33,7 +33,8 @@ class ResizeCropFlip(PairAugment):
     ignore_index: int = 255
     pad_value: Sequence[float] = (0.0, 0.0, 0.0)
 
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         n, device = x.shape[0], x.device
         base, crop = x.shape[-1], self.crop_size
 

@@ -37,7 +37,8 @@ def encode_msra(points: torch.Tensor, visible: torch.Tensor, size: Sequence[int]
         lo, hi = ul[..., axis, None, None], br[..., axis, None, None]
         return (cells >= lo) & (cells < hi) & (cells - lo < length)
 
-    heat = torch.exp(-((xs - centre[..., 0, None, None]) ** 2 + (ys - centre[..., 1, None, None]) ** 2) / (2 * sigma**2))
+    cx, cy = centre[..., 0, None, None], centre[..., 1, None, None]
+    heat = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2))
     heat = heat * (inside(xs, 0) & inside(ys, 1))
     return heat * (weight > 0.5)[..., None, None], weight
 

@@ -37,10 +37,11 @@ def parse_raw_list(path: Path) -> list[dict]:
         if not fields:
             continue
         if len(fields) != 2 * NUM_POINTS + 4 + 6 + 1:
-            raise UserError(f"{path}:{number}: expected 207 fields (196 coordinates, 4 box, 6 attributes, image path), got {len(fields)}.")
+            raise UserError(f"{path}:{number}: expected 207 fields (196 coordinates, 4 box, 6 attributes, "
+                            f"image path), got {len(fields)}.")
         values = np.array(fields[:-1], dtype=np.float64)
-        records.append({"points": values[:196].reshape(NUM_POINTS, 2), "visible": np.ones(NUM_POINTS), "box": values[196:200],
-                        "attributes": values[200:206].astype(int), "image": fields[-1]})
+        records.append({"points": values[:196].reshape(NUM_POINTS, 2), "visible": np.ones(NUM_POINTS),
+                        "box": values[196:200], "attributes": values[200:206].astype(int), "image": fields[-1]})
     return records
 
 
@@ -52,7 +53,8 @@ def parse_raw_subset(path: Path) -> list[tuple[str, np.ndarray]]:
         if not fields:
             continue
         if len(fields) not in (2 * NUM_POINTS + 1, 2 * NUM_POINTS + 11):
-            raise UserError(f"{path}:{number}: expected 197 fields (196 coordinates, image path) or 207, got {len(fields)}.")
+            raise UserError(f"{path}:{number}: expected 197 fields (196 coordinates, image path) or 207, "
+                            f"got {len(fields)}.")
         faces.append((fields[-1], np.array(fields[:196], dtype=np.float64).reshape(NUM_POINTS, 2)))
     return faces
 
@@ -67,14 +69,16 @@ def parse_mmpose_json(path: Path) -> list[dict]:
         for ann in sorted(data["annotations"], key=lambda a: a["id"]):
             keypoints = np.array(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
             if keypoints.shape[0] != NUM_POINTS:
-                raise UserError(f"{path}: annotation {ann['id']} has {keypoints.shape[0]} keypoints, WFLW has {NUM_POINTS}.")
+                raise UserError(f"{path}: annotation {ann['id']} has {keypoints.shape[0]} keypoints, "
+                                f"WFLW has {NUM_POINTS}.")
             if keypoints.max() == 0:
                 continue
             records.append({"points": keypoints[:, :2], "visible": np.minimum(1, keypoints[:, 2]), "box": None,
                             "attributes": None, "image": names[ann["image_id"]],
                             "center": np.array(ann["center"], dtype=np.float64), "scale": float(ann["scale"])})
     except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{path} is not an mmpose WFLW annotation file (COCO layout with keypoints, center, scale): {err!r}.") from None
+        raise UserError(f"{path} is not an mmpose WFLW annotation file "
+                        f"(COCO layout with keypoints, center, scale): {err!r}.") from None
     return records
 
 
@@ -123,4 +127,5 @@ def read_mmpose(root: Path) -> tuple[list[dict], list[dict], str]:
     present = {name: path for name, path in files.items() if path.is_file()}
     subsets = {name: [(r["image"], r["points"]) for r in parse_mmpose_json(path)] for name, path in present.items()}
     tag_subsets(test, subsets, folder)
-    return train, test, f"{len(present)} subset files in {folder}" if present else "none (no face_landmarks_wflw_test_<subset>.json)"
+    source = f"{len(present)} subset files in {folder}" if present else "no face_landmarks_wflw_test_<subset>.json"
+    return train, test, source

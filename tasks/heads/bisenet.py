@@ -59,7 +59,8 @@ class ContextPath(nn.Module):
         self.global_context = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvBNReLU(in32, channels, 1))
 
     def forward(self, x16: torch.Tensor, x32: torch.Tensor, size8: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        up32 = self.head32(F.interpolate(self.arm32(x32) + self.global_context(x32), size=x16.shape[-2:], mode="nearest"))
+        context32 = self.arm32(x32) + self.global_context(x32)
+        up32 = self.head32(F.interpolate(context32, size=x16.shape[-2:], mode="nearest"))
         up16 = self.head16(F.interpolate(self.arm16(x16) + up32, size=size8, mode="nearest"))
         return up16, up32
 
@@ -95,8 +96,9 @@ class BiSeNetV1Head(nn.Module):
         self.in_indices = [n - 2, n - 1]
         downsample = math.log2(reductions[n - 3])
         if downsample != int(downsample) or downsample > 3:
-            raise UserError(f"BiSeNetV1: the backbone's third-last stage has stride {reductions[n - 3]}; the spatial path "
-                            "reaches strides 1, 2, 4 or 8. Use a backbone whose third-last stage has one of those strides.")
+            raise UserError(f"BiSeNetV1: the backbone's third-last stage has stride {reductions[n - 3]}; "
+                            "the spatial path reaches strides 1, 2, 4 or 8. "
+                            "Use a backbone whose third-last stage has one of those strides.")
         self.spatial = SpatialPath(spatial_channels, int(downsample))
         self.context = ContextPath(channels[n - 2], channels[n - 1], context_channels)
         self.fusion = FeatureFusion(spatial_channels[-1] + context_channels, fuse_channels)

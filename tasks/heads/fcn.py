@@ -36,7 +36,8 @@ class FCNBlock(nn.Module):
 def resize_concat(features: Sequence[torch.Tensor]) -> torch.Tensor:
     """Resize every map to the first (finest) one's size and concatenate the channels."""
     size = features[0].shape[-2:]
-    return torch.cat([features[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]], dim=1)
+    resized = [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]]
+    return torch.cat([features[0], *resized], dim=1)
 
 
 class FCNHead(nn.Module):
@@ -47,7 +48,8 @@ class FCNHead(nn.Module):
                  concat_input: bool = True, dropout: float = 0.1):
         super().__init__()
         self.in_indices = sorted(stage_indices(in_indices, len(channels), "FCNHead"))
-        self.block = FCNBlock(sum(channels[i] for i in self.in_indices), head_channels, num_classes, num_convs, concat_input, dropout)
+        width = sum(channels[i] for i in self.in_indices)
+        self.block = FCNBlock(width, head_channels, num_classes, num_convs, concat_input, dropout)
 
     def forward(self, image: torch.Tensor, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [self.block(resize_concat(features))]

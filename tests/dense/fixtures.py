@@ -29,7 +29,8 @@ def make_celebamask(root: Path) -> None:
             "4 190002 190003.jpg", "5 200000 200001.jpg"]
     (root / "CelebA-HQ-to-CelebA-mapping.txt").write_text("\n".join(rows) + "\n")
     for name, ids in (("train", [1, 3]), ("val", [0]), ("test", [2])):
-        (root / f"{name}_celebahqmask.txt").write_text("\n".join(map(str, ids)))  # no final newline, as the script writes
+        # no final newline, as RepFusion's script writes them
+        (root / f"{name}_celebahqmask.txt").write_text("\n".join(map(str, ids)))
     rng = np.random.default_rng(0)
     for i in range(6):
         Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(root / "CelebA-HQ-img" / f"{i}.jpg")
@@ -83,8 +84,8 @@ def make_wflw(root: Path, subsets: bool = True) -> list[dict]:
     for face in faces:
         _draw(root / "WFLW_images", face)
         coords = [f"{v:.6f}" for v in face["points"].ravel()]
-        lines[face["split"]].append(" ".join(coords + [str(int(b)) for b in face["box"]] + list(map(str, face["attributes"]))
-                                             + [face["image"]]))
+        fields = coords + [str(int(b)) for b in face["box"]] + list(map(str, face["attributes"])) + [face["image"]]
+        lines[face["split"]].append(" ".join(fields))
     for split, rows in lines.items():
         (lists / f"list_98pt_rect_attr_{split}.txt").write_text("\n".join(rows) + "\n")
     if subsets:
@@ -92,7 +93,8 @@ def make_wflw(root: Path, subsets: bool = True) -> list[dict]:
         folder.mkdir()
         test = [f for f in faces if f["split"] == "test"]
         for bit, name in enumerate(WFLW_SUBSETS):
-            rows = [" ".join([f"{v:.6f}" for v in f["points"].ravel()] + [f["image"]]) for f in test if f["attributes"][bit]]
+            rows = [" ".join([f"{v:.6f}" for v in f["points"].ravel()] + [f["image"]])
+                    for f in test if f["attributes"][bit]]
             (folder / f"list_98pt_test_{name}.txt").write_text("\n".join(rows) + ("\n" if rows else ""))
     return faces
 

@@ -37,7 +37,8 @@ def predictions(overrides: list[str], run_dir: Path, summary: dict, limit: int |
     return outputs, batches
 
 
-def miou(preds: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int, ignore: int = 255) -> tuple[float, np.ndarray]:
+def miou(preds: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int,
+         ignore: int = 255) -> tuple[float, np.ndarray]:
     """mmseg's mIoU: intersections and unions summed over the whole set, classes whose union
     is empty left out of the mean."""
     inter, union = np.zeros(num_classes), np.zeros(num_classes)

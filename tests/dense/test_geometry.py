@@ -16,7 +16,8 @@ def blob_image(points: torch.Tensor, size: int, sigma: float = 1.2) -> torch.Ten
     """(N, K, size, size): one smooth blob per keypoint, centred on it."""
     ys = torch.arange(size).view(1, 1, size, 1).float()
     xs = torch.arange(size).view(1, 1, 1, size).float()
-    return torch.exp(-((xs - points[..., 0, None, None]) ** 2 + (ys - points[..., 1, None, None]) ** 2) / (2 * sigma**2))
+    px, py = points[..., 0, None, None], points[..., 1, None, None]
+    return torch.exp(-((xs - px) ** 2 + (ys - py) ** 2) / (2 * sigma**2))
 
 
 def centroid(maps: torch.Tensor) -> torch.Tensor:
@@ -77,5 +78,6 @@ def test_square_crop_maps_points_into_the_crop():
     mapped = transform_keypoints(points, theta, image_size, (crop, crop))
     # The box centre lands on the crop centre, distances scale by crop / side.
     assert torch.allclose(mapped[0, 2], torch.tensor([15.5, 15.5]))
-    assert math.isclose((mapped[0, 0] - mapped[0, 2]).norm().item(), (points[0, 0] - points[0, 2]).norm().item() * crop / side, rel_tol=1e-5)
+    distance = (points[0, 0] - points[0, 2]).norm().item()
+    assert math.isclose((mapped[0, 0] - mapped[0, 2]).norm().item(), distance * crop / side, rel_tol=1e-5)
     assert (centroid(cropped) - mapped).abs().max().item() < 0.1

@@ -56,7 +56,8 @@ def test_nme_rejects_bad_normaliser():
 
 
 def _segmenter(num_classes: int) -> SegmentationModule:
-    return SegmentationModule({"name": "resnet18", "small_input_stem": True}, functools.partial(FCNHead, head_channels=8),
+    return SegmentationModule({"name": "resnet18", "small_input_stem": True},
+                              functools.partial(FCNHead, head_channels=8),
                               num_classes, functools.partial(torch.optim.SGD, lr=0.1))
 
 

@@ -50,12 +50,14 @@ def test_heatmap_heads_on_resnet_and_hrnet():
     resnet = LandmarkModule({"name": "resnet18"}, functools.partial(HeatmapHead, deconv_channels=[32, 32, 32]), 15, SGD)
     assert resnet.head_forward(torch.randn(2, 3, 64, 64)).shape == (2, 15, 16, 16)  # stride 32 / 2^3 = 4
     hrnet = LandmarkModule({"name": "hrnet_w18_small", "head": ""},
-                           functools.partial(HeatmapHead, in_indices=[1, 2, 3, 4], deconv_channels=[], extra_convs=1), 98, SGD)
+                           functools.partial(HeatmapHead, in_indices=[1, 2, 3, 4], deconv_channels=[], extra_convs=1),
+                           98, SGD)
     assert hrnet.head_forward(torch.randn(1, 3, 64, 64)).shape == (1, 98, 16, 16)  # HRNetV2: stride 4
 
 
 def test_flip_test_is_mirror_equivariant():
-    module = LandmarkModule({"name": "resnet18"}, functools.partial(HeatmapHead, deconv_channels=[16, 16]), 3, SGD, flip_test=True).eval()
+    head = functools.partial(HeatmapHead, deconv_channels=[16, 16])
+    module = LandmarkModule({"name": "resnet18"}, head, 3, SGD, flip_test=True).eval()
     module.flip_index = torch.tensor([2, 1, 0])
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -87,7 +89,8 @@ def test_landmarks_start_from_a_stage1_checkpoint_with_prefix(tmp_path):
                             functools.partial(HeatmapHead), 15, SGD)
     _same_weights(module.backbone, student.state_dict())
     with pytest.raises(UserError, match="prefix"):
-        LandmarkModule({**SMALL, "init": str(tmp_path / "stage1.ckpt"), "init_prefix": "teacher."}, functools.partial(HeatmapHead), 15, SGD)
+        LandmarkModule({**SMALL, "init": str(tmp_path / "stage1.ckpt"), "init_prefix": "teacher."},
+                       functools.partial(HeatmapHead), 15, SGD)
 
 
 def test_seg_digits_runs_end_to_end_from_an_export(tmp_path):

@@ -37,7 +37,7 @@ def test_celebamask_default_is_repfusions_18_parts_without_background(tmp_path):
     x, labels = data.val_set[0]
     assert x.shape == (3, 32, 32) and labels.dtype == torch.int64
     assert labels[2, 2].item() == 255                              # background is ignored
-    assert labels[20, 20].item() == 0 and labels[13, 10].item() == 3 and labels[13, 22].item() == 4  # skin, l_eye, r_eye
+    assert (labels[20, 20].item(), labels[13, 10].item(), labels[13, 22].item()) == (0, 3, 4)  # skin, l_eye, r_eye
     assert labels[30, 10].item() == 15 and labels[2, 28].item() == 16  # cloth, hair
     assert labels[30, 30].item() == 16                             # hair is drawn after cloth in RepFusion's order
 
@@ -215,7 +215,8 @@ FIXTURE_DATA = ["data.num_workers=0", "data.pin_memory=false", "data.batch_size=
 def test_celebamask_recipe_logs_mmsegs_miou(tmp_path):
     make_celebamask(tmp_path / "celeba")
     overrides = ["experiment=seg_celebamask", *TINY, f"data.root={tmp_path / 'celeba'}", "data.image_size=64",
-                 "data.crop_size=48", *FIXTURE_DATA, "trainer.val_check_interval=1.0", "trainer.check_val_every_n_epoch=1"]
+                 "data.crop_size=48", *FIXTURE_DATA, "trainer.val_check_interval=1.0",
+                 "trainer.check_val_every_n_epoch=1"]
     summary = run_in_process(overrides, tmp_path / "seg")
     preds, batches = predictions(overrides, tmp_path / "seg", summary)
     expected, per_class = miou(preds, [b[0] for b in batches], 18)

@@ -20,7 +20,8 @@ def test_label_maps_resize_with_cv2s_nearest_rule():
     labels = torch.arange(16).view(1, 4, 4)
     out = torch.arange(6)[None]
     resized = ResizeCropFlip._nearest(labels, out, out, torch.tensor([6]))
-    # cv2.INTER_NEAREST reads source index floor(i * 4 / 6) = 0, 0, 1, 2, 2, 3 (a centred rule would give 0, 1, 1, 2, 3, 3)
+    # cv2.INTER_NEAREST reads source index floor(i * 4 / 6) = 0, 0, 1, 2, 2, 3
+    # (a centred rule would give 0, 1, 1, 2, 3, 3)
     rows = torch.tensor([0, 0, 1, 2, 2, 3])
     assert torch.equal(resized[0], labels[0][rows][:, rows])
 
@@ -32,7 +33,8 @@ def test_small_resizes_are_padded_with_the_mean_colour_and_the_ignore_index():
     image, label = pipeline(x, labels, generator())
     assert image.shape == (2, 3, 24, 24) and label.shape == (2, 24, 24)
     # resized to 16 x 16 (bilinear with half-pixel centres, as cv2.resize), at the top left; padding after it
-    assert torch.allclose(image[:, :, :16, :16], F.interpolate(x, size=16, mode="bilinear", align_corners=False), atol=1e-6)
+    resized = F.interpolate(x, size=16, mode="bilinear", align_corners=False)
+    assert torch.allclose(image[:, :, :16, :16], resized, atol=1e-6)
     assert torch.equal(label[:, :16, :16], labels[:, ::2, ::2])
     assert torch.allclose(image[:, :, 16:, :], torch.tensor(MEAN).view(1, 3, 1, 1).expand(2, 3, 8, 24))
     assert (label[:, 16:, :] == 255).all() and (label[:, :, 16:] == 255).all()
@@ -70,8 +72,8 @@ def test_cat_max_ratio_redraws_crops_dominated_by_one_class():
     pipeline = ResizeCropFlip(crop_size=16, cat_max_ratio=0.75)
     chosen = pipeline._choose_crops(labels, torch.tensor([64, 64, 64]), offsets)
     assert chosen.tolist() == [[0, 36], [10, 0], [5, 5]]
-    assert ResizeCropFlip(crop_size=16, cat_max_ratio=1.0)._choose_crops(labels, torch.tensor([64] * 3), offsets).tolist() \
-        == [[30, 0], [0, 0], [0, 0]]  # without the ratio: the first draw
+    first = ResizeCropFlip(crop_size=16, cat_max_ratio=1.0)._choose_crops(labels, torch.tensor([64] * 3), offsets)
+    assert first.tolist() == [[30, 0], [0, 0], [0, 0]]  # without the ratio: the first draw
 
 
 def test_hsv_round_trip_and_hue_in_opencv_units():
