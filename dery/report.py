@@ -109,4 +109,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from tasks.run.boundary import guarded
+
+    guarded("dery.report")(main)()

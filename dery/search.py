@@ -130,4 +130,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from tasks.run.boundary import hydra_command
+
+    hydra_command(main, "dery/search")  # checks the command line and config first; no traceback for a user mistake

@@ -21,6 +21,7 @@ from kf.factor import FactorNetwork, TaskSpecificNet
 from kf.task_spec import TaskSpec
 from tasks.backbones import count_parameters, create_backbone, small_stem_name
 from tasks.errors import UserError
+from tasks.run.boundary import guarded
 
 KIND = "kf_assembled"
 
@@ -124,6 +125,7 @@ def load_assembled(card_path: str | Path) -> AssembledNetwork:
     return net.eval()
 
 
+@guarded("kf.assemble")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("card", help="an assembled.json written by a KF run")

@@ -28,6 +28,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from tasks.errors import UserError
+from tasks.run.boundary import guarded
+from tasks.run.preflight import check_stage_commands
 from tasks.study import rows_from_summaries, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,6 +161,7 @@ def report(chain: DictConfig, runs: list[StageRun], chain_dir: Path, wall: float
     return result
 
 
+@guarded("tasks.chain")
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="a chain in conf/chain/ (or a path to a chain YAML file)")
@@ -191,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
         selected = set(args.stages.split(",")) if args.stages else set(chain.stages)
         if unknown := selected - set(chain.stages):
             raise UserError(f"--stages names {sorted(unknown)}, which chain '{chain_name}' does not have. Its stages: {list(chain.stages)}.")
+        check_stage_commands([r.command for r in runs if not r.finished and r.stage in selected])  # before any write
         chain_dir.mkdir(parents=True, exist_ok=True)
         if args.launcher != "local":
             from tasks.chain_submit import submit_chain

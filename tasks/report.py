@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
+from tasks.run.boundary import guarded
 from tasks.study import rows_from_summaries, write_study
 
 IGNORED_OVERRIDES = ("seed=", "hydra.", "resume=", "paths.", "logger=", "trainer.devices=", "trainer.accelerator=")
@@ -41,6 +42,7 @@ def default_label(summary: dict) -> str:
     return " ".join([summary.get("experiment") or summary.get("task_name", "?"), *kept])
 
 
+@guarded("kt-report")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", help="run dirs, sweep dirs or summary.json files")

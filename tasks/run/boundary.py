@@ -82,6 +82,11 @@ def discard_fresh_run_dir(run_dir: str | Path | None) -> bool:
     if any(p.lstat().st_mtime < _STARTED - 1.0 for p in files):
         return False  # an older run (e.g. resumed): not ours to remove
     shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in (run_dir.parent, run_dir.parent.parent):  # logs/<task>/runs and logs/<task>, if now empty
+        try:
+            parent.rmdir()
+        except OSError:
+            break
     return True
 
 
@@ -99,8 +104,10 @@ def run_guarded(entry: str, body: Callable[..., Any], *args: Any, run_dir: Calla
     except SystemExit as exit_:
         if isinstance(exit_.code, str):  # argparse-style `raise SystemExit("error: ...")`: a user error
             print(exit_.code, file=sys.stderr)
-            sys.exit(EXIT_USER)
-        raise
+            exit_ = SystemExit(EXIT_USER)
+        if exit_.code == EXIT_USER and run_dir is not None:  # a user error the app reported itself
+            discard_fresh_run_dir(run_dir())
+        raise exit_ from None
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         sys.exit(130)

@@ -78,7 +78,7 @@ class PartitionStage:
     similarity: str
     task_name: str = "dery_partition"
     seed: SEED = 0
-    K: int = 4
+    K: Annotated[int, Range(1, what="at least one block per member")] = 4
     eps: float = 0.2
     restarts: int = 200
     max_iter: int = 200

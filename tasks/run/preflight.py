@@ -196,3 +196,28 @@ def check_resume_file(resume: str) -> None:
     if not kind.startswith(("a zip archive (PyTorch", "a Python pickle")):
         raise UserError(f"resume={resume}: {path} is corrupt or not a PyTorch checkpoint: it is {kind}. "
                         "Point resume= at a run dir, its checkpoints/last.ckpt, or use resume=auto.")
+
+
+# `python -m <module>` apps that are Hydra apps, with their config name.
+HYDRA_MODULES = {"dery.similarity": "dery/similarity", "dery.partition": "dery/partition", "dery.search": "dery/search"}
+
+
+def check_stage_commands(commands: list[list[str]], cfg_dir: Path | None = None) -> None:
+    """The checks of `preflight` for every stage command of a chain before the first one
+    runs: a wrong key or value in any stage stops the chain before anything is written."""
+    from tasks.run.boundary import CONF_DIR
+
+    cfg_dir = cfg_dir or CONF_DIR
+    seen = set()
+    for command in commands:
+        if len(command) > 2 and command[1] == "-m":
+            config_name, args = HYDRA_MODULES.get(command[2]), command[3:]
+        else:
+            config_name, args = ("train" if command[1].endswith("train.py") else None), command[2:]
+        if config_name is None:
+            continue
+        key = (config_name, tuple(a for a in args if not a.startswith(("seed=", "hydra.run.dir=", "resume="))))
+        if key in seen:
+            continue
+        seen.add(key)
+        preflight(["chain-stage", *[a for a in args if not a.startswith("resume=")]], cfg_dir, config_name)
