@@ -53,7 +53,8 @@ def train(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("fit")  # missing or broken data files stop here; Lightning's own setup call is then a no-op
     loggers = build_group("logger", cfg.get("logger"))
-    trainer = build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_plugins(cfg.trainer))
+    trainer = build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                    **trainer_plugins(cfg.trainer))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -64,12 +65,13 @@ def train(cfg: DictConfig) -> dict:
         test_metrics = {}
         if cfg.get("test") and is_overridden("test_step", model):
             best = checkpoints.get("best") or checkpoints.get("last")
-            test_metrics = plain_metrics(trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)[0])
+            tested = trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
+            test_metrics = plain_metrics(tested[0])
         exports = {}
         hydra_cfg = HydraConfig.get()
         if cfg.get("export") and hasattr(model, "export_artifacts") and trainer.is_global_zero:
-            card = {"task_name": cfg.task_name, "experiment": hydra_cfg.runtime.choices.get("experiment"), "run_dir": str(out),
-                    "test": test_metrics, "overrides": list(hydra_cfg.overrides.task)}
+            card = {"task_name": cfg.task_name, "experiment": hydra_cfg.runtime.choices.get("experiment"),
+                    "run_dir": str(out), "test": test_metrics, "overrides": list(hydra_cfg.overrides.task)}
             exports = export_run(model, out / "export", card)  # all or nothing: a temp folder, then a rename
         summary = {
             "task_name": cfg.task_name,
@@ -99,7 +101,7 @@ def train(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    # A user mistake: one message, exit 2, and a failed start leaves no run dir; a bug: one line and the log path, exit 1.
+    # A user mistake: one message, exit 2, a failed start leaves no run dir; a bug: one line and the log path, exit 1.
     summary = run_guarded("train.py", train, cfg, run_dir=hydra_output_dir)
     metric = cfg.get("optimized_metric")
     if metric:  # the value an Optuna sweep optimises

@@ -4,7 +4,6 @@ summary.json that the chain runner (tasks.chain) waits for."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from datetime import datetime
@@ -15,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from tasks.errors import UserError
+from tasks.files import read_json
 from tasks.run.summary import write_summary
 
 
@@ -45,7 +45,7 @@ def read_stage(run_dir: str | Path, stage: str, command: str) -> dict[str, Any]:
     path = Path(str(run_dir)).expanduser() / "summary.json"
     if not path.is_file():
         raise UserError(f"No finished {stage} run at '{run_dir}' ({path} is missing). Make one with: {command}")
-    summary = json.loads(path.read_text())
+    summary = read_json(path, f"The {stage} run's summary")
     if summary.get("stage") != stage:
         kind = summary.get("stage") or "training"
         raise UserError(f"'{run_dir}' is a {kind} run, not a {stage} run. Make one with: {command}")

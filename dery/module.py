@@ -23,6 +23,7 @@ from dery.spec import build_network, load_spec
 from tasks.checkpoints import load_state_dict_file
 from tasks.classification import ClassificationModule
 from tasks.errors import UserError
+from tasks.files import read_json
 from tasks.plots import log_figure
 
 MODES = ("frozen", "full")
@@ -86,7 +87,7 @@ def load_reassembled(card_path: str | Path) -> torch.nn.Module:
     card_path = Path(card_path)
     if not card_path.is_file():
         raise UserError(f"Export card not found: {card_path}.")
-    card = json.loads(card_path.read_text())
+    card = read_json(card_path, "DeRy export card", keys=("spec", "weights"))
     net = build_network(card["spec"], pretrained=False)
     net.load_state_dict(load_state_dict_file(card_path.parent / card["weights"]))
     return net.eval()

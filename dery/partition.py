@@ -23,7 +23,6 @@ from typing import Any, Sequence
 import hydra
 import numpy as np
 from omegaconf import DictConfig
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 import tasks  # noqa: F401  (resolvers)
@@ -31,6 +30,7 @@ from dery.app import read_stage, run_stage
 from dery.blocks import Block, BlockSimilarity
 from dery.plots import plot_partition
 from tasks.errors import UserError
+from tasks.files import read_json, read_safetensors
 
 OBJECTIVES = ("anchor", "pairwise")
 
@@ -192,8 +192,8 @@ def describe(result: dict[str, Any], zoo: dict[str, Any]) -> dict[str, Any]:
 def load_similarity(run_dir: str | Path) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
     summary = read_stage(run_dir, "similarity",
                          "python -m dery.similarity zoo.members.<name>.weights=... (see docs/dery.md)")
-    zoo = json.loads(Path(summary["zoo"]).read_text())
-    cka = load_file(summary["similarity"])["cka"].numpy()
+    zoo = read_json(summary["zoo"], "The similarity run's zoo.json")
+    cka = read_safetensors(summary["similarity"], "The similarity run's matrix")["cka"].numpy()
     return summary, cka, zoo
 
 

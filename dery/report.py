@@ -14,8 +14,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import yaml
 
+from tasks.files import read_json, read_yaml
 from tasks.study import Estimate
 
 
@@ -24,7 +24,7 @@ def _summaries(chain_dir: Path) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {}
     for path in sorted([*chain_dir.glob("*/summary.json"), *chain_dir.glob("*/seed*/summary.json")]):
         stage = path.parent.parent.name if path.parent.name.startswith("seed") else path.parent.name
-        runs.setdefault(stage, []).append(json.loads(path.read_text()))
+        runs.setdefault(stage, []).append(read_json(path, "Stage summary"))
     return runs
 
 
@@ -47,7 +47,7 @@ def table(chain_dir: Path) -> str:
              "|---|---|---|---|---|---|---|"]
     similarity = next((s[0] for s in runs.values() if s[0].get("stage") == "similarity"), None)
     if similarity:
-        for name, member in json.loads(Path(similarity["zoo"]).read_text())["members"].items():
+        for name, member in read_json(similarity["zoo"], "The similarity run's zoo.json")["members"].items():
             acc = [member["accuracy"]] if member.get("accuracy") is not None else []
             flops = f"{member['flops'] / 1e6:.1f}" if member.get("flops") else "–"
             lines.append(f"| zoo: {name} ({member['arch']}) | {member['params'] / 1e6:.3f}M | all | {flops} | "
@@ -56,7 +56,7 @@ def table(chain_dir: Path) -> str:
     for stage, summaries in runs.items():
         spec_path = _option(summaries[0], "model.spec")
         if spec_path and Path(spec_path).is_file():
-            trained.append((stage, summaries, yaml.safe_load(Path(spec_path).read_text())))
+            trained.append((stage, summaries, read_yaml(spec_path, "DeRy spec")))
     for stage, summaries, spec in sorted(trained, key=lambda t: (t[2]["params"], t[0])):
         mode = _option(summaries[0], "model.mode") or "frozen"
         init = _option(summaries[0], "model.init") or "zoo"

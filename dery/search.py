@@ -37,6 +37,7 @@ from dery.similarity import pick_device
 from dery.spec import save_spec, spec_of
 from dery.zoo import Member, load_zoo
 from tasks.errors import UserError
+from tasks.files import read_json
 
 CACHE_VERSION = 1
 
@@ -74,8 +75,8 @@ def score_cache_path(cfg: DictConfig, zoo: dict[str, Any], probe: Probe, device:
 
 def load_partition(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     summary = read_stage(run_dir, "partition", "python -m dery.partition similarity=<dery.similarity run dir>")
-    partition = json.loads(Path(summary["partition"]).read_text())
-    zoo = json.loads(Path(partition["zoo"]).read_text())
+    partition = read_json(summary["partition"], "The partition run's partition.json")
+    zoo = read_json(partition["zoo"], "The similarity run's zoo.json")
     return partition, zoo
 
 

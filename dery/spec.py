@@ -14,6 +14,7 @@ from dery.plan import Plan
 from dery.stitch import ReassembledNet, make_part, node_block
 from dery.zoo import Member, load_model
 from tasks.errors import UserError
+from tasks.files import read_yaml
 
 FORMAT = "dery-spec/1"
 
@@ -51,7 +52,7 @@ def load_spec(path: str | Path | None) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"DeRy spec not found: {path}. Make one with: "
                         "python -m dery.search partition=<dery.partition run dir>")
-    spec = yaml.safe_load(path.read_text())
+    spec = read_yaml(path, "DeRy spec")
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise UserError(f"{path} is not a DeRy spec (format {FORMAT}). Use the spec.yaml a dery.search run wrote.")
     return spec

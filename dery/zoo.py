@@ -12,7 +12,6 @@ A member's `weights` is one of
 from __future__ import annotations
 
 import hashlib
-import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from dery.nodes import family_of, find_nodes
 from tasks.backbones import create_backbone, load_exported
 from tasks.backbones.weights import load_backbone_weights
 from tasks.errors import UserError
+from tasks.files import read_json
 
 WEIGHT_FORMS = "run:<run dir>, file:<path>, hub:<timm tag> or random"
 
@@ -97,7 +97,7 @@ def _run_card(path: Path) -> Path:
 def _run_accuracy(run_dir: Path) -> float | None:
     summary = run_dir / "summary.json"
     if summary.is_file():
-        value = json.loads(summary.read_text()).get("test", {}).get("test/acc")
+        value = read_json(summary, "Zoo member run summary").get("test", {}).get("test/acc")
         return float(value) if value is not None else None
     return None
 
@@ -111,7 +111,7 @@ def load_model(name: str, arch: str | None, kwargs: dict[str, Any], weights: str
     if kind == "run":
         run_dir = Path(where).expanduser()
         card_path = _run_card(run_dir)
-        card = json.loads(card_path.read_text())
+        card = read_json(card_path, "Zoo member card")
         if "timm_name" not in card:
             raise UserError(f"Zoo weights 'run:{run_dir}': {card_path} is not the export of a timm classifier "
                             "(a zoo member is a run of e.g. experiment=dery_zoo_digits).")

@@ -15,12 +15,13 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from kf.factor import FactorNetwork, TaskSpecificNet
 from kf.task_spec import TaskSpec
 from tasks.backbones import count_parameters, create_backbone, small_stem_name
 from tasks.errors import UserError
+from tasks.files import read_json, read_safetensors
 from tasks.run.boundary import guarded
 
 KIND = "kf_assembled"
@@ -113,7 +114,7 @@ def load_assembled(card_path: str | Path) -> AssembledNetwork:
     card_path = Path(card_path)
     if not card_path.is_file():
         raise UserError(f"Assembled network card {card_path} not found. A KF run writes it to <run dir>/export/assembled.json.")
-    card = json.loads(card_path.read_text())
+    card = read_json(card_path, "Assembled network card")
     if card.get("kind") != KIND:
         raise UserError(f"{card_path} is not an assembled KF network (kind={card.get('kind')!r}).")
     specs = [TaskSpec(t["name"], t["factor"], tuple(tuple(g) for g in t["groups"])) for t in card["tasks"]]
@@ -121,7 +122,7 @@ def load_assembled(card_path: str | Path) -> AssembledNetwork:
     tsns = [TaskSpecificNet(_timm(card["tsn"]), card["dim"], card.get("gaussian_tsn", False)) for _ in specs]
     heads = [nn.Linear(card["dim"], s.num_classes) for s in specs]
     net = AssembledNetwork(ckn, tsns, heads, specs)
-    net.load_state_dict(load_file(str(card_path.parent / card["weights"])))
+    net.load_state_dict(read_safetensors(card_path.parent / card["weights"], f"Weights of {card_path}"))
     return net.eval()
 
 

@@ -9,11 +9,12 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from kf.task_spec import TaskSpec
 from tasks.backbones import count_parameters, create_backbone, export_backbone, load_exported
 from tasks.errors import UserError
+from tasks.files import read_json, read_safetensors
 
 KIND = "multi_head"
 
@@ -58,10 +59,10 @@ class MultiHeadNet(nn.Module):
 def load_multi_head(card_path: str | Path) -> MultiHeadNet:
     """Rebuild an exported MultiHeadNet from its card."""
     card_path = Path(card_path)
-    card = json.loads(card_path.read_text())
+    card = read_json(card_path, "Multi-head export card")
     if card.get("kind") != KIND:
         raise UserError(f"{card_path} is not a multi-head export (kind={card.get('kind')!r}).")
     specs = [TaskSpec(t["name"], t["factor"], tuple(tuple(g) for g in t["groups"])) for t in card["tasks"]]
     net = MultiHeadNet(load_exported(card_path.parent / card["backbone"]), specs, card["feature_dim"])
-    net.heads.load_state_dict(load_file(str(card_path.parent / card["heads"])))
+    net.heads.load_state_dict(read_safetensors(card_path.parent / card["heads"], f"Heads of {card_path}"))
     return net

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,6 +16,7 @@ from kf.multihead import KIND as MULTI_HEAD, load_multi_head
 from kf.task_spec import TaskSpec
 from tasks.backbones import create_backbone, load_exported
 from tasks.errors import UserError
+from tasks.files import read_json
 from tasks.features import FeatureTap
 
 BN_MODES = ("eval", "train")
@@ -62,7 +62,7 @@ def load_teacher(spec: TeacherSpec, factor_sizes: dict[str, int]) -> tuple[nn.Mo
     if source.suffix == ".json":
         if not source.is_file():
             raise UserError(f"Teacher card {source} does not exist. " + MAKE_TEACHER)
-        if json.loads(source.read_text()).get("kind") == MULTI_HEAD:
+        if read_json(source, "Teacher card").get("kind") == MULTI_HEAD:
             net = load_multi_head(source)
             return net, net.specs
         model = load_exported(source)

@@ -19,6 +19,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from repfusion.pixels import PixelRange
 from tasks.errors import UserError
+from tasks.files import check_weights, read_json
 from tasks.features import FeatureTap
 
 # The last ResNet block of the middle block, its second conv: before the skip-add (as the original).
@@ -47,6 +48,9 @@ def unet_folder(path: Path) -> Path:
     if not (path / "config.json").is_file():
         raise UserError(f"Teacher folder {path} has no config.json: it is not a diffusers UNet2DModel folder "
                         f"(save one with unet.save_pretrained(folder, safe_serialization=True)).")
+    read_json(path / "config.json", "Teacher U-Net config", keys=("_class_name",))
+    for weights in path.glob("*.safetensors"):
+        check_weights(weights, "Teacher U-Net weights")
     if not list(path.glob("*.safetensors")):
         pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.ckpt"))
         what = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weight file"

@@ -34,7 +34,8 @@ class EpochLines(ProgressBar):
             return
         metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
         shown = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({time.time() - self._start:.1f} s)", flush=True)
+        seconds = time.time() - self._start
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({seconds:.1f} s)", flush=True)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.val_dataloaders or trainer.limit_val_batches == 0:

@@ -28,6 +28,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from tasks.errors import UserError
+from tasks.files import read_yaml
 from tasks.run.boundary import guarded
 from tasks.run.preflight import check_stage_commands
 from tasks.study import rows_from_summaries, write_study
@@ -56,7 +57,7 @@ def load_chain(name: str) -> DictConfig:
     if not path.is_file():
         options = sorted(p.stem for p in CHAIN_DIR.glob("*.yaml"))
         raise UserError(f"Unknown chain '{name}'. Available: {options}.")
-    chain = OmegaConf.load(path)
+    chain = OmegaConf.create(read_yaml(path, "Chain file"))
     if "stages" not in chain or not chain.stages:
         raise UserError(f"{path} has no stages.")
     return chain

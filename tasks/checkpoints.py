@@ -43,7 +43,8 @@ def load_training_checkpoint(path: str | Path) -> dict:
     return blob
 
 
-def load_state_dict_file(path: str | Path, prefix: str | None = None, what: str = "Weight file") -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | Path, prefix: str | None = None,
+                         what: str = "Weight file") -> dict[str, torch.Tensor]:
     """Read a state dict from safetensors or a checkpoint (its `state_dict` entry if present),
     told apart by the file's content.
 

@@ -30,7 +30,8 @@ def _check_target(path: str, node: dict) -> None:
     try:
         get_object(target)
     except Exception as err:  # ImportError, AttributeError, ...
-        raise UserError(f"{path}._target_='{target}' cannot be imported ({err}). Fix the class path in the config.") from None
+        raise UserError(f"{path}._target_='{target}' cannot be imported ({err}). "
+                        "Fix the class path in the config.") from None
     sig = schema.signature_of(target)
     if sig is None:
         return

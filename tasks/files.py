@@ -114,7 +114,8 @@ def read_text(path: str | Path, what: str, fix: str = "") -> str:
         raise UserError(f"{what} {path} cannot be read ({err.strerror}).{_fix(fix)}") from None
 
 
-def read_json(path: str | Path, what: str, fix: str = "", keys: tuple[str, ...] = (), kind: str | tuple[str, ...] | None = None) -> dict:
+def read_json(path: str | Path, what: str, fix: str = "", keys: tuple[str, ...] = (),
+              kind: str | tuple[str, ...] | None = None) -> dict:
     """A JSON object; `keys` must be present, `kind` (one or several) must match its "kind"."""
     path = Path(str(path)).expanduser()
     text = read_text(path, what, fix)
@@ -146,7 +147,8 @@ def _check_mapping(data: Any, path: Path, what: str, fix: str, keys: tuple[str, 
         raise UserError(f"{what} {path} holds a {type(data).__name__}, not a mapping of keys.{_fix(fix)}")
     kinds = (kind,) if isinstance(kind, str) else kind
     if kinds and data.get("kind") not in kinds:
-        raise UserError(f"{what} {path} is of kind {data.get('kind')!r}, expected {' or '.join(map(repr, kinds))}.{_fix(fix)}")
+        expected = " or ".join(map(repr, kinds))
+        raise UserError(f"{what} {path} is of kind {data.get('kind')!r}, expected {expected}.{_fix(fix)}")
     missing = [k for k in keys if k not in data]
     if missing:
         raise UserError(f"{what} {path} lacks the keys {missing} (it has {sorted(data)[:12]}).{_fix(fix)}")
@@ -178,9 +180,11 @@ def read_torch(path: str | Path, what: str = "Checkpoint", fix: str = "", map_lo
         refused = _refuse_pickle(path, what, err)
         if refused is not None:
             raise refused from None
-        raise UserError(f"{what} {path} is a corrupt or truncated PyTorch checkpoint ({_first(err)}).{_fix(fix)}") from None
+        raise UserError(f"{what} {path} is a corrupt or truncated PyTorch checkpoint ({_first(err)})."
+                        f"{_fix(fix)}") from None
     except Exception as err:  # zip, struct, EOF, index errors: the bytes themselves are broken
-        raise UserError(f"{what} {path} is a corrupt or truncated PyTorch checkpoint ({type(err).__name__}: {_first(err)})."
+        raise UserError(f"{what} {path} is a corrupt or truncated PyTorch checkpoint "
+                        f"({type(err).__name__}: {_first(err)})."
                         f"{_fix(fix)}") from None
 
 
@@ -198,7 +202,8 @@ def read_safetensors(path: str | Path, what: str = "Weight file", fix: str = "")
     try:
         return load_file(str(path))
     except Exception as err:  # SafetensorError, OSError, ValueError: a broken header or data
-        truncated = " truncated" if "incomplete" in str(err).lower() or "out of bounds" in str(err).lower() else " corrupt"
+        text = str(err).lower()
+        truncated = " truncated" if "incomplete" in text or "out of bounds" in text else " corrupt"
         raise UserError(f"{what} {path} is a{truncated} safetensors file ({_first(err)}).{_fix(fix)}") from None
 
 
@@ -218,6 +223,35 @@ def read_weights(path: str | Path, what: str = "Weight file", fix: str = "") -> 
         raise UserError(f"{what} {path} is a zip archive without PyTorch data (truncated, or not a checkpoint); "
                         f"expected {WEIGHTS}.{_fix(fix)}")
     raise UserError(f"{what} {path} is not {WEIGHTS}: it is {kind}.{_fix(fix)}")
+
+
+def check_weights(path: str | Path, what: str = "Weight file", fix: str = "") -> Path:
+    """A weight file that another library will load (timm, diffusers): checked without
+    reading its tensors. A safetensors header must parse and cover the file's size; a
+    PyTorch checkpoint is read in full here, weights only, so pickled code is refused."""
+    path = require_file(path, what, fix)
+    kind = what_is(path)
+    if kind.startswith(("a zip archive (PyTorch", "a Python pickle")):
+        read_torch(path, what, fix)
+        return path
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        size = _safetensors_header_size(head + handle.read(1), path.stat().st_size)
+        if size is None:
+            raise UserError(f"{what} {path} is not {WEIGHTS}: it is {kind}.{_fix(fix)}")
+        if size < 0:
+            raise UserError(f"{what} {path} is a truncated safetensors file (its header is cut off).{_fix(fix)}")
+        handle.seek(8)
+        try:
+            header = json.loads(handle.read(size))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+            raise UserError(f"{what} {path} is a corrupt safetensors file (its header does not parse: {_first(err)})."
+                            f"{_fix(fix)}") from None
+    if 8 + size + end > path.stat().st_size:
+        raise UserError(f"{what} {path} is a truncated safetensors file ({path.stat().st_size} bytes, its header "
+                        f"promises {8 + size + end}).{_fix(fix)}")
+    return path
 
 
 def _first(err: BaseException) -> str:

@@ -98,7 +98,8 @@ RANGES: list[tuple[str, Range]] = [
      r"label_smoothing|\w+_fraction|fraction|ema_decay|decay|momentum|mixup|cutmix)", PROBABILITY),
     (r"(\w+_size|size|num_\w+|\w+_epochs|\w+_steps|\w+_samples|\w+_batches|\w+_workers|\w+_images|k|K|top_k|knn_k|"
      r"\w+_k|bins|\w+_bins|depth|\w+_every_n_\w+|every_n_\w+|warmup\w*|patience|seed|\w+_seed|weight_decay|"
-     r"\w+_weight|eps|epsilon|temperature|gamma|power|\w+_channels|channels|width|\w+_width|degrees|translate_px)", COUNT),
+     r"\w+_weight|eps|epsilon|temperature|gamma|power|\w+_channels|channels|width|\w+_width|degrees|"
+     r"translate_px)", COUNT),
 ]
 EXACT: dict[tuple[str, str], Range] = {
     ("pytorch_lightning.Trainer", "devices"): UNBOUNDED_OR_COUNT,
@@ -154,7 +155,8 @@ CHOICES: dict[tuple[str, str], tuple | Choices] = {
     ("tasks.segmentation.SegmentationModule", "loss_average"): Choices("tasks.segmentation.LOSS_AVERAGES"),
 }
 PATTERNS: dict[tuple[str, str], Pattern] = {
-    ("pytorch_lightning.Trainer", "devices"): Pattern(r"auto|-1|\d+|(\d+,)*\d+,?", "auto, a count, -1 or a list of indices"),
+    ("pytorch_lightning.Trainer", "devices"): Pattern(r"auto|-1|\d+|(\d+,)*\d+,?",
+                                                      "auto, a count, -1 or a list of indices"),
 }
 # (target, dict parameter) -> the callable that receives the dict as keyword arguments.
 FORWARDED: dict[tuple[str, str], str] = {
@@ -279,11 +281,12 @@ def conforms(value: Any, annotation: Any) -> bool:
     if origin in (Union, types.UnionType):
         return any(conforms(value, a) for a in args)
     if origin is Literal:
+        whole = isinstance(value, int) and not isinstance(value, bool)
         return any(value == a and type(value) is type(a) for a in args) or (
-            isinstance(value, int) and not isinstance(value, bool) and any(type(a) is float and value == a for a in args))
+            whole and any(type(a) is float and value == a for a in args))
     if _is_target_node(value):
         return _target_may_fit(value, annotation)
-    if isinstance(annotation, typing.TypeVar) or isinstance(annotation, typing.ForwardRef) or isinstance(annotation, str):
+    if isinstance(annotation, (typing.TypeVar, typing.ForwardRef, str)):
         return True
     if annotation is bool:
         return isinstance(value, bool)
@@ -472,7 +475,8 @@ def check_value(path: str, value: Any, param: Param, target: str) -> None:
             if not rule.holds(number):
                 raise UserError(f"Config value {path}={_shown(value)} is out of range: {where} expects a value "
                                 f"{rule.describe()}. Set {path} to a value {rule.describe().split(' (')[0]}.")
-    pattern = _metadata(param.annotation, Pattern) or PATTERNS.get((target, param.name)) or PATTERNS.get((param.owner, param.name))
+    pattern = (_metadata(param.annotation, Pattern) or PATTERNS.get((target, param.name))
+               or PATTERNS.get((param.owner, param.name)))
     if pattern is not None and isinstance(value, str) and not re.fullmatch(pattern.regex, value):
         raise UserError(f"Config value {path}={_shown(value)} is not valid: {where} expects {pattern.what}.")
     allowed = choices_for(target, param.owner, param.name, param.annotation)
@@ -483,6 +487,12 @@ def check_value(path: str, value: Any, param: Param, target: str) -> None:
 
 def _allows_none(annotation: Any) -> bool:
     return conforms(None, annotation) and annotation is not UNCHECKED
+
+
+def _require(path: str, node: dict, target: str) -> None:
+    missing = [n for n, p in signature_of(target).params.items() if p.required and n not in node]
+    if missing:
+        raise UserError(f"'{path}' needs {missing}. Set them, e.g. {path}.{missing[0]}=<value>.")
 
 
 def _join(path: str, key: Any) -> str:
@@ -511,16 +521,13 @@ def check_mapping(path: str, node: dict, target: str, suggest: Callable[[str, li
         nested = _schema_of(param.annotation)
         if nested and isinstance(value, dict):
             how, schema = nested
-            items = [(_join(path, key), value)] if how == "one" else [(f"{_join(path, key)}.{k}", v) for k, v in value.items()]
+            here = _join(path, key)
+            items = [(here, value)] if how == "one" else [(f"{here}.{k}", v) for k, v in value.items()]
             for item_path, item in items:
                 if isinstance(item, dict):
                     check_mapping(item_path, item, qualified(schema), suggest)
-                    missing = [n for n, p in signature_of(qualified(schema)).params.items() if p.required and n not in item]
-                    if missing:
-                        raise UserError(f"'{item_path}' needs {missing}. Set them, e.g. {item_path}.{missing[0]}=<value>.")
+                    _require(item_path, item, qualified(schema))
         forward = FORWARDED.get((target, str(key))) or FORWARDED.get((param.owner, str(key)))
         if forward and isinstance(value, dict) and not _is_target_node(value):
             check_mapping(_join(path, key), value, forward, suggest)
-            missing = [n for n, p in signature_of(forward).params.items() if p.required and n not in value]
-            if missing:
-                raise UserError(f"'{_join(path, key)}' needs {missing}. Set them, e.g. {_join(path, key)}.{missing[0]}=<value>.")
+            _require(_join(path, key), value, forward)

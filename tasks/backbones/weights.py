@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from tasks.checkpoints import load_state_dict_file
 from tasks.errors import UserError
+from tasks.files import check_weights, read_json
 
 
 def _classifier_keys(model: nn.Module) -> set[str]:
@@ -79,11 +80,11 @@ def load_exported(card_path: str | Path, **overrides: Any) -> nn.Module:
     card_path = Path(card_path)
     if not card_path.is_file():
         raise UserError(f"Export card not found: {card_path}.")
-    card = json.loads(card_path.read_text())
+    card = read_json(card_path, "Export card", keys=("timm_name", "timm_kwargs", "weights"))
     if card["timm_name"].endswith("_smallstem"):
         small_stem_name(card["timm_name"])
     kwargs = {**card["timm_kwargs"], **overrides}
-    file = str(card_path.parent / card["weights"])
+    file = str(check_weights(card_path.parent / card["weights"], f"Weights of export card {card_path}"))
     overlay = dict(file=file, num_classes=card["timm_kwargs"].get("num_classes", 0))
     model = timm.create_model(card["timm_name"], pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     model.kt_spec = {"timm_name": card["timm_name"], "timm_kwargs": kwargs}

@@ -45,8 +45,8 @@ def bug_log(entry: str, err: BaseException) -> Path:
     """Append the traceback of `err` to the run's log (or logs/errors/<entry>-<time>.log)."""
     text = (f"\n=== {datetime.now().isoformat(timespec='seconds')} {entry}: unexpected {type(err).__name__}\n"
             + "".join(traceback.format_exception(type(err), err, err.__traceback__)))
-    candidates = [_hydra_log_file(),
-                  Path(os.environ.get("KT_LOG_DIR", "logs")) / "errors" / f"{entry}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log",
+    name = f"{entry}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    candidates = [_hydra_log_file(), Path(os.environ.get("KT_LOG_DIR", "logs")) / "errors" / name,
                   Path("/tmp") / f"kt-{entry}-{os.getpid()}.log"]
     for path in candidates:
         if path is None:
@@ -64,7 +64,8 @@ def bug_log(entry: str, err: BaseException) -> Path:
 def report_bug(entry: str, err: BaseException) -> None:
     path = bug_log(entry, err)
     first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-    print(f"error: this is a bug in {entry}, not a mistake of yours ({type(err).__name__}{': ' + first if first else ''}). "
+    cause = f"{type(err).__name__}{': ' + first if first else ''}"
+    print(f"error: this is a bug in {entry}, not a mistake of yours ({cause}). "
           f"The full traceback is in {path}; please report it with that file.", file=sys.stderr)
 
 

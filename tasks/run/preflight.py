@@ -67,7 +67,9 @@ def _declared_keys(base: DictConfig, parent: str, command: str) -> list[str]:
                 if not parts:
                     return []
                 parts.pop(0)  # the member name
-        return sorted(schema.signature_of(schema.qualified(current)).params) if current is not None and not parts else []
+        if current is None or parts:
+            return []
+        return sorted(schema.signature_of(schema.qualified(current)).params)
     except Exception:  # a hint only: never fail the explanation itself
         return []
 
@@ -83,7 +85,8 @@ def _explain(err: Exception, cfg_dir: Path, overrides: list[str], config_name: s
         parent, _, leaf = full_key.rpartition(".")
         given = next((o for o in overrides if o.split("=")[0].lstrip("+~") == full_key), f"{full_key}=<value>")
         try:
-            base = _compose(cfg_dir, config_name, [o for o in overrides if not o.split("=")[0].lstrip("+~").startswith(full_key)])
+            others = [o for o in overrides if not o.split("=")[0].lstrip("+~").startswith(full_key)]
+            base = _compose(cfg_dir, config_name, others)
             options = [str(o) for o in (OmegaConf.select(base, parent) if parent else base).keys()]
             declared = _declared_keys(base, parent, config_name)
         except Exception:
