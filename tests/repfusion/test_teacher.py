@@ -139,6 +139,6 @@ def test_bf16_channels_last_teacher_matches_float32(teacher_dir):
         f, g = t(x, steps), reference(x, steps)
     assert f.dtype == torch.float32 and f.shape == g.shape
     relative = ((f - g).norm() / g.norm()).item()
-    assert 0.0 < relative < 0.03  # bf16 keeps ~3 significant digits (measured: 0.015); exactly 0 would mean no bf16
+    assert 1e-4 < relative < 0.03  # bf16 keeps ~3 significant digits (measured: 0.015); float32 differs by ~1e-7
     with pytest.raises(UserError, match="dtype"):
         teacher(teacher_dir, dtype="fp8")
