@@ -90,6 +90,9 @@ def _stage_args(argv: list[str]) -> tuple[Path | None, Path | None]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if unknown := [a for a in argv if "=" in a and a.split("=", 1)[0] not in ("chain", "hydra.run.dir")]:
+        raise SystemExit(f"error: unknown argument(s) {unknown}. dery.report takes <chain dir>, or chain=<dir> "
+                         "[hydra.run.dir=<dir>].")
     chain_dir, run_dir = _stage_args(argv)
     if chain_dir is None:
         if len(argv) != 1 or argv[0].startswith("-"):

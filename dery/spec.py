@@ -14,7 +14,7 @@ from dery.plan import Plan
 from dery.stitch import ReassembledNet, make_part, node_block
 from dery.zoo import Member, load_model
 from tasks.errors import UserError
-from tasks.files import read_yaml
+from tasks.files import read_yaml, require_keys
 
 FORMAT = "dery-spec/1"
 
@@ -55,7 +55,7 @@ def load_spec(path: str | Path | None) -> dict[str, Any]:
     spec = read_yaml(path, "DeRy spec")
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise UserError(f"{path} is not a DeRy spec (format {FORMAT}). Use the spec.yaml a dery.search run wrote.")
-    return spec
+    return require_keys(spec, path, "DeRy spec", ("members", "blocks", "stem", "adapters", "head"))
 
 
 def build_network(spec: Mapping[str, Any], pretrained: bool = True, random_seed: int | None = None) -> ReassembledNet:

@@ -122,9 +122,11 @@ def read_json(path: str | Path, what: str, fix: str = "", keys: tuple[str, ...] 
     try:
         data = json.loads(text)
     except ValueError as err:
-        cut = " (it looks truncated)" if "Expecting" in str(err) and err.pos >= len(text.rstrip()) else ""  # type: ignore[attr-defined]
-        raise UserError(f"{what} {path} is not valid JSON{cut}: {str(err).splitlines()[0]}; it is {what_is(path)}."
-                        f"{_fix(fix)}") from None
+        at_end = getattr(err, "pos", 0) >= len(text.rstrip())
+        cut = " (it looks truncated)" if "Unterminated string" in str(err) or ("Expecting" in str(err) and at_end) else ""
+        kind = what_is(path)
+        found = "" if kind == "a JSON text file" else f"; it is {kind}"
+        raise UserError(f"{what} {path} is not valid JSON{cut}: {str(err).splitlines()[0]}{found}.{_fix(fix)}") from None
     return _check_mapping(data, path, what, fix, keys, kind)
 
 
@@ -140,6 +142,11 @@ def read_yaml(path: str | Path, what: str, fix: str = "", keys: tuple[str, ...] 
         first = str(err).strip().splitlines()[0]
         raise UserError(f"{what} {path} is not valid YAML ({first}).{_fix(fix)}") from None
     return _check_mapping(data, path, what, fix, keys, None)
+
+
+def require_keys(data: dict, path: str | Path, what: str, keys: tuple[str, ...], fix: str = "") -> dict:
+    """`data` (read from `path`) with every one of `keys`; else one message naming the file."""
+    return _check_mapping(data, Path(str(path)), what, fix, keys, None)
 
 
 def _check_mapping(data: Any, path: Path, what: str, fix: str, keys: tuple[str, ...], kind) -> dict:
