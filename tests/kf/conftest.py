@@ -29,6 +29,17 @@ def digits_teacher(tmp_path_factory) -> str:
     return export_backbone(model, tmp_path_factory.mktemp("teacher") / "export", name="model")["card"]
 
 
+@pytest.fixture(scope="session")
+def confident_digits_teacher(tmp_path_factory) -> str:
+    """The tiny teacher with its classifier scaled x30: untrained but sure of itself (one-vs-rest
+    margins above 10), so T = 1 and T = 10 targets tell different stories."""
+    torch.manual_seed(0)
+    model = create_backbone("resnet10t", num_classes=10, channels=[8, 16, 32, 64], stem_width=8)
+    with torch.no_grad():
+        model.get_classifier().weight.mul_(30.0)
+    return export_backbone(model, tmp_path_factory.mktemp("confident") / "export", name="model")["card"]
+
+
 def load_test_split(overrides: list[str], tmp_path, batches: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `batches` test batches of a run's data config, normalised as the module sees them."""
     from tests.conftest import compose_config
