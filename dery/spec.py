@@ -49,10 +49,7 @@ def load_spec(path: str | Path | None) -> dict[str, Any]:
                         "(python -m dery.search partition=<run dir>), or run the whole method: "
                         "python -m tasks.chain dery_digits")
     path = Path(str(path)).expanduser()
-    if not path.is_file():
-        raise UserError(f"DeRy spec not found: {path}. Make one with: "
-                        "python -m dery.search partition=<dery.partition run dir>")
-    spec = read_yaml(path, "DeRy spec")
+    spec = read_yaml(path, "DeRy spec", "Make one with: python -m dery.search partition=<dery.partition run dir>")
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise UserError(f"{path} is not a DeRy spec (format {FORMAT}). Use the spec.yaml a dery.search run wrote.")
     return require_keys(spec, path, "DeRy spec", ("members", "blocks", "stem", "adapters", "head"))

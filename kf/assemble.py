@@ -112,9 +112,7 @@ def _timm(spec: dict, **extra) -> dict:
 def load_assembled(card_path: str | Path) -> AssembledNetwork:
     """Rebuild a saved AssembledNetwork (weights from safetensors only), in eval mode."""
     card_path = Path(card_path)
-    if not card_path.is_file():
-        raise UserError(f"Assembled network card {card_path} not found. A KF run writes it to <run dir>/export/assembled.json.")
-    card = read_json(card_path, "Assembled network card")
+    card = read_json(card_path, "Assembled network card", "A KF run writes it to <run dir>/export/assembled.json.")
     if card.get("kind") != KIND:
         raise UserError(f"{card_path} is not an assembled KF network (kind={card.get('kind')!r}).")
     specs = [TaskSpec(t["name"], t["factor"], tuple(tuple(g) for g in t["groups"])) for t in card["tasks"]]

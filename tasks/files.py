@@ -42,7 +42,7 @@ def what_is(path: Path) -> str:
     if not head:
         return "an empty file"
     if head.startswith(b"PK\x03\x04"):
-        return "a zip archive (PyTorch's checkpoint format)" if _is_torch_zip(path) else "a zip archive"
+        return _zip_kind(path)
     if _safetensors_header_size(head, size) is not None:
         return "a safetensors file"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
@@ -63,12 +63,13 @@ def what_is(path: Path) -> str:
     return "a text file"
 
 
-def _is_torch_zip(path: Path) -> bool:
+def _zip_kind(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("data.pkl") for name in archive.namelist())
+            torch_zip = any(name.endswith("data.pkl") for name in archive.namelist())
     except (zipfile.BadZipFile, OSError, ValueError):
-        return False
+        return "a truncated or damaged zip archive"
+    return "a zip archive (PyTorch's checkpoint format)" if torch_zip else "a zip archive without PyTorch data"
 
 
 def _safetensors_header_size(head: bytes, size: int) -> int | None:
@@ -123,10 +124,11 @@ def read_json(path: str | Path, what: str, fix: str = "", keys: tuple[str, ...] 
         data = json.loads(text)
     except ValueError as err:
         at_end = getattr(err, "pos", 0) >= len(text.rstrip())
-        cut = " (it looks truncated)" if "Unterminated string" in str(err) or ("Expecting" in str(err) and at_end) else ""
-        kind = what_is(path)
-        found = "" if kind == "a JSON text file" else f"; it is {kind}"
-        raise UserError(f"{what} {path} is not valid JSON{cut}: {str(err).splitlines()[0]}{found}.{_fix(fix)}") from None
+        truncated = "Unterminated string" in str(err) or ("Expecting" in str(err) and at_end)
+        cut = " (it looks truncated)" if truncated else ""
+        found = "" if what_is(path) == "a JSON text file" else f"; it is {what_is(path)}"
+        raise UserError(f"{what} {path} is not valid JSON{cut}: {str(err).splitlines()[0]}{found}."
+                        f"{_fix(fix)}") from None
     return _check_mapping(data, path, what, fix, keys, kind)
 
 
@@ -195,17 +197,31 @@ def read_torch(path: str | Path, what: str = "Checkpoint", fix: str = "", map_lo
                         f"{_fix(fix)}") from None
 
 
+def _check_safetensors(path: Path, what: str, fix: str) -> None:
+    """The header of a safetensors file parses and the file holds every byte it promises."""
+    with open(path, "rb") as handle:
+        size = _safetensors_header_size(handle.read(9), path.stat().st_size)
+        if size is None:
+            raise UserError(f"{what} {path} is not a safetensors file: it is {what_is(path)}.{_fix(fix)}")
+        if size < 0:
+            raise UserError(f"{what} {path} is a truncated safetensors file (its header is cut off).{_fix(fix)}")
+        handle.seek(8)
+        try:
+            header = json.loads(handle.read(size))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+            raise UserError(f"{what} {path} is a corrupt safetensors file (its header does not parse: {_first(err)})."
+                            f"{_fix(fix)}") from None
+    if 8 + size + end > path.stat().st_size:
+        raise UserError(f"{what} {path} is a truncated safetensors file ({path.stat().st_size} bytes, its header "
+                        f"promises {8 + size + end}).{_fix(fix)}")
+
+
 def read_safetensors(path: str | Path, what: str = "Weight file", fix: str = "") -> dict:
     from safetensors.torch import load_file
 
     path = require_file(path, what, fix)
-    with open(path, "rb") as handle:
-        head = handle.read(9)
-    size = _safetensors_header_size(head, path.stat().st_size)
-    if size is None:
-        raise UserError(f"{what} {path} is not a safetensors file: it is {what_is(path)}.{_fix(fix)}")
-    if size < 0:
-        raise UserError(f"{what} {path} is a truncated safetensors file (its header is cut off).{_fix(fix)}")
+    _check_safetensors(path, what, fix)
     try:
         return load_file(str(path))
     except Exception as err:  # SafetensorError, OSError, ValueError: a broken header or data
@@ -226,38 +242,25 @@ def read_weights(path: str | Path, what: str = "Weight file", fix: str = "") -> 
         head = handle.read(9)
     if _safetensors_header_size(head, path.stat().st_size) == -1:
         raise UserError(f"{what} {path} is a truncated safetensors file (its header is cut off).{_fix(fix)}")
-    if kind == "a zip archive":
-        raise UserError(f"{what} {path} is a zip archive without PyTorch data (truncated, or not a checkpoint); "
-                        f"expected {WEIGHTS}.{_fix(fix)}")
     raise UserError(f"{what} {path} is not {WEIGHTS}: it is {kind}.{_fix(fix)}")
 
 
 def check_weights(path: str | Path, what: str = "Weight file", fix: str = "") -> Path:
-    """A weight file that another library will load (timm, diffusers): checked without
-    reading its tensors. A safetensors header must parse and cover the file's size; a
-    PyTorch checkpoint is read in full here, weights only, so pickled code is refused."""
+    """A weight file that another library loads (timm, diffusers pick the reader by the file
+    name): checked without reading its tensors. Content and name must agree; a safetensors
+    header must parse and cover the file; a PyTorch checkpoint is read here, weights only,
+    so pickled code is refused before the library sees it."""
     path = require_file(path, what, fix)
     kind = what_is(path)
-    if kind.startswith(("a zip archive (PyTorch", "a Python pickle")):
+    if path.suffix == ".safetensors":
+        if kind != "a safetensors file":
+            raise UserError(f"{what} {path} is named .safetensors but it is {kind}.{_fix(fix)}")
+        _check_safetensors(path, what, fix)
+    elif kind == "a safetensors file":
+        raise UserError(f"{what} {path} is a safetensors file without the .safetensors name the loader needs."
+                        f"{_fix(fix)}")
+    else:
         read_torch(path, what, fix)
-        return path
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        size = _safetensors_header_size(head + handle.read(1), path.stat().st_size)
-        if size is None:
-            raise UserError(f"{what} {path} is not {WEIGHTS}: it is {kind}.{_fix(fix)}")
-        if size < 0:
-            raise UserError(f"{what} {path} is a truncated safetensors file (its header is cut off).{_fix(fix)}")
-        handle.seek(8)
-        try:
-            header = json.loads(handle.read(size))
-            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
-            raise UserError(f"{what} {path} is a corrupt safetensors file (its header does not parse: {_first(err)})."
-                            f"{_fix(fix)}") from None
-    if 8 + size + end > path.stat().st_size:
-        raise UserError(f"{what} {path} is a truncated safetensors file ({path.stat().st_size} bytes, its header "
-                        f"promises {8 + size + end}).{_fix(fix)}")
     return path
 
 

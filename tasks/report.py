@@ -9,12 +9,12 @@ paired difference of every group against that one, plus a bar plot with CI whisk
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
+from tasks.files import read_json
 from tasks.run.boundary import guarded
 from tasks.study import rows_from_summaries, write_study
 
@@ -27,10 +27,7 @@ def find_summaries(paths: Iterable[str | Path]) -> list[dict]:
     for root in map(Path, paths):
         files = [root] if root.is_file() else sorted(root.rglob("summary.json"))
         for file in files:
-            try:
-                summary = json.loads(file.read_text())
-            except (OSError, ValueError) as err:
-                raise SystemExit(f"error: '{file}' is not a readable summary.json ({err}). Remove it or re-run that job.")
+            summary = read_json(file, "Run summary", "Remove it or re-run that job.")
             summary["_path"] = str(file)
             found.append(summary)
     return found

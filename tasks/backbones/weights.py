@@ -78,8 +78,6 @@ def load_exported(card_path: str | Path, **overrides: Any) -> nn.Module:
     from tasks.backbones.small_stem import small_stem_name
 
     card_path = Path(card_path)
-    if not card_path.is_file():
-        raise UserError(f"Export card not found: {card_path}.")
     card = read_json(card_path, "Export card", keys=("timm_name", "timm_kwargs", "weights"))
     if card["timm_name"].endswith("_smallstem"):
         small_stem_name(card["timm_name"])
