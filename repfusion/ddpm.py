@@ -78,7 +78,8 @@ class DDPMModule(pl.LightningModule):
         if self.ema is not None:
             self.ema.update(self.unet)
 
-    def _loss(self, x: torch.Tensor, generator: torch.Generator | None = None, unet: UNet2DModel | None = None) -> torch.Tensor:
+    def _loss(self, x: torch.Tensor, generator: torch.Generator | None = None,
+              unet: UNet2DModel | None = None) -> torch.Tensor:
         """Noise-prediction MSE at one random t per image (float32)."""
         x0 = self.pixels.to_unit(x, self.hparams.image_size)
         n = x0.shape[0]
@@ -95,8 +96,8 @@ class DDPMModule(pl.LightningModule):
     def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
         # The same t and noise every epoch, so the curve compares like with like.
         generator = torch.Generator().manual_seed(1_000 + batch_idx)
-        self.log(f"{stage}/loss", self._loss(batch[0], generator, self.averaged_unet), on_epoch=True, prog_bar=stage == "val",
-                 sync_dist=True, batch_size=batch[0].shape[0])
+        self.log(f"{stage}/loss", self._loss(batch[0], generator, self.averaged_unet), on_epoch=True,
+                 prog_bar=stage == "val", sync_dist=True, batch_size=batch[0].shape[0])
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, batch_idx, "val")
@@ -112,7 +113,8 @@ class DDPMModule(pl.LightningModule):
         if (epoch + 1) % self.hparams.sample_every_n_epochs and not last:
             return
         images = self.samples()
-        fig = sample_grid_figure((images.cpu() + 1) / 2, f"DDIM samples ({self.hparams.sample_steps} steps), epoch {epoch + 1}")
+        title = f"DDIM samples ({self.hparams.sample_steps} steps), epoch {epoch + 1}"
+        fig = sample_grid_figure((images.cpu() + 1) / 2, title)
         path = log_figure(self.trainer, fig, "samples")
         if path is not None:
             shutil.copyfile(path, path.with_name(f"samples_epoch{epoch + 1:03d}.png"))
@@ -135,5 +137,6 @@ class DDPMModule(pl.LightningModule):
     def export_artifacts(self, export_dir: Path) -> dict[str, str]:
         """A diffusers pipeline folder (safetensors): `unet/` (the averaged U-Net) is the teacher to load."""
         export_dir = Path(export_dir)
-        DDPMPipeline(unet=self.averaged_unet, scheduler=self.noise_scheduler).save_pretrained(export_dir, safe_serialization=True)
+        pipeline = DDPMPipeline(unet=self.averaged_unet, scheduler=self.noise_scheduler)
+        pipeline.save_pretrained(export_dir, safe_serialization=True)
         return {"unet": str(export_dir / "unet"), "pipeline": str(export_dir)}

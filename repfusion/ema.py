@@ -31,7 +31,8 @@ class ModelEMA(nn.Module):
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """ema <- decay * ema + (1 - decay) * param; buffers copied."""
-        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1.0 - self.current_decay())
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()],
+                             1.0 - self.current_decay())
         for mine, theirs in zip(self.model.buffers(), model.buffers()):
             mine.copy_(theirs)
         self.num_updates += 1

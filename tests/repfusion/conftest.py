@@ -23,7 +23,8 @@ def make_unet(seed: int = 0) -> UNet2DModel:
 def teacher_dir(tmp_path_factory) -> Path:
     """<dir>/unet (config.json + safetensors) and <dir>/scheduler, as DDPMModule exports."""
     out = tmp_path_factory.mktemp("teacher")
-    DDPMPipeline(unet=make_unet(), scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(out, safe_serialization=True)
+    pipeline = DDPMPipeline(unet=make_unet(), scheduler=DDPMScheduler(num_train_timesteps=1000))
+    pipeline.save_pretrained(out, safe_serialization=True)
     return out
 
 

@@ -16,7 +16,8 @@ from tasks.checkpoints import load_checkpoint
 from tests.conftest import TINY, run_in_process
 from tests.repfusion.conftest import make_unet
 
-TINY_UNET = ["model.unet.block_out_channels=[8,16,16]", "model.num_samples=4", "model.sample_steps=2", "data.batch_size=16"]
+TINY_UNET = ["model.unet.block_out_channels=[8,16,16]", "model.num_samples=4", "model.sample_steps=2",
+             "data.batch_size=16"]
 
 
 def test_ddpm_digits_trains_samples_and_exports_a_teacher(tmp_path):
@@ -26,7 +27,8 @@ def test_ddpm_digits_trains_samples_and_exports_a_teacher(tmp_path):
     unet_dir = tmp_path / "export" / "unet"
     assert summary["export"]["unet"] == str(unet_dir)
     assert (unet_dir / "diffusion_pytorch_model.safetensors").is_file() and not list(unet_dir.glob("*.bin"))
-    assert json.loads((tmp_path / "export" / "scheduler" / "scheduler_config.json").read_text())["num_train_timesteps"] == 1000
+    scheduler = json.loads((tmp_path / "export" / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["num_train_timesteps"] == 1000
     exported = load_file(str(unet_dir / "diffusion_pytorch_model.safetensors"))
     state = load_checkpoint(summary["checkpoints"]["best"])["state_dict"]
     assert all(torch.equal(v, state[f"ema.model.{k}"]) for k, v in exported.items())  # the average is the teacher

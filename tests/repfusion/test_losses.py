@@ -115,5 +115,6 @@ def test_standardize_makes_every_loss_blind_to_a_per_channel_affine_teacher(make
     f_s, f_t = torch.randn(6, 4, 3, 3), torch.randn(6, 3, 3, 3)
     scale, offset = torch.tensor([0.01, 3.0, 0.5]).view(1, 3, 1, 1), torch.tensor([5.0, -2.0, 0.3]).view(1, 3, 1, 1)
     moved = f_t * scale + offset
-    assert standardized(f_s, moved).item() == pytest.approx(standardized(f_s, f_t).item(), rel=1e-3)  # up to the 1e-6 eps
+    # equal up to the 1e-6 eps
+    assert standardized(f_s, moved).item() == pytest.approx(standardized(f_s, f_t).item(), rel=1e-3)
     assert plain(f_s, moved).item() != pytest.approx(plain(f_s, f_t).item(), rel=1e-2)

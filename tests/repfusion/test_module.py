@@ -70,7 +70,8 @@ def test_checkpoint_leaves_the_teacher_out(stage1, teacher_dir):
     assert not any(k.startswith("teacher.") for k in state)
     assert any(k.startswith("ema.model.") for k in state) and any(k.startswith("policy.net.") for k in state)
     assert len(ckpt["repfusion_t_histograms"]) == 2
-    teacher_bytes = sum(t.numel() * t.element_size() for t in load_file(str(teacher_dir / "unet" / "diffusion_pytorch_model.safetensors")).values())
+    teacher_weights = load_file(str(teacher_dir / "unet" / "diffusion_pytorch_model.safetensors"))
+    teacher_bytes = sum(t.numel() * t.element_size() for t in teacher_weights.values())
     saved_bytes = sum(t.numel() * t.element_size() for t in state.values())
     saved_bytes += sum(t.numel() * t.element_size() for opt in ckpt["optimizer_states"] for s in opt["state"].values()
                        for t in s.values() if torch.is_tensor(t))
@@ -103,7 +104,8 @@ def test_labels_reach_only_the_probe(teacher_dir, tmp_path):
         draw = module.policy.draw(x, generator)
         f_t = module.teacher(x, draw.t, generator)
         terms = module.policy.losses(draw, f_t, labels)
-        loss = module.distill_loss(module.student_feature(x), f_t) + sum(v for k, v in terms.items() if k.startswith("loss"))
+        loss = module.distill_loss(module.student_feature(x), f_t)
+        loss = loss + sum(v for k, v in terms.items() if k.startswith("loss"))
         loss.backward()
         grads.append({n: p.grad.clone() for n, p in module.student.named_parameters() if p.grad is not None})
         first_linear = next(m for m in module.policy.probe if isinstance(m, torch.nn.Linear))
@@ -157,7 +159,8 @@ def test_resumed_stage1_matches_an_uninterrupted_one(teacher_dir, tmp_path):
     straight = run_in_process(common + ["trainer.max_epochs=2"], tmp_path / "straight")
     run_in_process(common + ["trainer.max_epochs=1"], tmp_path / "split")
     resumed = run_in_process(common + ["trainer.max_epochs=2", f"resume={tmp_path / 'split'}"], tmp_path / "split")
-    assert resumed["global_step"] == straight["global_step"] == 12  # 6 batches, two optimisers (policy + probe, student)
+    # 6 batches, two optimisers (student; policy and probe)
+    assert resumed["global_step"] == straight["global_step"] == 12
     for key in ("train/loss", "train/loss_policy", "train/t_mean", "val/knn_acc", "val/loss_feat"):
         assert resumed["final"][key] == straight["final"][key], key
     a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "last.ckpt") for d in ("straight", "split"))
@@ -169,13 +172,14 @@ def test_resumed_stage1_matches_an_uninterrupted_one(teacher_dir, tmp_path):
 @pytest.mark.parametrize("experiment,stem,metric", [("repfusion_seg_digits", False, "test/miou"),
                                                     ("repfusion_landmarks_shapes", False, "test/nme")])
 def test_export_initialises_dense_stage2(teacher_dir, tmp_path, experiment, stem, metric):
-    stage1 = run_in_process(stage1_overrides(teacher_dir, "model.student.name=resnet18", f"model.student.small_input_stem={stem}",
-                                             "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false"),
-                            tmp_path / "stage1")
+    overrides = stage1_overrides(teacher_dir, "model.student.name=resnet18", f"model.student.small_input_stem={stem}",
+                                 "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false")
+    stage1 = run_in_process(overrides, tmp_path / "stage1")
     export = stage1["export"]["backbone"]
-    summary = run_in_process([f"experiment={experiment}", f"model.backbone.init={export}", "data.batch_size=8", *TINY], tmp_path / "stage2")
+    stage2 = [f"experiment={experiment}", f"model.backbone.init={export}"]
+    summary = run_in_process([*stage2, "data.batch_size=8", *TINY], tmp_path / "stage2")
     assert metric in summary["test"]
-    module = build("model", compose_config([f"experiment={experiment}", f"model.backbone.init={export}"], tmp_path / "x").model)
+    module = build("model", compose_config(stage2, tmp_path / "x").model)
     weights = load_file(export)
     backbone = next(m for m in module.modules() if getattr(m, "kt_spec", None))
     own = backbone.state_dict()
@@ -189,31 +193,36 @@ def unlabeled_folder(tmp_path_factory):
     images, _ = load_digit_images(32)
     for i, image in enumerate(images[:60]):
         (folder / f"part{i % 3}").mkdir(exist_ok=True)
-        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(folder / f"part{i % 3}" / f"{i}.png")
+        pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        Image.fromarray(pixels).save(folder / f"part{i % 3}" / f"{i}.png")
     return folder
 
 
 def test_unlabeled_folder_yields_images_only(unlabeled_folder, tmp_path):
-    data = build("data", compose_config(["experiment=repfusion_labelfree", f"data.root={unlabeled_folder}"], tmp_path).data)
+    config = compose_config(["experiment=repfusion_labelfree", f"data.root={unlabeled_folder}"], tmp_path)
+    data = build("data", config.data)
     data.setup("fit")
     assert len(data.train_set) == 57 and len(data.val_set) == 3  # 5 % held out
     item = data.train_set[0]
     assert isinstance(item, tuple) and len(item) == 1 and item[0].shape == (3, 32, 32)
     with pytest.raises(UserError, match="data.root"):
-        build("data", compose_config(["experiment=repfusion_labelfree", f"data.root={tmp_path / 'none'}"], tmp_path).data)
+        build("data", compose_config(["experiment=repfusion_labelfree", f"data.root={tmp_path / 'none'}"],
+                                     tmp_path).data)
 
 
 def test_label_free_stage1_runs_without_labels_and_feeds_dense_stage2(teacher_dir, unlabeled_folder, tmp_path):
-    summary = run_in_process(["experiment=repfusion_labelfree", f"data.root={unlabeled_folder}", f"model.teacher.source={teacher_dir}",
-                              "data.batch_size=16", "trainer.max_epochs=1", "trainer.num_sanity_val_steps=0", "logger=csv",
-                              "trainer.enable_model_summary=false"], tmp_path / "stage1")
+    summary = run_in_process(["experiment=repfusion_labelfree", f"data.root={unlabeled_folder}",
+                              f"model.teacher.source={teacher_dir}", "data.batch_size=16", "trainer.max_epochs=1",
+                              "trainer.num_sanity_val_steps=0", "logger=csv", "trainer.enable_model_summary=false"],
+                             tmp_path / "stage1")
     assert summary["global_step"] == 3  # 57 images, batches of 16, the last one dropped
     assert "test/loss_feat" in summary["test"] and not any("knn" in k or "probe" in k for k in summary["test"])
     assert not any("probe" in k or "loss_policy" in k for k in summary["final"])
     card = json.loads((tmp_path / "stage1" / "export" / "backbone.json").read_text())
     assert card["labels_used"] is False and card["timestep_mode"] == "fixed"
     export = summary["export"]["backbone"]
-    module = build("model", compose_config(["experiment=repfusion_seg_digits", f"model.backbone.init={export}"], tmp_path / "x").model)
+    config = compose_config(["experiment=repfusion_seg_digits", f"model.backbone.init={export}"], tmp_path / "x")
+    module = build("model", config.model)
     weights = load_file(export)
     backbone = next(m for m in module.modules() if getattr(m, "kt_spec", None))
     own = backbone.state_dict()
@@ -226,6 +235,7 @@ def test_few_label_recipe_keeps_five_images_per_class(tmp_path):
     data.setup("fit"), full.setup("fit")
     labels = data.train_set.tensors[1]
     assert torch.bincount(labels).tolist() == [5] * 10
-    assert torch.equal(data.val_set.tensors[0], full.val_set.tensors[0]) and torch.equal(data.test_set.tensors[0], full.test_set.tensors[0])
+    assert torch.equal(data.val_set.tensors[0], full.val_set.tensors[0])
+    assert torch.equal(data.test_set.tensors[0], full.test_set.tensors[0])
     kept = {tuple(x.flatten()[::37].tolist()) for x in data.train_set.tensors[0]}
     assert kept <= {tuple(x.flatten()[::37].tolist()) for x in full.train_set.tensors[0]}  # a subset of the train split

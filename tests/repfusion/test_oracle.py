@@ -24,7 +24,8 @@ def test_expected_cross_entropy_interpolates_the_curve_at_the_bin_centres():
     assert ended["ratio"] == pytest.approx(0.2625 / 0.2) and not ended["ends_low"]
     assert ended["mean_t"] == pytest.approx(0.75 * 375 + 0.25 * 625)
     assert ended["bin_entropy"] == pytest.approx(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
-    low = where_policy_ended([{"t": 0, "ce": 0.21}, {"t": 1000, "ce": 0.2}], {"run": "r", "num_timesteps": 1000, "counts": [1, 1]})
+    flat = [{"t": 0, "ce": 0.21}, {"t": 1000, "ce": 0.2}]
+    low = where_policy_ended(flat, {"run": "r", "num_timesteps": 1000, "counts": [1, 1]})
     assert low["ends_low"] and low["ratio"] == pytest.approx((0.2075 + 0.2025) / 2 / 0.2)
 
 
@@ -62,14 +63,16 @@ def test_oracle_app_on_a_tiny_teacher(teacher_dir, tmp_path):
                       f"hydra.run.dir={out}"], module="repfusion.oracle")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert [r["t"] for r in summary["curve"]] == [0, 400, 999] and all(r["ce_std"] is not None for r in summary["curve"])
+    assert [r["t"] for r in summary["curve"]] == [0, 400, 999]
+    assert all(r["ce_std"] is not None for r in summary["curve"])
     best = min(summary["curve"], key=lambda r: r["ce"])
     assert summary["best_t"] == best["t"] and summary["best_t_by"] == "probe ce"
     (policy,) = summary["policies"]  # the last epoch: all in [0, 500), the curve at t = 250 there
     expected = np.interp(250, [0, 400, 999], [r["ce"] for r in summary["curve"]])
     assert policy["expected_ce"] == pytest.approx(expected) and policy["share"] == [1.0, 0.0]
     assert (out / "plots" / "timestep_oracle.png").stat().st_size > 10_000
-    redraw = run_cli([f"reuse={out}", f"policy_runs=[{tmp_path}]", f"hydra.run.dir={tmp_path / 'redraw'}"], module="repfusion.oracle")
+    redraw = run_cli([f"reuse={out}", f"policy_runs=[{tmp_path}]", f"hydra.run.dir={tmp_path / 'redraw'}"],
+                     module="repfusion.oracle")
     assert redraw.returncode == 0, redraw.stderr[-3000:]
     again = json.loads((tmp_path / "redraw" / "summary.json").read_text())
     assert again["curve"] == summary["curve"] and again["policies"] == summary["policies"]

@@ -229,12 +229,14 @@ def test_label_free_policy_has_no_probe_and_rl_needs_one():
     with pytest.raises(UserError, match="probe=false.*fixed, uniform or curriculum"):
         TimestepPolicy(4, 3, mode="rl", probe=False)
     with pytest.raises(UserError, match="no labels.*probe=false"):
-        TimestepPolicy(4, 3, mode="fixed").losses(TimestepDraw(torch.zeros(4, dtype=torch.long)), torch.randn(4, 4, 1, 1), None)
+        draw = TimestepDraw(torch.zeros(4, dtype=torch.long))
+        TimestepPolicy(4, 3, mode="fixed").losses(draw, torch.randn(4, 4, 1, 1), None)
 
 
 @pytest.mark.parametrize("kwargs,match", [({"mode": "random"}, "mode"), ({"baseline": "ema"}, "baseline"),
                                           ({"entropy_schedule": "hours"}, "entropy_schedule"),
-                                          ({"input_range": "0-255"}, "input_range"), ({"probe_norm": "layer"}, "probe_norm"),
+                                          ({"input_range": "0-255"}, "input_range"),
+                                          ({"probe_norm": "layer"}, "probe_norm"),
                                           ({"fixed_t": 1000}, "fixed_t"), ({"max_t": 0}, "max_t"),
                                           ({"num_bins": 1}, "num_bins")])
 def test_bad_settings_are_named(kwargs, match):
@@ -247,7 +249,8 @@ def test_t_entropy_is_comparable_to_ln_T_in_every_mode():
     x = images(16)
     binned = TimestepPolicy(16, 10, num_bins=10)
     assert binned.t_entropy(binned.draw(x)).item() == pytest.approx(math.log(1000), abs=0.05)  # ln 10 + ln 100
-    assert TimestepPolicy(16, 10, mode="uniform").t_entropy(TimestepDraw(torch.zeros(16))) == pytest.approx(math.log(1000))
+    uniform = TimestepPolicy(16, 10, mode="uniform")
+    assert uniform.t_entropy(TimestepDraw(torch.zeros(16))) == pytest.approx(math.log(1000))
     assert TimestepPolicy(16, 10, mode="fixed").t_entropy(TimestepDraw(torch.zeros(16))) == 0.0
 
 
@@ -257,6 +260,7 @@ def test_batch_probe_norm_standardises_the_pooled_feature():
     assert isinstance(policy.probe[0], torch.nn.BatchNorm1d) and not policy.probe[0].affine
     pooled = torch.randn(32, 4) * 0.01 + 0.2
     hidden = policy.probe[0](pooled)
-    assert torch.allclose(hidden.mean(0), torch.zeros(4), atol=1e-5) and torch.allclose(hidden.std(0, correction=0), torch.ones(4), atol=0.02)
+    assert torch.allclose(hidden.mean(0), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(hidden.std(0, correction=0), torch.ones(4), atol=0.02)
     assert isinstance(TimestepPolicy(4, 3, mode="uniform").probe[0], torch.nn.Linear)  # the original probe
     assert isinstance(TimestepPolicy(4, 3, mode="uniform", probe_norm="running").probe[0], RunningStandardize)

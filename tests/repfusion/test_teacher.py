@@ -113,7 +113,8 @@ def test_latest_finds_the_newest_finished_run(teacher_dir, tmp_path):
         shutil.copytree(teacher_dir, run / "export")
         if finished:
             (run / "summary.json").write_text("{}")
-    assert latest_export("ddpm_digits", tmp_path) == tmp_path / "ddpm_digits" / "runs" / "2020-01-02_b" / "export" / "unet"
+    newest = tmp_path / "ddpm_digits" / "runs" / "2020-01-02_b" / "export" / "unet"
+    assert latest_export("ddpm_digits", tmp_path) == newest
 
 
 def test_frozen_contract_when_attached(teacher_dir):
