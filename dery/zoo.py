@@ -29,6 +29,7 @@ from tasks.errors import UserError
 from tasks.files import read_json
 
 WEIGHT_FORMS = "run:<run dir>, file:<path>, hub:<timm tag> or random"
+ZOO_MEMBER = "tasks.run.command_schemas.ZooMember"
 
 
 @dataclass
@@ -199,10 +200,14 @@ def absolute(weights: str) -> str:
 
 def load_member(name: str, spec: dict[str, Any], input_size: tuple[int, int, int]) -> Member:
     """A member from its config entry: {arch, kwargs, weights, nodes, layout, accuracy}."""
-    known = {"arch", "kwargs", "weights", "nodes", "layout", "accuracy"}
+    from tasks.config_check import check_node
+    from tasks.schema import signature_of
+
+    known = set(signature_of(ZOO_MEMBER).params)  # the one list of member keys: the typed schema's
     unknown = sorted(set(spec) - known)
     if unknown:
         raise UserError(f"Zoo member '{name}' has unknown keys {unknown}; valid keys: {sorted(known)}.")
+    check_node(f"zoo.members.{name}", dict(spec), ZOO_MEMBER, known_only=True)  # types, layout, accuracy in [0, 1]
     if not spec.get("weights"):
         raise UserError(f"Zoo member '{name}' needs weights: {WEIGHT_FORMS}.")
     weights = absolute(str(spec["weights"]))

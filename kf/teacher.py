@@ -41,10 +41,10 @@ class TeacherSpec:
         unknown = sorted(set(cfg or {}) - set(valid))
         if unknown:
             raise UserError(f"model.teacher has unknown keys {unknown}. Valid keys: {valid}.")
-        spec = cls(**(cfg or {}))
-        if spec.bn_mode not in BN_MODES:
-            raise UserError(f"model.teacher.bn_mode='{spec.bn_mode}' must be one of {list(BN_MODES)}.")
-        return spec
+        from tasks.config_check import check_node
+
+        check_node("model.teacher", dict(cfg or {}), "kf.teacher.TeacherSpec", known_only=True)  # types, BN_MODES
+        return cls(**(cfg or {}))
 
 
 MAKE_TEACHER = ("A digits teacher comes from `python train.py experiment=classify_digits` (then "

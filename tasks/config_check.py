@@ -87,3 +87,9 @@ def check_command(cfg: DictConfig, command: str) -> None:
 
     sections = COMMANDS.get(command, (None, ("data", "model", "trainer", "callbacks", "logger")))[1]
     check_config(cfg, sections, command)
+
+
+def check_node(path: str, node: dict, target: str, known_only: bool = False) -> None:
+    """The typed check of one plain mapping against `target` (a callable or a dataclass), for
+    code that reads a config node itself (kf.teacher.TeacherSpec.parse, dery.zoo.load_member)."""
+    schema.check_mapping(path, node, target, _suggest, known_only=known_only)
