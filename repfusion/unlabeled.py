@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from tasks.data.base import ImageDataModule
 from tasks.errors import UserError
+from tasks.files import read_image
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -26,8 +26,7 @@ class ImageFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        with Image.open(self.files[i]) as img:
-            return (self.transform(img.convert("RGB")),)
+        return (self.transform(read_image(self.files[i], "Image")),)
 
 
 class UnlabeledFolderDataModule(ImageDataModule):

@@ -264,6 +264,23 @@ def check_weights(path: str | Path, what: str = "Weight file", fix: str = "") ->
     return path
 
 
+def read_image(path: str | Path, what: str = "Image", mode: str = "RGB"):
+    """A PIL image in `mode`, fully decoded here (so a broken file fails now, named, rather
+    than deep inside a data loader)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = require_file(path, what)
+    try:
+        with Image.open(path) as img:
+            return img.convert(mode)
+    except UnidentifiedImageError:
+        raise UserError(f"{what} {path} is not an image PIL can read: it is {what_is(path)}. "
+                        "Remove or replace it.") from None
+    except (OSError, ValueError, SyntaxError) as err:  # truncated or damaged image data
+        raise UserError(f"{what} {path} is a truncated or damaged image ({_first(err)}). "
+                        "Remove or replace it.") from None
+
+
 def _first(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:160] if text else type(err).__name__

@@ -247,6 +247,7 @@ def signature_of(target: str) -> Signature | None:
         return Signature(target, params, var_kw)
     params: dict[str, Param] = {}
     open_kwargs = True
+    first = True
     for cls in obj.__mro__:
         if cls is object:
             break
@@ -254,7 +255,10 @@ def signature_of(target: str) -> Signature | None:
             continue
         own, var_kw, _ = _own_params(cls.__init__, qualified(cls))
         for name, p in own.items():
+            if not first:  # reached through **kwargs: the subclass may pass it itself (save_dir -> root_dir)
+                p.required = False
             params.setdefault(name, p)
+        first = False
         if not var_kw:
             open_kwargs = False
             break

@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from tasks.data.base import ImageDataModule
 from tasks.data.layout import require_layout
+from tasks.files import read_image
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -34,8 +34,7 @@ class ImageList(Dataset):
 
     def __getitem__(self, i):
         path, label = self.items[i]
-        with Image.open(path) as img:
-            return self.transform(img.convert("RGB")), label
+        return self.transform(read_image(path, "Image")), label  # a broken image is named, not a traceback
 
 
 def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, int]], list[str]]:

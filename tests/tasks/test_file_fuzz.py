@@ -187,6 +187,19 @@ def read_unet(path: Path):
     return load_unet(str(path.parent))
 
 
+def make_png(path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
+
+
+def read_folder_image(path: Path):
+    from tasks.data.folder import ImageList
+
+    return ImageList([(path, 3)], lambda image: image)[0]
+
+
 def read_report(path: Path):
     from tasks.report import find_summaries
 
@@ -245,6 +258,11 @@ KINDS = [
          {"random": "is not an IDX file (bad magic number feed", "truncated": "(truncated or padded)",
           "empty": "is not an IDX file (bad magic number empty)", "folder": "is not a readable IDX file",
           "text": "is not an IDX file (bad magic number", "wrong_kind": "is not an IDX file (bad magic number 89504e47)"}),
+    Kind("image of an image folder", "train/cat/0001.png", make_png, make_json_summary, read_folder_image,
+         {"random": "is not an image PIL can read: it is a binary file", "truncated": "is a truncated or damaged image",
+          "empty": "is an empty file", "folder": "is a folder, not a file",
+          "text": "is not an image PIL can read: it is a text file",
+          "wrong_kind": "is not an image PIL can read: it is a JSON text file"}),
     Kind("kt-report summary", "run/summary.json", make_json_summary, lambda p: p.write_text("[1, 2]"), read_report,
          {**CARD, "wrong_kind": "holds a list, not a mapping of keys"}),
 ]
@@ -313,6 +331,7 @@ CONTROLS = {
     "DeRy stage summary": lambda out: out["stage"] == "similarity",
     "chain file": lambda out: list(out.stages) == ["a", "b"],
     "IDX data file": lambda out: out.shape == (4, 28, 28) and int(out[0, 0, 5]) == 5,
+    "image of an image folder": lambda out: out[0].size == (32, 32) and out[0].mode == "RGB" and out[1] == 3,
     "kt-report summary": lambda out: [s["test"]["test/acc"] for s in out] == [0.5],
 }
 
