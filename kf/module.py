@@ -196,7 +196,8 @@ class KFModule(TaskModule):
         own = decoded_accuracy(teacher_logits, self.teacher_specs, self.factor_names, y)
         if own:
             out["test/teacher_acc"] = float(np.mean([own[f] for f in decoded if f in own] or list(own.values())))
-            out["test/acc_gap"] = out["test/acc"] - out["test/teacher_acc"]
+            if any(f in own for f in decoded):  # test/acc is then the same factor's accuracy as teacher_acc
+                out["test/acc_gap"] = out["test/acc"] - out["test/teacher_acc"]
         if all(m is not None for m in self.matches):
             out["test/task_bacc_gap"] = out["test/task_bacc"] - out["test/teacher_task_bacc"]
         out.update(self._subset_metrics(logits, teacher_logits, y))
