@@ -114,6 +114,15 @@ def test_every_shipped_experiment_passes_the_check(experiment, tmp_path):
     check_command(cfg, "train")
 
 
+@pytest.mark.parametrize("chain", sorted(p.stem for p in (CONF / "chain").glob("*.yaml")))
+def test_every_shipped_chain_passes_the_stage_checks(chain, tmp_path):
+    """What `python -m tasks.chain <name>` checks before its first stage: no false alarm."""
+    from tasks.chain import load_chain, plan
+    from tasks.run.preflight import check_stage_commands
+
+    check_stage_commands([r.command for r in plan(load_chain(chain), tmp_path, [], {}, None)])
+
+
 # --- checked before anything is written ---------------------------------------------------
 def test_preflight_stops_a_bad_value_before_hydra_writes_anything(tmp_path):
     with pytest.raises(UserError, match="trainer.max_epochs='abc'"):
