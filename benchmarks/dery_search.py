@@ -4,8 +4,8 @@ candidates, and how often the paper's random search (N = 500) finds one of its t
 Zoos: the first 3, 6, 9 and 12 members of conf/dery/zoo/random12.yaml (random init, every
 family, 32 px) at K = 4 with same-stage equivalence sets (block k of every member in set k:
 the most valid candidates a partition allows), and, with --partition, a real partition run
-(the digits zoo of `python -m tasks.chain dery_digits`) at its chain's budgets. NASWOT
-batches: 5 x 32 class-stratified digits, as the search uses. Side by side per zoo:
+(the digits zoo of `python -m tasks.chain dery_digits`) at its chain's budgets, and its
+trained members with same-stage sets. NASWOT batches: 5 x 32 class-stratified digits, as the search uses. Side by side per zoo:
   plan_s        exact parameters and FLOPs of every valid candidate (the enumeration)
   tree_s        NASWOT of every feasible candidate through the prefix tree (no cache)
   alone_s_per   NASWOT of one candidate scored alone (a random sample of --alone of them),
@@ -152,6 +152,9 @@ def main() -> None:
         for value in [None if b == "none" else float(b) for b in args.budgets.split(",") if b] or [None]:
             rows.append(measure(f"partition <= {value:.3g}" if value else "partition", pool, planner, members, batches,
                                 Budget(params=value), args))
+        # the same (trained) members with same-stage sets: every combination the topology rule allows
+        rows.append(measure("partition's zoo, same-stage sets", Pool(stage_sets(members), members), planner, members,
+                            batches, Budget(), args))
     if any(r["zoo"].startswith("random12") for r in rows):
         plot(rows, RESULTS / f"{args.name}.png")
     record(args.name, {"K": 4, "proxy": "NASWOT, 5 x 32 stratified digits, seed 0", "threads": args.threads,
