@@ -127,7 +127,7 @@ def test_repfusion_stage1_killed_mid_epoch_resumes_policy_ema_probe_and_histogra
 def test_kf_killed_mid_epoch_resumes_exactly(digits_teacher, tmp_path):  # noqa: F811
     overrides = ["experiment=kf_digits", f"model.teacher.source={digits_teacher}", *shrink("ckn"),
                  *shrink("tsn", ("name", "channels", "stem_width")), "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-                 "trainer.limit_test_batches=2", "+data.eval_batch_size=32", "model.leakage_samples=64", *QUIET]
+                 "trainer.limit_test_batches=2", "+data.eval_batch_size=32", "model.leakage=false", *QUIET]
     _check(overrides, tmp_path, ("val/loss", "train/loss"))
 
 
