@@ -3,9 +3,8 @@
 not negative, probabilities in [0, 1], learning rates > 0) and the allowed choices
 (`Literal[...]`). One message names the key, the value and what is expected.
 
-Ranges come from parameter names (RANGES); an exact rule for one parameter of one target
-goes into EXACT. A dict parameter that is handed on as keyword arguments (a backbone dict to
-create_backbone) is checked against that callable (FORWARDED)."""
+The rules beyond the signatures (ranges by parameter name, choices read from the modules'
+constants, dicts handed on as keyword arguments) are in tasks/schema_rules.py."""
 
 from __future__ import annotations
 
@@ -87,87 +86,6 @@ PROBABILITY = Range(0, 1, what="a probability or fraction")
 COUNT = Range(0, what="a size or count cannot be negative")
 AT_LEAST_ONE = Range(1, what="at least one")
 UNBOUNDED_OR_COUNT = Range(-1, what="-1 means no limit; a count cannot be negative")
-
-# (regex on the parameter name, range). The first match wins.
-RANGES: list[tuple[str, Range]] = [
-    (r"(min_lr|\w+_min_lr|min_lr_ratio)", Range(0, what="a learning-rate floor cannot be negative")),
-    (r"(lr|learning_rate|base_lr|\w+_lr)", POSITIVE),
-    (r"(max_epochs|max_steps|num_sanity_val_steps|save_top_k)", UNBOUNDED_OR_COUNT),
-    (r"(batch_size|eval_batch_size|image_size|accumulate_grad_batches|num_nodes|restarts|max_iter)", AT_LEAST_ONE),
-    (r"(p|prob|probability|\w+_prob|\w+_p|dropout|\w+_dropout|drop_rate|\w+_drop_rate|drop_path_rate|"
-     r"label_smoothing|\w+_fraction|fraction|ema_decay|decay|momentum|mixup|cutmix)", PROBABILITY),
-    (r"(\w+_size|size|num_\w+|\w+_epochs|\w+_steps|\w+_samples|\w+_batches|\w+_workers|\w+_images|k|K|top_k|knn_k|"
-     r"\w+_k|bins|\w+_bins|depth|\w+_every_n_\w+|every_n_\w+|warmup\w*|patience|seed|\w+_seed|weight_decay|"
-     r"\w+_weight|eps|epsilon|temperature|gamma|power|\w+_channels|channels|width|\w+_width|degrees|"
-     r"translate_px)", COUNT),
-]
-EXACT: dict[tuple[str, str], Range] = {
-    ("pytorch_lightning.Trainer", "devices"): UNBOUNDED_OR_COUNT,
-    ("pytorch_lightning.Trainer", "log_every_n_steps"): AT_LEAST_ONE,
-    ("pytorch_lightning.Trainer", "check_val_every_n_epoch"): AT_LEAST_ONE,
-    ("torch.optim.Adam", "eps"): Range(0, low_open=True, what="Adam's epsilon must be positive"),
-    ("torch.optim.AdamW", "eps"): Range(0, low_open=True, what="Adam's epsilon must be positive"),
-}
-def _lightning_names(kind: str) -> tuple:
-    from pytorch_lightning.accelerators import AcceleratorRegistry
-    from pytorch_lightning.strategies import StrategyRegistry
-
-    if kind == "accelerator":
-        return ("auto", "gpu", *AcceleratorRegistry.available_accelerators())
-    return ("auto", *StrategyRegistry.available_strategies())
-
-
-def lightning_accelerators() -> tuple:
-    return _lightning_names("accelerator")
-
-
-def lightning_strategies() -> tuple:
-    return _lightning_names("strategy")
-
-
-# str parameters whose allowed values the signature does not say. A dotted path names the
-# module constant that lists them (the module keeps its own check for Python callers).
-CHOICES: dict[tuple[str, str], tuple | Choices] = {
-    ("pytorch_lightning.callbacks.ModelCheckpoint", "mode"): ("min", "max"),
-    ("pytorch_lightning.callbacks.EarlyStopping", "mode"): ("min", "max"),
-    ("pytorch_lightning.callbacks.LearningRateMonitor", "logging_interval"): ("step", "epoch", None),
-    ("pytorch_lightning.Trainer", "gradient_clip_algorithm"): ("norm", "value", None),
-    ("pytorch_lightning.Trainer", "accelerator"): Choices("tasks.schema.lightning_accelerators"),
-    ("pytorch_lightning.Trainer", "strategy"): Choices("tasks.schema.lightning_strategies"),
-    ("kf.teacher.TeacherSpec", "bn_mode"): Choices("kf.teacher.BN_MODES"),
-    ("kf.module.KFModule", "infomax_variant"): Choices("kf.losses.INFOMAX_VARIANTS"),
-    ("kf.module.KFModule", "kd_target"): Choices("kf.losses.KD_TARGETS"),
-    ("kf.module.KFModule", "kd_loss"): Choices("kf.losses.KD_LOSSES"),
-    ("kf.module.KFModule", "dci_importance"): Choices("kf.disentanglement.IMPORTANCES"),
-    ("kf.task_module.TaskModule", "task_reduction"): Choices("kf.task_module.REDUCTIONS"),
-    ("dery.module.ReassembledModule", "mode"): Choices("dery.module.MODES"),
-    ("dery.module.ReassembledModule", "init"): Choices("dery.module.INITS"),
-    ("repfusion.policy.TimestepPolicy", "mode"): Choices("repfusion.policy.MODES"),
-    ("repfusion.policy.TimestepPolicy", "baseline"): Choices("repfusion.policy.BASELINES"),
-    ("repfusion.policy.TimestepPolicy", "entropy_schedule"): Choices("repfusion.policy.ENTROPY_SCHEDULES"),
-    ("repfusion.policy.TimestepPolicy", "input_range"): Choices("repfusion.policy.INPUT_RANGES"),
-    ("repfusion.policy.TimestepPolicy", "probe_norm"): Choices("repfusion.probe.PROBE_NORMS"),
-    ("repfusion.teacher.DiffusionTeacher", "dtype"): Choices("repfusion.teacher._DTYPES"),
-    ("tasks.landmarks.LandmarkModule", "decode"): Choices("tasks.landmarks.DECODERS"),
-    ("tasks.landmarks.LandmarkModule", "target_encoding"): Choices("tasks.dense.heatmap.ENCODINGS"),
-    ("tasks.landmarks.LandmarkModule", "nme_average"): Choices("tasks.dense.nme.AVERAGES"),
-    ("tasks.landmarks.LandmarkModule", "head_init"): Choices("tasks.heads.init.HEAD_INITS"),
-    ("tasks.segmentation.SegmentationModule", "loss_average"): Choices("tasks.segmentation.LOSS_AVERAGES"),
-}
-PATTERNS: dict[tuple[str, str], Pattern] = {
-    ("pytorch_lightning.Trainer", "devices"): Pattern(r"auto|-1|\d+|(\d+,)*\d+,?",
-                                                      "auto, a count, -1 or a list of indices"),
-}
-# (target, dict parameter) -> the callable that receives the dict as keyword arguments.
-FORWARDED: dict[tuple[str, str], str] = {
-    ("tasks.classification.ClassificationModule", "backbone"): "tasks.backbones.create_backbone",
-    ("tasks.dense.module.DenseModule", "backbone"): "tasks.backbones.create_backbone",
-    ("repfusion.module.RepFusionModule", "student"): "tasks.backbones.create_backbone",
-    ("kf.module.KFModule", "ckn"): "tasks.backbones.create_backbone",
-    ("kf.module.KFModule", "tsn"): "tasks.backbones.create_backbone",
-    ("kf.module.KFModule", "teacher"): "kf.teacher.TeacherSpec",
-}
-
 
 # --- signatures -----------------------------------------------------------------------------
 @dataclass
@@ -434,6 +352,8 @@ def _schema_of(annotation: Any) -> tuple[str, type] | None:
 
 
 def range_for(target: str, owner: str, name: str, annotation: Any = None) -> Range | None:
+    from tasks.schema_rules import EXACT, RANGES
+
     declared = _metadata(annotation, Range)
     if declared is not None:
         return declared
@@ -447,6 +367,8 @@ def range_for(target: str, owner: str, name: str, annotation: Any = None) -> Ran
 
 
 def choices_for(target: str, owner: str, name: str, annotation: Any = None) -> tuple | None:
+    from tasks.schema_rules import CHOICES
+
     declared = _metadata(annotation, Choices)
     if declared is not None:
         return declared.values()
@@ -479,6 +401,8 @@ def check_value(path: str, value: Any, param: Param, target: str) -> None:
             if not rule.holds(number):
                 raise UserError(f"Config value {path}={_shown(value)} is out of range: {where} expects a value "
                                 f"{rule.describe()}. Set {path} to a value {rule.describe().split(' (')[0]}.")
+    from tasks.schema_rules import PATTERNS
+
     pattern = (_metadata(param.annotation, Pattern) or PATTERNS.get((target, param.name))
                or PATTERNS.get((param.owner, param.name)))
     if pattern is not None and isinstance(value, str) and not re.fullmatch(pattern.regex, value):
@@ -508,6 +432,8 @@ def check_mapping(path: str, node: dict, target: str, suggest: Callable[[str, li
     """Every key of `node` against the signature of `target`; nested dicts that are handed
     on (FORWARDED) against their callable, nested dataclass fields against their class.
     `known_only`: keys the signature does not declare pass (a config root's sections)."""
+    from tasks.schema_rules import FORWARDED
+
     sig = signature_of(target)
     if sig is None:
         return

@@ -39,7 +39,7 @@ def _compose(cfg_dir: Path, config_name: str, overrides: list[str]) -> DictConfi
 
 def _declared_keys(base: DictConfig, parent: str, command: str) -> list[str]:
     """Keys the schema or the `_target_` of node `parent` accepts, beyond those in the config."""
-    from tasks import schema
+    from tasks import schema, schema_rules
     from tasks.run.command_schemas import COMMANDS
 
     node = OmegaConf.select(base, parent) if parent else base
@@ -50,7 +50,7 @@ def _declared_keys(base: DictConfig, parent: str, command: str) -> list[str]:
         grand, _, key = parent.rpartition(".")
         above = OmegaConf.select(base, grand) if grand else base
         if isinstance(above, DictConfig) and "_target_" in above:
-            forward = schema.FORWARDED.get((str(above._target_), key))
+            forward = schema_rules.FORWARDED.get((str(above._target_), key))
             return sorted(schema.signature_of(forward).params) if forward else []
         if command not in COMMANDS:
             return []

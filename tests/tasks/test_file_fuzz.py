@@ -211,11 +211,13 @@ def write_png(path: Path) -> None:
 
 
 WEIGHTS = {"random": "is not a safetensors or PyTorch checkpoint: it is a binary file of an unknown kind",
-           "truncated": "is a truncated safetensors file", "empty": "is an empty file", "folder": "is a folder, not a file",
+           "truncated": "is a truncated safetensors file", "empty": "is an empty file",
+           "folder": "is a folder, not a file",
            "text": "is not a safetensors or PyTorch checkpoint: it is a text file",
            "wrong_kind": "is not a safetensors or PyTorch checkpoint: it is a JSON text file"}
 CARD = {"random": "not a text file", "truncated": "is not valid JSON (it looks truncated)", "empty": "is an empty file",
-        "folder": "is a folder, not a file", "text": "is not valid JSON: Expecting value: line 1 column 1 (char 0); it is a text",
+        "folder": "is a folder, not a file",
+        "text": "is not valid JSON: Expecting value: line 1 column 1 (char 0); it is a text",
         "wrong_kind": "lacks the keys ['timm_name', 'timm_kwargs', 'weights']"}
 KINDS = [
     Kind("resume checkpoint", "last.ckpt", make_training_checkpoint, make_torch_state, read_resume,
@@ -223,7 +225,8 @@ KINDS = [
           "truncated": "is corrupt or not a PyTorch checkpoint: it is a truncated or damaged zip archive",
           "empty": "is an empty file", "folder": "is a folder, not a file",
           "text": "is corrupt or not a PyTorch checkpoint: it is a text file",
-          "wrong_kind": "is not a training checkpoint of this framework: it lacks ['state_dict', 'loops', 'global_step']"}),
+          "wrong_kind": "is not a training checkpoint of this framework: it lacks ['state_dict', 'loops', "
+                        "'global_step']"}),
     Kind("backbone init", "init.safetensors", make_safetensors, make_json_summary, read_init, WEIGHTS),
     Kind("zoo member file:", "member.safetensors", make_safetensors, make_json_summary, read_zoo_file, WEIGHTS),
     Kind("KF teacher checkpoint", "teacher.ckpt", make_safetensors, make_json_summary, read_kf_checkpoint, WEIGHTS),
@@ -237,7 +240,8 @@ KINDS = [
           "wrong_kind": "lacks the keys ['_class_name']"}),
     Kind("teacher U-Net weights", "unet/diffusion_pytorch_model.safetensors", lambda p: make_unet_folder(p.parent),
          make_torch_state, read_unet,
-         {"random": "is named .safetensors but it is a binary file of an unknown kind", "truncated": "is a truncated safetensors",
+         {"random": "is named .safetensors but it is a binary file of an unknown kind",
+          "truncated": "is a truncated safetensors",
           "empty": "is an empty file", "folder": "is a folder, not a file",
           "text": "is named .safetensors but it is a text file",
           "wrong_kind": "is named .safetensors but it is a zip archive (PyTorch's checkpoint format)"}),
@@ -257,7 +261,8 @@ KINDS = [
     Kind("IDX data file", "train-images-idx3-ubyte", make_idx, write_png, read_idx_file,
          {"random": "is not an IDX file (bad magic number feed", "truncated": "(truncated or padded)",
           "empty": "is not an IDX file (bad magic number empty)", "folder": "is not a readable IDX file",
-          "text": "is not an IDX file (bad magic number", "wrong_kind": "is not an IDX file (bad magic number 89504e47)"}),
+          "text": "is not an IDX file (bad magic number",
+          "wrong_kind": "is not an IDX file (bad magic number 89504e47)"}),
     Kind("image of an image folder", "train/cat/0001.png", make_png, make_json_summary, read_folder_image,
          {"random": "is not an image PIL can read: it is a binary file", "truncated": "is a truncated or damaged image",
           "empty": "is an empty file", "folder": "is a folder, not a file",
@@ -322,9 +327,11 @@ CONTROLS = {
     "zoo member file:": lambda out: torch.equal(_first_weight(out[0]), _first_weight(_net())) and out[1] == "resnet10t",
     "KF teacher checkpoint": lambda out: torch.equal(_first_weight(out[0]), _first_weight(_net())),
     "export card": lambda out: torch.equal(_first_weight(out), _first_weight(_net())),
-    "KF teacher card": lambda out: torch.equal(_first_weight(out[0]), _first_weight(_net(10))) and out[1][0].name == "label",
+    "KF teacher card": lambda out: (torch.equal(_first_weight(out[0]), _first_weight(_net(10)))
+                                    and out[1][0].name == "label"),
     "zoo member run:": lambda out: torch.equal(_first_weight(out[0]), _first_weight(_net())) and out[1] == "resnet10t",
-    "teacher U-Net config": lambda out: type(out).__name__ == "UNet2DModel" and list(out.config.block_out_channels) == [16, 32, 64],
+    "teacher U-Net config": lambda out: (type(out).__name__ == "UNet2DModel"
+                                         and list(out.config.block_out_channels) == [16, 32, 64]),
     "teacher U-Net weights": lambda out: type(out).__name__ == "UNet2DModel" and out.config.sample_size == 32,
     "DeRy spec": lambda out: out["format"] == "dery-spec/1" and list(out["members"]) == ["m"],
     "KF assembled card": lambda out: out.task_names == ["low_high"],

@@ -23,13 +23,15 @@ from tests.kf.conftest import digits_teacher, shrink  # noqa: F401  (fixture)
 from tests.repfusion.conftest import stage1_overrides, teacher_dir  # noqa: F401  (fixture)
 
 EPOCHS = 3
-QUIET = ["trainer.num_sanity_val_steps=0", "logger=csv", "trainer.enable_model_summary=false", "trainer.deterministic=true",
-         f"trainer.max_epochs={EPOCHS}"]
+QUIET = ["trainer.num_sanity_val_steps=0", "logger=csv", "trainer.enable_model_summary=false",
+         "trainer.deterministic=true", f"trainer.max_epochs={EPOCHS}"]
+SHORT = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 
 
 def _env() -> dict:
     threads = str(torch.get_num_threads())  # the in-process runs use this many: the same sums in the same order
-    return {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    return {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads}
 
 
 def start_paused(args: list[str], marker: Path, log: Path) -> subprocess.Popen:
@@ -92,7 +94,8 @@ def test_classifier_killed_mid_epoch_resumes_with_resume_auto(tmp_path):
     process = start_paused([*overrides, f"paths.log_dir={logs}"], marker, log)
     assert kill_when_paused(process, marker, log) == "1 1 4"  # epoch 2, batch 2, global step 4
     (run,) = (logs / "classify_digits" / "runs").iterdir()
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, f"paths.log_dir={logs}", "resume=auto"],
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, f"paths.log_dir={logs}",
+                             "resume=auto"],
                             cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert [p.name for p in (logs / "classify_digits" / "runs").iterdir()] == [run.name]  # continued in place
@@ -102,8 +105,7 @@ def test_classifier_killed_mid_epoch_resumes_with_resume_auto(tmp_path):
 @pytest.mark.slow
 def test_ddpm_teacher_killed_mid_epoch_resumes_exactly(tmp_path):
     overrides = ["experiment=ddpm_digits", "model.unet.block_out_channels=[8,16,16]", "model.num_samples=4",
-                 "model.sample_steps=2", "data.batch_size=16", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-                 "trainer.limit_test_batches=1", "model.sample_every_n_epochs=10", *QUIET]
+                 "model.sample_steps=2", "data.batch_size=16", *SHORT, "model.sample_every_n_epochs=10", *QUIET]
     straight, resumed = _check(overrides, tmp_path, ("val/loss", "train/loss"))
     a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "last.ckpt")["state_dict"] for d in ("straight", "killed"))
     assert all(torch.equal(v, b[k]) for k, v in a.items())  # U-Net and its EMA
@@ -112,52 +114,51 @@ def test_ddpm_teacher_killed_mid_epoch_resumes_exactly(tmp_path):
 @pytest.mark.slow
 def test_repfusion_stage1_killed_mid_epoch_resumes_policy_ema_probe_and_histograms(teacher_dir, tmp_path):  # noqa: F811
     # save_top_k=1: with the recipe's 0, Lightning writes no checkpoint before the end (see the xfail below).
-    overrides = stage1_overrides(teacher_dir, *QUIET, "model.timesteps.baseline=mean", "model.timesteps.entropy_end_epoch=2",
+    overrides = stage1_overrides(teacher_dir, *QUIET, "model.timesteps.baseline=mean",
+                                 "model.timesteps.entropy_end_epoch=2",
                                  "model.timesteps.probe_norm=running", "trainer.limit_test_batches=2",
                                  "callbacks.model_checkpoint.save_top_k=1")
     _check(overrides, tmp_path, ("train/loss", "train/loss_policy", "train/t_mean", "val/knn_acc", "val/loss_feat"))
     a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "last.ckpt") for d in ("straight", "killed"))
     assert a["repfusion_t_histograms"] == b["repfusion_t_histograms"] and len(a["repfusion_t_histograms"]) == EPOCHS
     assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())  # student, EMA, policy, probe
-    per_epoch = [json.loads((tmp_path / d / "export" / "timesteps.json").read_text())["per_epoch"] for d in ("straight", "killed")]
+    per_epoch = [json.loads((tmp_path / d / "export" / "timesteps.json").read_text())["per_epoch"]
+                 for d in ("straight", "killed")]
     assert per_epoch[0] == per_epoch[1]
 
 
 @pytest.mark.slow
 def test_kf_killed_mid_epoch_resumes_exactly(digits_teacher, tmp_path):  # noqa: F811
     overrides = ["experiment=kf_digits", f"model.teacher.source={digits_teacher}", *shrink("ckn"),
-                 *shrink("tsn", ("name", "channels", "stem_width")), "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-                 "trainer.limit_test_batches=2", "+data.eval_batch_size=32", "model.leakage=false", *QUIET]
+                 *shrink("tsn", ("name", "channels", "stem_width")), *SHORT[:2], "trainer.limit_test_batches=2",
+                 "+data.eval_batch_size=32", "model.leakage=false", *QUIET]
     _check(overrides, tmp_path, ("val/loss", "train/loss"))
 
 
 @pytest.mark.slow
 def test_dery_training_killed_mid_epoch_resumes_exactly(tiny_spec, tmp_path):  # noqa: F811
-    overrides = ["experiment=dery_digits", f"model.spec={tiny_spec}", "model.mode=full", "trainer.limit_train_batches=2",
-                 "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "export=false", *QUIET]
+    overrides = ["experiment=dery_digits", f"model.spec={tiny_spec}", "model.mode=full", *SHORT, "export=false", *QUIET]
     _check(overrides, tmp_path, ("val/loss", "val/acc"))
 
 
 @pytest.mark.slow
 def test_segmentation_killed_mid_epoch_resumes_exactly(tmp_path):
-    overrides = ["experiment=seg_digits", "data.batch_size=8", "model.backbone.name=resnet10t", "model.head.fuse_channels=16",
-                 "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "export=false",
-                 *QUIET]
+    overrides = ["experiment=seg_digits", "data.batch_size=8", "model.backbone.name=resnet10t",
+                 "model.head.fuse_channels=16", *SHORT, "export=false", *QUIET]
     _check(overrides, tmp_path, ("val/miou",))
 
 
 @pytest.mark.slow
 def test_landmarks_killed_mid_epoch_resumes_exactly(tmp_path):
-    overrides = ["experiment=landmarks_shapes", "data.train_size=32", "data.val_size=8", "data.test_size=8", "data.batch_size=8",
-                 "model.backbone.name=resnet10t", "model.head.deconv_channels=[16,16,16]", "trainer.limit_train_batches=2",
-                 "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "export=false", *QUIET]
+    overrides = ["experiment=landmarks_shapes", "data.train_size=32", "data.val_size=8", "data.test_size=8",
+                 "data.batch_size=8", "model.backbone.name=resnet10t", "model.head.deconv_channels=[16,16,16]", *SHORT,
+                 "export=false", *QUIET]
     _check(overrides, tmp_path, ("val/nme",))
 
 
 @pytest.mark.slow
 def test_chain_killed_mid_stage_continues_with_dir(tmp_path):
-    stage = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "export=false",
-             "model.backbone.name=resnet10t", *QUIET]
+    stage = [*SHORT, "export=false", "model.backbone.name=resnet10t", *QUIET]
     chain = tmp_path / "two.yaml"
     chain.write_text("stages:\n  first:\n    experiment: classify_digits\n  second:\n    experiment: classify_digits\n"
                      "    overrides: ['seed=7']\ncompare:\n  metric: test/acc\n")
@@ -165,7 +166,8 @@ def test_chain_killed_mid_stage_continues_with_dir(tmp_path):
     pause = ["second:+callbacks.pause._target_=tests.tasks.kill_points.PauseAt", "second:+callbacks.pause.epoch=1",
              "second:+callbacks.pause.batch=1", f"second:+callbacks.pause.marker={marker}"]
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "tasks.chain", str(chain), "--dir", str(chain_dir), *stage, *pause],
+        process = subprocess.Popen([sys.executable, "-m", "tasks.chain", str(chain), "--dir", str(chain_dir), *stage,
+                                    *pause],
                                    cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 900
     while not marker.is_file():
@@ -175,7 +177,8 @@ def test_chain_killed_mid_stage_continues_with_dir(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)  # the chain runner and the stage it runs, as a kill -9 of the job would
     process.wait(timeout=60)
     assert read_summary(chain_dir / "first") and not (chain_dir / "second" / "summary.json").exists()
-    again = subprocess.run([sys.executable, "-m", "tasks.chain", str(chain), "--dir", str(chain_dir), *stage], cwd=ROOT, env=_env(),
+    again = subprocess.run([sys.executable, "-m", "tasks.chain", str(chain), "--dir", str(chain_dir), *stage], cwd=ROOT,
+                           env=_env(),
                            capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     assert again.stdout.count("already finished") == 1 and f"resume={chain_dir / 'second'}" in again.stdout
@@ -185,9 +188,11 @@ def test_chain_killed_mid_stage_continues_with_dir(tmp_path):
 
 @pytest.mark.xfail(strict=True, reason=(
     "conf/experiment/repfusion_digits.yaml (and repfusion_fashion, repfusion_labelfree, repfusion_cifar10) set "
-    "callbacks.model_checkpoint.save_top_k: 0. Lightning 2.6's ModelCheckpoint.on_train_epoch_end then writes last.ckpt "
+    "callbacks.model_checkpoint.save_top_k: 0. Lightning 2.6's ModelCheckpoint.on_train_epoch_end then writes "
+    "last.ckpt "
     "only when a top-k checkpoint was saved in the same step, i.e. never before training ends: a stage-1 run killed "
-    "mid-run has nothing to resume from and resume=auto starts it again. Fix: save_top_k: 1 (with monitor null it keeps "
+    "mid-run has nothing to resume from and resume=auto starts it again. Fix: save_top_k: 1 (with monitor null it "
+    "keeps "
     "the newest epoch), as the resume test above does."))
 def test_the_shipped_stage1_recipe_writes_a_checkpoint_every_epoch(tmp_path):
     import pytorch_lightning as pl
@@ -213,7 +218,8 @@ def test_the_shipped_stage1_recipe_writes_a_checkpoint_every_epoch(tmp_path):
         def on_train_epoch_start(self, trainer, pl_module):
             seen.append((tmp_path / "checkpoints" / "last.ckpt").is_file())
 
-    checkpoint = build("callbacks.model_checkpoint", compose_config(["experiment=repfusion_digits"], tmp_path).callbacks.model_checkpoint)
+    checkpoint = build("callbacks.model_checkpoint", compose_config(["experiment=repfusion_digits"],
+                                                                    tmp_path).callbacks.model_checkpoint)
     trainer = pl.Trainer(max_epochs=2, callbacks=[checkpoint, Look()], logger=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu")
     trainer.fit(Tiny(), DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2))
