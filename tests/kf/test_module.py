@@ -13,6 +13,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from kf.assemble import load_assembled
 from kf.factor import FactorNetwork
+from kf.leakage_reference import main as leakage_reference
 from kf.disentanglement import dci, mig
 from kf.metrics import accuracy
 from kf.shapes import FACTORS
@@ -76,6 +77,12 @@ def test_kf_digits_tiny_run_reports_what_its_export_computes(confident_digits_te
     with torch.no_grad():
         assert all(torch.equal(out, factors.factor_logits(x, k)) for k, out in enumerate(net(x)))
     assert Path(summary["export"]["ckn_card"]).is_file()
+
+    # The leakage reference re-reads the run: its trained codes give the run's numbers back.
+    reference = leakage_reference([str(tmp_path / "run"), "--samples", "128"])
+    for key, value in reference["trained"].items():
+        assert test[f"test/{key}"] == pytest.approx(value, abs=1e-6), key
+    assert reference["untrained"]["dci_tsn/own_share"] != pytest.approx(reference["trained"]["dci_tsn/own_share"], abs=1e-3)
 
 
 def test_kf_without_teacher_says_how_to_make_one(tmp_path):
