@@ -81,6 +81,8 @@ def _check(overrides: list[str], tmp_path: Path, keys: tuple[str, ...]) -> tuple
     kill_mid_epoch(overrides, tmp_path / "killed", tmp_path)
     resumed = run_in_process([*overrides, f"resume={tmp_path / 'killed'}"], tmp_path / "killed")
     assert_same_run(resumed, straight, keys)
+    metrics = [(tmp_path / d / "metrics.csv").read_text() for d in ("straight", "killed")]
+    assert metrics[0] == metrics[1]  # the epochs before the kill are kept, the replayed ones not doubled
     return straight, resumed
 
 
@@ -100,6 +102,7 @@ def test_classifier_killed_mid_epoch_resumes_with_resume_auto(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert [p.name for p in (logs / "classify_digits" / "runs").iterdir()] == [run.name]  # continued in place
     assert_same_run(read_summary(run), straight, ("val/acc", "val/loss", "val/acc_best", "train/loss"))
+    assert (run / "metrics.csv").read_text() == (tmp_path / "straight" / "metrics.csv").read_text()
 
 
 @pytest.mark.slow
