@@ -121,7 +121,7 @@ def execute(run: StageRun) -> None:
 def comparison_tables(chain: DictConfig, runs: list[StageRun]) -> list[dict]:
     """The chain's `compare:` block as a list of tables. One table is `{metric, baseline,
     rows: {label: stage}, higher_is_better, title}`; several go under `compare.tables`."""
-    compare = OmegaConf.to_container(chain.get("compare") or {}, resolve=True)
+    compare = OmegaConf.to_container(chain.compare, resolve=True) if chain.get("compare") else {}
     tables = compare.pop("tables", None) or [compare]
     stages = list(dict.fromkeys(r.stage for r in runs))
     out = []

@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     groups: dict[str, list[dict]] = defaultdict(list)
     for summary in summaries:
         groups[default_label(summary)].append(summary)
+    absent = [m for m in metrics if not any(m in s.get("test", {}) or m in s.get("final", {}) for s in summaries)]
+    if absent:
+        known = sorted({k for s in summaries for section in ("test", "final") for k in s.get(section, {})})
+        raise SystemExit(f"error: no run has the metric(s) {absent}. Metrics these runs have: {known}.")
     if args.baseline and args.baseline not in groups:
         raise SystemExit(f"error: --baseline '{args.baseline}' is not a row label. Labels: {sorted(groups)}.")
     out = Path(args.out or (args.paths[0] if Path(args.paths[0]).is_dir() else Path(args.paths[0]).parent))

@@ -6,6 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tasks.config_check import check_config
+from tasks.run.preflight import HYDRA_MODULES
 from tasks.errors import UserError
 from tests.conftest import CONF, compose_config
 
@@ -16,7 +17,8 @@ TRAINERS = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
 @pytest.mark.parametrize("trainer", TRAINERS)
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_with_trainer(experiment, trainer, tmp_path):
-    cfg = compose_config([f"experiment={experiment}", f"trainer={trainer}"], tmp_path)
+    extra = ["data.root=/some/folder"] if experiment == "repfusion_labelfree" else []  # a folder of the user's images
+    cfg = compose_config([f"experiment={experiment}", f"trainer={trainer}", *extra], tmp_path)
     check_config(cfg)
     assert cfg.task_name and cfg.task_name != "train", "every experiment names its runs"
     assert OmegaConf.select(cfg, "trainer._target_") == "pytorch_lightning.Trainer"
@@ -67,8 +69,10 @@ def test_every_chain_stage_composes(chain_name, tmp_path):
 
     for run in plan(load_chain(chain_name), tmp_path, [], {}, None):
         args = [a for a in run.command[2:] if not a.startswith("hydra.run.dir=")]
-        if run.command[1] == "-m":  # a stage app such as dery.similarity: its primary config is conf/<package>/<app>.yaml
-            cfg = compose_config(args[1:], tmp_path, config_name=args[0].replace(".", "/"))
+        if run.command[1] == "-m":  # a stage app: Hydra apps compose their primary config, the others have none
+            if args[0] not in HYDRA_MODULES:
+                continue
+            cfg = compose_config(args[1:], tmp_path, config_name=HYDRA_MODULES[args[0]])
         else:
             cfg = compose_config(args, tmp_path)
             check_config(cfg, sections=("data", "model", "trainer", "callbacks", "logger"))

@@ -104,3 +104,20 @@ def test_kt_report_groups_runs_and_compares_with_the_baseline(tmp_path, capsys):
     assert "| classify_digits model.x=1 | 2 | 0.9550 ± 0.0071 |" in out and "+0.0450 (n = 2)" in out
     # two paired diffs 0.05 and 0.04: t(0.975, 1) = 12.706 -> CI [-0.0185, +0.1085]: within noise
     assert "[-0.0185, +0.1085] | within noise |" in out
+
+
+def test_kt_report_names_a_metric_no_run_has(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({"experiment": "e", "seed": 1, "test": {"test/acc": 0.5}}))
+    with pytest.raises(SystemExit, match=r"no run has the metric\(s\) \['test/miou'\]. Metrics these runs have: \['test/acc'\]"):
+        report_main([str(tmp_path), "--metric", "test/miou"])
+
+
+def test_a_chain_without_compare_reports_every_stage(tmp_path):
+    from omegaconf import OmegaConf
+
+    from tasks.chain import comparison_tables, plan
+
+    chain = OmegaConf.create({"stages": {"a": {"experiment": "x"}, "b": {"experiment": "x", "seeds": [1, 2]}}})
+    tables = comparison_tables(chain, plan(chain, tmp_path, [], {}, None))
+    assert tables == [{"metric": "test/acc", "baseline": None, "rows": {"a": "a", "b": "b"}, "higher_is_better": True,
+                       "title": ""}]
