@@ -116,11 +116,9 @@ def test_ddpm_teacher_killed_mid_epoch_resumes_exactly(tmp_path):
 
 @pytest.mark.slow
 def test_repfusion_stage1_killed_mid_epoch_resumes_policy_ema_probe_and_histograms(teacher_dir, tmp_path):  # noqa: F811
-    # save_top_k=1: with the recipe's 0, Lightning writes no checkpoint before the end (see the xfail below).
     overrides = stage1_overrides(teacher_dir, *QUIET, "model.timesteps.baseline=mean",
                                  "model.timesteps.entropy_end_epoch=2",
-                                 "model.timesteps.probe_norm=running", "trainer.limit_test_batches=2",
-                                 "callbacks.model_checkpoint.save_top_k=1")
+                                 "model.timesteps.probe_norm=running", "trainer.limit_test_batches=2")
     _check(overrides, tmp_path, ("train/loss", "train/loss_policy", "train/t_mean", "val/knn_acc", "val/loss_feat"))
     a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "last.ckpt") for d in ("straight", "killed"))
     assert a["repfusion_t_histograms"] == b["repfusion_t_histograms"] and len(a["repfusion_t_histograms"]) == EPOCHS
@@ -189,15 +187,8 @@ def test_chain_killed_mid_stage_continues_with_dir(tmp_path):
     assert_same_run(read_summary(chain_dir / "second"), straight, ("val/acc", "val/loss"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "conf/experiment/repfusion_digits.yaml (and repfusion_fashion, repfusion_labelfree, repfusion_cifar10) set "
-    "callbacks.model_checkpoint.save_top_k: 0. Lightning 2.6's ModelCheckpoint.on_train_epoch_end then writes "
-    "last.ckpt "
-    "only when a top-k checkpoint was saved in the same step, i.e. never before training ends: a stage-1 run killed "
-    "mid-run has nothing to resume from and resume=auto starts it again. Fix: save_top_k: 1 (with monitor null it "
-    "keeps "
-    "the newest epoch), as the resume test above does."))
-def test_the_shipped_stage1_recipe_writes_a_checkpoint_every_epoch(tmp_path):
+@pytest.mark.parametrize("experiment", ["repfusion_digits", "repfusion_fashion", "repfusion_cifar10"])
+def test_the_shipped_stage1_recipe_writes_a_checkpoint_every_epoch(tmp_path, experiment):
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -221,7 +212,7 @@ def test_the_shipped_stage1_recipe_writes_a_checkpoint_every_epoch(tmp_path):
         def on_train_epoch_start(self, trainer, pl_module):
             seen.append((tmp_path / "checkpoints" / "last.ckpt").is_file())
 
-    checkpoint = build("callbacks.model_checkpoint", compose_config(["experiment=repfusion_digits"],
+    checkpoint = build("callbacks.model_checkpoint", compose_config([f"experiment={experiment}"],
                                                                     tmp_path).callbacks.model_checkpoint)
     trainer = pl.Trainer(max_epochs=2, callbacks=[checkpoint, Look()], logger=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu")
