@@ -36,6 +36,18 @@ def seeded_globals(generator: torch.Generator, device: torch.device | None = Non
             np.random.set_state(np_state)
 
 
+def posterize_keeping_zero_bits(img, bits_to_keep, **_):
+    """timm's posterize, with 0 bits kept meaning a black image as in the Pillow the DeiT-style
+    recipes ran on: `inc1` reaches 0 bits at magnitude 10, which newer Pillow refuses."""
+    from PIL import Image, ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
 @dataclass
 class RandAugment:
     """timm's RandAugment (e.g. `rand-m9-mstd0.5-inc1`) on every image of a [0, 1] batch.
@@ -56,7 +68,11 @@ class RandAugment:
         if size not in self._by_size:  # translations are relative to the image size, as timm sets them
             mean = tuple(self.mean) if self.mean is not None else (0.5, 0.5, 0.5)
             hparams = {"img_mean": tuple(round(255 * m) for m in mean), "translate_const": int(size * 0.45)}
-            self._by_size[size] = self._factory(self.config, hparams)
+            transform = self._factory(self.config, hparams)
+            for op in transform.ops:
+                if op.name.startswith("Posterize"):
+                    op.aug_fn = posterize_keeping_zero_bits
+            self._by_size[size] = transform
         return self._by_size[size]
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -47,6 +47,19 @@ def test_rand_augment_equals_timms_transform_per_image_under_the_same_seed():
     assert torch.equal(RandAugment("rand-n0-m9")(x, torch.Generator().manual_seed(3)), x)  # no ops: identity
 
 
+def test_posterize_at_the_top_magnitude_gives_black_instead_of_a_pillow_error():
+    # rand-m10-inc1: PosterizeIncreasing keeps 4 - 10 / 10 * 4 = 0 bits, which Pillow >= 10 refuses
+    x = images(n=16)
+    out = RandAugment("rand-m10-n1-inc1", mean=(0.5,) * 3)(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    posterize = next(op for op in RandAugment("rand-m10-inc1")._transform(16).ops if op.name == "PosterizeIncreasing")
+    from PIL import Image
+
+    posterize.prob = 1.0  # the op itself, always applied
+    black = posterize(Image.fromarray(np.full((4, 4, 3), 200, dtype=np.uint8)))
+    assert np.asarray(black).max() == 0
+
+
 def test_random_erasing_erases_one_rectangle_or_nothing():
     x = torch.randn(6, 3, 16, 16) + 5  # no zero anywhere
     assert torch.equal(RandomErasing(0.0, mode="const")(x, torch.Generator().manual_seed(0)), x)
