@@ -29,6 +29,7 @@ def train(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from pytorch_lightning.utilities.model_helpers import is_overridden
 
+    from tasks.cards import data_config
     from tasks.checkpoints import load_training_checkpoint
     from tasks.config_check import check_config
     from tasks.run.export import export_run
@@ -70,9 +71,10 @@ def train(cfg: DictConfig) -> dict:
         exports = {}
         hydra_cfg = HydraConfig.get()
         if cfg.get("export") and hasattr(model, "export_artifacts") and trainer.is_global_zero:
-            card = {"task_name": cfg.task_name, "experiment": hydra_cfg.runtime.choices.get("experiment"),
-                    "run_dir": str(out), "test": test_metrics, "overrides": list(hydra_cfg.overrides.task)}
-            exports = export_run(model, out / "export", card)  # all or nothing: a temp folder, then a rename
+            run = {"task_name": cfg.task_name, "experiment": hydra_cfg.runtime.choices.get("experiment"),
+                   "run_dir": str(out), "seed": cfg.seed, "test": test_metrics, "overrides": list(hydra_cfg.overrides.task)}
+            # all or nothing (a temp folder, then a rename); the run's and the data's fields go into the export's card
+            exports = export_run(model, out / "export", run, data_config(datamodule))
         summary = {
             "task_name": cfg.task_name,
             "experiment": hydra_cfg.runtime.choices.get("experiment"),

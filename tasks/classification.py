@@ -14,7 +14,8 @@ from timm.loss import SoftTargetCrossEntropy
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from tasks.backbones import create_backbone, export_backbone
+from tasks.backbones import create_backbone
+from tasks.backbones.export import export_timm, write_legacy_alias
 from tasks.data.base import batch_generator
 from tasks.data.toolbox import MixupCutmix
 from tasks.errors import UserError
@@ -105,4 +106,7 @@ class ClassificationModule(pl.LightningModule):
                                     self.optimizer_factory, self.scheduler_factory)
 
     def export_artifacts(self, export_dir: Path) -> dict[str, str]:
-        return export_backbone(self.net, export_dir, name="model")
+        """timm's Hub layout: config.json + model.safetensors (timm.create_model("local-dir:<dir>"))."""
+        files = export_timm(self.net, export_dir)
+        write_legacy_alias(self.net, export_dir)  # model.json for the method loaders until they read tasks.cards
+        return files

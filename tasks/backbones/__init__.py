@@ -1,8 +1,11 @@
 """timm students: creation by name (with the small-input stem), feature access,
-weight loading from exports or checkpoints, and export back to safetensors."""
+weight loading from exports or checkpoints, and export in timm's Hub layout
+(config.json + model.safetensors; `import tasks.backbones` registers the `*_smallstem`
+variants so that `timm.create_model("local-dir:<export>", pretrained=True)` rebuilds them)."""
 
 import timm as _timm
 
+from tasks.backbones.export import export_timm
 from tasks.backbones.factory import create_backbone, timm_name
 from tasks.backbones.small_stem import apply_small_stem, small_stem_name
 from tasks.backbones.weights import count_parameters, export_backbone, load_backbone_weights, load_exported
@@ -18,6 +21,7 @@ __all__ = [
     "timm_name",
     "apply_small_stem",
     "small_stem_name",
+    "export_timm",
     "export_backbone",
     "load_backbone_weights",
     "load_exported",

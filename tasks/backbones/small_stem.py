@@ -8,7 +8,7 @@ import sys
 
 import timm
 import torch.nn as nn
-from timm.models import load_pretrained, register_model
+from timm.models import load_pretrained, register_model, resolve_pretrained_cfg
 
 from tasks.errors import UserError
 
@@ -60,10 +60,16 @@ def small_stem_name(arch: str) -> str:
         raise UserError(f"Unknown timm model '{arch}'. List candidates with timm.list_models('{base[:4]}*').")
 
     def entrypoint(pretrained=False, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None, **kwargs):
-        model = timm.create_model(base, pretrained=False, pretrained_cfg_overlay=pretrained_cfg_overlay, **kwargs)
+        model = timm.create_model(base, pretrained=False, **kwargs)
         apply_small_stem(model, base)
+        # The variant's own pretrained_cfg (a local-dir export's, or the base's defaults), named after the
+        # variant, so that timm's save_config_for_hf writes an architecture that rebuilds this stem.
+        cfg = resolve_pretrained_cfg(base, pretrained_cfg=pretrained_cfg or None,
+                                     pretrained_cfg_overlay=pretrained_cfg_overlay).to_dict()
+        model.pretrained_cfg = model.default_cfg = {**cfg, "architecture": name}
         if pretrained:
-            load_pretrained(model, num_classes=kwargs.get("num_classes", model.pretrained_cfg.get("num_classes", 1000)),
+            load_pretrained(model, pretrained_cfg=model.pretrained_cfg, cache_dir=cache_dir,
+                            num_classes=kwargs.get("num_classes", cfg.get("num_classes", 1000)),
                             in_chans=kwargs.get("in_chans", 3))
         return model
 

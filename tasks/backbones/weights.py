@@ -1,5 +1,7 @@
-"""Load weights into a timm backbone with clear errors, and export it as safetensors plus a
-JSON card that `timm.create_model(..., pretrained_cfg_overlay=...)` reloads."""
+"""Load weights into a timm backbone with clear errors (from a weight file, a checkpoint or an
+export of either layout), rebuild an exported backbone, and the old-layout writer
+(`<name>.safetensors` + `<name>.json`) that the method packages use until they move to
+tasks.backbones.export.export_timm."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from safetensors.torch import save_file
 
 from tasks.checkpoints import load_state_dict_file
 from tasks.errors import UserError
-from tasks.files import check_weights, read_json
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")  # a folder named so is a mistake, not an export
 
 
 def _classifier_keys(model: nn.Module) -> set[str]:
@@ -21,9 +25,20 @@ def _classifier_keys(model: nn.Module) -> set[str]:
     return {f"{n}.{p}" for n in names for p in ("weight", "bias")}
 
 
+def weight_file(path: str | Path) -> Path:
+    """The weight file behind `path`: the path itself, or the weights an export folder or card names."""
+    path = Path(str(path)).expanduser()
+    if (path.is_dir() and path.suffix not in _WEIGHT_SUFFIXES) or path.suffix == ".json":
+        from tasks.cards import read_card
+
+        return read_card(path).weights()
+    return path
+
+
 def load_backbone_weights(model: nn.Module, path: str | Path, prefix: str | None = None) -> nn.Module:
     """Load a backbone's weights; the classifier may be absent or of another size (it is
     then left as initialised), everything else must match exactly."""
+    path = weight_file(path)
     state = load_state_dict_file(path, prefix)
     own = model.state_dict()
     head = _classifier_keys(model)
@@ -72,21 +87,11 @@ def export_backbone(model: nn.Module, export_dir: str | Path, name: str = "model
 
 
 def load_exported(card_path: str | Path, **overrides: Any) -> nn.Module:
-    """Rebuild an exported backbone with timm from its JSON card."""
-    import timm
+    """Rebuild an exported timm backbone or classifier (an export folder or its card, either
+    layout); `overrides` go to timm.create_model."""
+    from tasks.cards import TIMM, load_card
 
-    from tasks.backbones.small_stem import small_stem_name
-
-    card_path = Path(card_path)
-    card = read_json(card_path, "Export card", keys=("timm_name", "timm_kwargs", "weights"))
-    if card["timm_name"].endswith("_smallstem"):
-        small_stem_name(card["timm_name"])
-    kwargs = {**card["timm_kwargs"], **overrides}
-    file = str(check_weights(card_path.parent / card["weights"], f"Weights of export card {card_path}"))
-    overlay = dict(file=file, num_classes=card["timm_kwargs"].get("num_classes", 0))
-    model = timm.create_model(card["timm_name"], pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-    model.kt_spec = {"timm_name": card["timm_name"], "timm_kwargs": kwargs}
-    return model
+    return load_card(card_path, kinds_allowed=(TIMM,), **overrides)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -1,14 +1,15 @@
-"""The export step of a run: the module writes its artifacts into a temporary folder, which
-becomes `<run dir>/export` only when everything (and the card) is written. An interrupted
-export leaves no half file under export/, and paths written inside point at the final folder."""
+"""The export step of a run: the module writes its artifacts into a temporary folder, the run's
+fields (task, experiment, test metrics, overrides) and the data's (normalisation, input size,
+class names) go into the export's own card (tasks.cards.stamp: no second card beside it), and
+the folder becomes `<run dir>/export` only when everything is written. An interrupted export
+leaves no half file under export/, and paths written inside point at the final folder."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from tasks import files
+from tasks import cards, files
 
 _TEXT = (".json", ".yaml", ".yml", ".txt", ".md")
 
@@ -17,17 +18,16 @@ def _moved(value: Any, temp: Path, final: Path) -> Any:
     return str(value).replace(str(temp), str(final)) if isinstance(value, (str, Path)) else value
 
 
-def export_run(model: Any, export_dir: Path, card: dict[str, Any]) -> dict[str, Any]:
-    """`model.export_artifacts(dir)` into export_dir, all or nothing; writes card.json beside
-    the artifacts (with `card` and the artifact paths). Returns the artifact paths."""
+def export_run(model: Any, export_dir: Path, run: dict[str, Any], data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`model.export_artifacts(dir)` into export_dir, all or nothing, with `run` and `data`
+    written into its card(s). Returns the artifact paths."""
     export_dir = Path(export_dir)
     with files.complete_folder(export_dir) as temp:
         exports = {k: _moved(v, temp, export_dir) for k, v in (model.export_artifacts(temp) or {}).items()}
+        cards.stamp(temp, run, data or {})
         for path in temp.rglob("*"):
             if path.is_file() and path.suffix in _TEXT:
                 text = path.read_text(encoding="utf-8", errors="strict")
                 if str(temp) in text:
                     path.write_text(text.replace(str(temp), str(export_dir)), encoding="utf-8")
-        if exports:
-            (temp / "card.json").write_text(json.dumps({**card, "artifacts": exports}, indent=2, default=str))
     return exports

@@ -281,16 +281,18 @@ def test_a_finished_export_replaces_the_folder_and_points_inside_it(tmp_path):
 
     class Exporter:
         def export_artifacts(self, folder: Path) -> dict:
-            (folder / "model.json").write_text(json.dumps({"load": f"load('{folder / 'model.json'}')"}))
-            return {"card": str(folder / "model.json")}
+            (folder / "card.json").write_text(json.dumps({"kind": "toy", "format": 2,
+                                                          "load": f"load('{folder / 'card.json'}')"}))
+            return {"card": str(folder / "card.json")}
 
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "stale.txt").write_text("old")
     exports = export_run(Exporter(), tmp_path / "export", {"task_name": "t"})
-    assert exports == {"card": str(tmp_path / "export" / "model.json")}
-    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["card.json", "model.json"]
-    card = tmp_path / "export" / "model.json"
-    assert json.loads(card.read_text())["load"] == f"load('{card}')"
+    assert exports == {"card": str(tmp_path / "export" / "card.json")}
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["card.json"]  # one card: the module's
+    card = tmp_path / "export" / "card.json"
+    assert json.loads(card.read_text()) == {"kind": "toy", "format": 2, "load": f"load('{card}')",
+                                            "run": {"task_name": "t"}}
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
 
 

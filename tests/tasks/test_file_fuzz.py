@@ -218,7 +218,7 @@ WEIGHTS = {"random": "is not a safetensors or PyTorch checkpoint: it is a binary
 CARD = {"random": "not a text file", "truncated": "is not valid JSON (it looks truncated)", "empty": "is an empty file",
         "folder": "is a folder, not a file",
         "text": "is not valid JSON: Expecting value: line 1 column 1 (char 0); it is a text",
-        "wrong_kind": "lacks the keys ['timm_name', 'timm_kwargs', 'weights']"}
+        "wrong_kind": "is not an export card of this project: it has no 'kind' (its keys: ['task_name', 'test'])"}
 KINDS = [
     Kind("resume checkpoint", "last.ckpt", make_training_checkpoint, make_torch_state, read_resume,
          {"random": "is corrupt or not a PyTorch checkpoint: it is a binary file of an unknown kind",

@@ -10,6 +10,7 @@ import torch
 
 from tasks.backbones import load_exported
 from tasks.checkpoints import load_checkpoint
+from tasks.data.digits import DigitsDataModule
 from tasks.errors import UserError
 from tests.conftest import TINY, read_summary, run_in_process
 
@@ -26,9 +27,12 @@ def test_checkpoint_loads_weights_only_and_export_reloads_with_timm(tmp_path):
     summary = run_in_process(TINY + ["trainer.limit_test_batches=2"], run)
     ckpt = load_checkpoint(summary["checkpoints"]["last"])  # weights_only=True inside
     assert any(k.startswith("net.") for k in ckpt["state_dict"])
-    model = load_exported(run / "export" / "model.json").eval()
-    card = json.loads((run / "export" / "card.json").read_text())
-    assert card["run_dir"] == str(run) and "test/acc" in card["test"]
+    model = load_exported(run / "export").eval()
+    card = json.loads((run / "export" / "config.json").read_text())  # timm's Hub config, the export's one card
+    assert card["kind"] == "timm" and card["architecture"] == "resnet18"
+    assert card["run"]["run_dir"] == str(run) and card["run"]["test"] == summary["test"]
+    assert card["pretrained_cfg"]["mean"] == list(DigitsDataModule.mean) and card["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert not (run / "export" / "card.json").exists()
     # the exported weights are the tested (best) checkpoint's
     best = load_checkpoint(summary["checkpoints"]["best"])["state_dict"]
     for key, value in model.state_dict().items():
