@@ -128,7 +128,24 @@ def read_card(path: str | Path) -> Card:
 
     typed = {k: data[k] for k in ("format", "weights", "run", "data", "load") if k in data}
     check_node(f"card {path}", {"kind": kind, **typed}, "tasks.cards.CardFields", known_only=True)
-    return Card(kind=kind, path=path, fields=data, legacy=legacy or path.name not in CARD_FILES)
+    legacy = legacy or path.name not in CARD_FILES
+    if legacy and "run" not in data:
+        data = {**data, "run": _old_run_card(path.parent)}
+    return Card(kind=kind, path=path, fields=data, legacy=legacy)
+
+
+def _old_run_card(folder: Path) -> dict[str, Any]:
+    """The run's fields of an old-layout export: train.py wrote them to a second card.json beside it."""
+    path = folder / CARD_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or "kind" in data:
+        return {}
+    return {k: data[k] for k in ("task_name", "experiment", "run_dir", "seed", "test", "overrides") if k in data}
 
 
 # --- the registry --------------------------------------------------------------------------
@@ -144,7 +161,14 @@ def register(kind: str, loader: Loader) -> None:
 
 @lru_cache(maxsize=1)
 def _entry_points() -> dict[str, metadata.EntryPoint]:
-    return {ep.name: ep for ep in metadata.entry_points(group=GROUP)}
+    """Every installed distribution's kinds (not only the first copy of each distribution on
+    sys.path: a stale egg-info in the working directory would hide a fresh install's)."""
+    found: dict[str, metadata.EntryPoint] = {}
+    for dist in metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == GROUP:
+                found.setdefault(ep.name, ep)
+    return found
 
 
 def kinds() -> list[str]:
