@@ -8,19 +8,13 @@ It holds no method logic: everything comes from `_target_` entries in conf/."""
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import tasks  # noqa: F401  (registers the resolvers conf/ uses)
-from tasks.run.boundary import hydra_output_dir, run_guarded
-from tasks.run.preflight import preflight
-
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def train(cfg: DictConfig) -> dict:
@@ -101,10 +95,10 @@ def train(cfg: DictConfig) -> dict:
             wandb.finish()
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    # A user mistake: one message, exit 2, a failed start leaves no run dir; a bug: one line and the log path, exit 1.
-    summary = run_guarded("train.py", train, cfg, run_dir=hydra_output_dir)
+    """The task of `python train.py ...` (tasks.run.launch guards it: a user mistake is one message and
+    exit 2, and a failed start leaves no run dir; a bug is one line with the log path, exit 1)."""
+    summary = train(cfg)
     metric = cfg.get("optimized_metric")
     if metric:  # the value an Optuna sweep optimises
         value = summary["test"].get(metric, summary["final"].get(metric))
@@ -113,5 +107,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.argv = run_guarded("train.py", preflight, sys.argv, CONF_DIR)  # every check before Hydra writes anything
-    main()
+    from tasks.run.launch import run_command
+
+    run_command(main, "train", entry="train.py")  # composed and checked once, before anything is written

@@ -138,19 +138,11 @@ def hydra_output_dir() -> Path | None:
 
 def hydra_command(main: Callable[..., Any], config_name: str) -> None:
     """Run a `@hydra.main` app as a user command: the command line and every `_target_` of
-    the composed config are checked before Hydra writes anything, then the app runs guarded."""
-    from hydra import main as hydra_main
-
-    from tasks.run.preflight import preflight
+    the composed config are checked before Hydra writes anything, then the app runs guarded
+    on that same config (tasks.run.launch)."""
+    from tasks.run.launch import run_command
 
     task = getattr(main, "__wrapped__", main)
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     entry = spec.name if spec is not None and spec.name != "__main__" else task.__module__
-    sys.argv = run_guarded(entry, preflight, sys.argv, CONF_DIR, config_name)
-
-    @functools.wraps(task)
-    def guarded_task(cfg):
-        return run_guarded(entry, task, cfg, run_dir=hydra_output_dir)
-
-    guarded_task.__module__ = entry  # Hydra names the job after the module, as for the original
-    hydra_main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(guarded_task)()
+    run_command(task, config_name, entry)

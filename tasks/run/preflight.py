@@ -1,13 +1,16 @@
 """Checks the command line before Hydra runs it: composes the config once (every job of a
-sweep), turns Hydra's errors into one message with the fix, checks every `_target_` node and
-the command's plain keys (tasks.config_check), and maps `resume=` to the run dir to continue.
-Nothing is written before these checks pass."""
+sweep; a single run then runs on that very config, tasks/run/launch.py), turns Hydra's errors
+into one message with the fix, checks every `_target_` node and the command's plain keys
+(tasks.config_check), and maps `resume=` to the run dir to continue. Nothing is written
+before these checks pass."""
 
 from __future__ import annotations
 
+import copy
 import difflib
 import itertools
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -28,10 +31,10 @@ _PLUGINS = {
 MAX_SWEEP_CHECKS = 64  # beyond this many jobs, every swept value is checked once
 
 
-def _compose(cfg_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
+def _compose(cfg_dir: Path, config_name: str, overrides: list[str], job_name: str | None = None) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(str(cfg_dir), version_base="1.3"):
+        with initialize_config_dir(str(cfg_dir), version_base="1.3", job_name=job_name or "app"):
             return compose(config_name, overrides=overrides, return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()
@@ -158,11 +161,21 @@ def check_jobs(cfg_dir: Path, config_name: str, jobs: list[list[str]], multirun:
             HydraConfig.instance().cfg = None  # Hydra sets its own when the app starts
 
 
-def preflight(argv: list[str], cfg_dir: Path, config_name: str = "train") -> list[str]:
-    """Return argv, with `hydra.run.dir=` added when `resume=` continues an existing run."""
+@dataclass
+class Checked:
+    """What preflight hands on: the command line to run, and the composed config of a single
+    run (None for a sweep or a Hydra flag such as --cfg, which Hydra composes itself)."""
+
+    argv: list[str]
+    config: DictConfig | None
+
+
+def preflight_config(argv: list[str], cfg_dir: Path, config_name: str = "train",
+                     job_name: str | None = None) -> Checked:
+    """Compose and check the command line once; with `resume=`, the run dir to continue is set."""
     args = argv[1:]
     if any(a.split("=")[0] in _PASS_THROUGH_FLAGS for a in args):
-        return argv
+        return Checked(argv, None)
     overrides = [a for a in args if not a.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -170,10 +183,11 @@ def preflight(argv: list[str], cfg_dir: Path, config_name: str = "train") -> lis
         raise UserError(f"Cannot parse the command line: {str(err).splitlines()[0]}") from None
     jobs = sweep_jobs(parsed)
     try:
-        cfg = _compose(cfg_dir, config_name, jobs[0])
+        cfg = _compose(cfg_dir, config_name, jobs[0], job_name)
     except Exception as err:
         raise UserError(_explain(err, cfg_dir, jobs[0], config_name)) from None
     multirun = "-m" in args or "--multirun" in args or cfg.hydra.mode == "MULTIRUN"
+    composed = None if multirun else copy.deepcopy(cfg)  # the checks below fill in preflight's output dir
     check_jobs(cfg_dir, config_name, jobs if multirun else jobs[:1], multirun, cfg)
     explicit_dir = any(o.key_or_group == "hydra.run.dir" for o in parsed)
     resume = cfg.get("resume") if config_name == "train" else None
@@ -183,8 +197,17 @@ def preflight(argv: list[str], cfg_dir: Path, config_name: str = "train") -> lis
             runs_root = Path(cfg.paths.log_dir) / str(cfg.task_name) / "runs"
             run_dir = resume_run_dir(str(resume), runs_root)
             if run_dir is not None:
-                return argv + [f"hydra.run.dir={run_dir}"]
-    return argv
+                override = f"hydra.run.dir={run_dir}"
+                with open_dict(composed):
+                    composed.hydra.run.dir = str(run_dir)
+                    composed.hydra.overrides.hydra.append(override)
+                return Checked(argv + [override], composed)
+    return Checked(argv, composed)
+
+
+def preflight(argv: list[str], cfg_dir: Path, config_name: str = "train") -> list[str]:
+    """Return argv, with `hydra.run.dir=` added when `resume=` continues an existing run."""
+    return preflight_config(argv, cfg_dir, config_name).argv
 
 
 def check_resume_file(resume: str) -> None:

@@ -1,0 +1,64 @@
+"""How a command's Hydra app runs: preflight composes and checks the config once; a single run
+then goes to Hydra's own `run_job` with that config (the run dir, `.hydra/`, the job log and
+HydraConfig exactly as `@hydra.main` makes them, without composing the config twice more);
+sweeps and Hydra's flags (--multirun, --cfg, --help, ...) go through `@hydra.main`."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, open_dict
+
+from tasks.run.boundary import CONF_DIR, hydra_output_dir, run_guarded
+
+
+def job_name(task: Callable[..., Any]) -> str:
+    """The job name `@hydra.main` gives this task (from its file or module)."""
+    from hydra._internal.utils import detect_calling_file_or_module_from_task_function, detect_task_name
+
+    return detect_task_name(*detect_calling_file_or_module_from_task_function(task))
+
+
+def run_once(task: Callable[[DictConfig], Any], cfg: DictConfig, config_name: str) -> Any:
+    """Hydra's RUN mode on a composed config (hydra.core.utils.run_job, as Hydra.run calls it)."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import configure_log, run_job
+    from hydra.types import HydraContext, RunMode
+
+    with open_dict(cfg):
+        if cfg.hydra.mode is None:  # as Hydra's _run_app records it
+            cfg.hydra.mode = RunMode.RUN
+            cfg.hydra.overrides.hydra.append("hydra.mode=RUN")
+    configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
+    callbacks = Callbacks(cfg)
+    callbacks.on_run_start(config=cfg, config_name=config_name)
+    loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+    ret = run_job(hydra_context=HydraContext(config_loader=loader, callbacks=callbacks), task_function=task,
+                  config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None)
+    callbacks.on_run_end(config=cfg, config_name=config_name, job_return=ret)
+    return ret.return_value  # re-raises what the task raised
+
+
+def run_command(task: Callable[[DictConfig], Any], config_name: str, entry: str, cfg_dir: Path = CONF_DIR,
+                argv: list[str] | None = None) -> Any:
+    """The whole command: checks first (exit 2 on a user mistake, nothing written), then the
+    guarded task in its run dir."""
+    from tasks.run.preflight import preflight_config
+
+    @functools.wraps(task)
+    def guarded_task(cfg: DictConfig) -> Any:
+        return run_guarded(entry, task, cfg, run_dir=hydra_output_dir)
+
+    name = job_name(task)
+    checked = run_guarded(entry, preflight_config, list(sys.argv if argv is None else argv), cfg_dir, config_name,
+                          name)
+    if checked.config is not None:
+        return run_once(guarded_task, checked.config, config_name)
+    from hydra import main as hydra_main
+
+    sys.argv = checked.argv
+    return hydra_main(version_base="1.3", config_path=str(cfg_dir), config_name=config_name)(guarded_task)()
