@@ -1,5 +1,5 @@
-"""Schemas of the config keys that have no `_target_`: the top level of train.yaml and of the
-DeRy stage apps (conf/dery/*.yaml), and a zoo member. tasks.config_check checks a composed
+"""Schemas of the config keys that have no `_target_`: the top level of train.yaml, of eval.yaml and of
+the DeRy stage apps (conf/dery/*.yaml), and a zoo member. tasks.config_check checks a composed
 config against the schema of its command before anything runs. Allowed values that a module
 lists (dery.partition.OBJECTIVES, ...) are read from that module, never copied here."""
 
@@ -32,6 +32,20 @@ class TrainRun:
     export: bool = True
     monitor: Monitor = field(default_factory=Monitor)
     optimized_metric: str | None = None
+
+
+@dataclass
+class EvalRun:
+    """conf/eval.yaml: what eval.py evaluates and how (beside its data/trainer/logger groups)."""
+
+    ckpt: str
+    task_name: str = "eval"
+    tags: list[str] = field(default_factory=list)
+    seed: SEED = 42
+    mode: Literal["test", "predict"] = "test"
+    data_dir: str | None = None
+    batch_size: Annotated[int, Range(1, what="at least one image per batch")] = 64
+    top_k: Annotated[int, Range(1, what="at least one class per image")] = 5
 
 
 @dataclass
@@ -124,6 +138,7 @@ class SearchStage:
 # config name (conf/<name>.yaml) -> (schema of its plain keys, sections holding _target_ nodes)
 COMMANDS: dict[str, tuple[type, tuple[str, ...]]] = {
     "train": (TrainRun, ("data", "model", "trainer", "callbacks", "logger")),
+    "eval": (EvalRun, ("data", "trainer", "logger")),
     "dery/similarity": (SimilarityStage, ("data",)),
     "dery/partition": (PartitionStage, ()),
     "dery/search": (SearchStage, ("data",)),

@@ -1,0 +1,131 @@
+"""Evaluate an export or a checkpoint: test metrics on any data config, or predictions for a folder.
+
+    python eval.py ckpt=<run dir>/export                      # the test split of the run's own data
+    python eval.py ckpt=<run dir> data=fashion_mnist          # the run's best checkpoint, other data
+    python eval.py ckpt=<export> mode=predict data_dir=<images>
+    python eval.py --help
+
+`ckpt=` takes an export folder or its card (tasks.cards.load_card rebuilds it), a run dir or a
+Lightning .ckpt inside one (the run's .hydra/config.yaml builds the module; weights only). The
+run dir of eval gets summary.json (test metrics under the keys train.py writes) or
+predictions.csv, and the job log. It holds no method logic (tasks/run/eval_source.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+import tasks  # noqa: F401  (registers the resolvers conf/ uses)
+from tasks.errors import UserError
+
+log = logging.getLogger("eval")
+
+
+def _trainer(cfg: DictConfig, loggers: list):
+    import warnings
+
+    from tasks.callbacks import progress_bar
+    from tasks.run.instantiate import build
+
+    # Lightning asks for the run's ModelCheckpoint when a ckpt_path is given: a test does not save, so it is not needed.
+    warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
+    return build("trainer", cfg.trainer, callbacks=[progress_bar()], logger=loggers or False,
+                 enable_checkpointing=False)
+
+
+def test(cfg: DictConfig, source) -> dict:
+    """trainer.test of the source on its data's test split; the test metrics."""
+    from tasks.run.eval_source import data_node
+    from tasks.run.instantiate import build, build_group
+    from tasks.run.summary import plain_metrics
+
+    datamodule = build("data", data_node(cfg, source))
+    datamodule.prepare_data()
+    datamodule.setup("test")  # missing or broken data files stop here, before Lightning starts
+    expected = source.module.hparams.get("num_classes") or getattr(getattr(source.module, "net", None),
+                                                                    "num_classes", None)
+    if expected and getattr(datamodule, "num_classes", None) and datamodule.num_classes != expected:
+        raise UserError(f"The data has {datamodule.num_classes} classes but the network of ckpt={cfg.ckpt} "
+                        f"predicts {expected}. Test it on data with its own classes.")
+    loggers = build_group("logger", cfg.get("logger"))
+    trainer = _trainer(cfg, loggers)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    tested = trainer.test(source.module, datamodule=datamodule, ckpt_path=source.checkpoint, weights_only=True)
+    return {"test": plain_metrics(tested[0])}
+
+
+def predict(cfg: DictConfig, source, out: Path) -> dict:
+    """Class predictions for every image under data_dir, written atomically to predictions.csv."""
+    from tasks import files
+    from tasks.run.predict import class_scores, image_loader, list_images, predictions_csv
+
+    root = Path(str(cfg.data_dir)).expanduser()
+    paths = list_images(root)
+    trainer = _trainer(cfg, [])
+    outputs = trainer.predict(source.module, dataloaders=image_loader(paths, source.preprocessing, cfg.batch_size),
+                              ckpt_path=source.checkpoint, weights_only=True)
+    logits = class_scores(outputs, len(paths))
+    text = predictions_csv(paths, root, logits, cfg.top_k, source.class_names)
+    csv_path = files.write_text(out / "predictions.csv", text)  # a temp file, then a rename
+    return {"predictions": str(csv_path), "images": len(paths), "data_dir": str(cfg.data_dir)}
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Run one eval job described by a composed conf/eval.yaml; returns its summary."""
+    import pytorch_lightning as pl
+    from hydra.core.hydra_config import HydraConfig
+
+    from tasks.config_check import check_config
+    from tasks.run.eval_source import resolve
+    from tasks.run.summary import print_summary, write_summary
+
+    start = time.time()
+    check_config(cfg, ("data", "trainer", "logger"), command="eval")  # preflight did this for the command line
+    if cfg.mode == "test" and cfg.get("data_dir"):
+        raise UserError(f"data_dir={cfg.data_dir} is read by mode=predict only; add mode=predict, or drop data_dir "
+                        "to test on data=<group>.")
+    if cfg.mode == "predict" and not cfg.get("data_dir"):
+        raise UserError("mode=predict needs the folder of images: data_dir=<folder>.")
+    out = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    source = resolve(str(cfg.ckpt))
+    log.info("ckpt=%s: %s %s%s", cfg.ckpt, source.kind, source.path,
+             f" (run {source.run_dir})" if source.run_dir else "")
+    result = test(cfg, source) if cfg.mode == "test" else predict(cfg, source, out)
+    log.info("%s", result.get("test") or f"{result.get('images')} predictions in {result.get('predictions')}")
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    summary = {
+        "task_name": cfg.task_name,
+        "mode": cfg.mode,
+        "ckpt": str(cfg.ckpt),
+        "source": source.describe(),
+        "data": choices.get("data") or ("the run's own" if cfg.mode == "test" else None),
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "seed": cfg.seed,
+        "run_dir": str(out),
+        **result,
+        "wall_time_s": time.time() - start,
+        "finished": datetime.now().isoformat(timespec="seconds"),
+    }
+    write_summary(out / "summary.json", summary)
+    print_summary(summary)
+    if "predictions" in summary:
+        print(f"{summary['images']} predictions: {summary['predictions']}")
+    return summary
+
+
+def main(cfg: DictConfig) -> None:
+    """The task of `python eval.py ...` (tasks.run.launch guards it: a user mistake is one message and
+    exit 2, and a failed start leaves no run dir; a bug is one line with the log path, exit 1)."""
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    from tasks.run.launch import run_command
+
+    run_command(main, "eval", entry="eval.py")  # composed and checked once, before anything is written
