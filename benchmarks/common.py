@@ -79,15 +79,15 @@ def step_args(description: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def record(name: str, result: dict) -> Path:
-    """Write benchmarks/results/<name>.json with the machine it ran on, and print it."""
+def record(name: str, result: dict, path: Path | None = None) -> Path:
+    """Write benchmarks/results/<name>.json (or `path`) with the machine it ran on, and print it."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "when": datetime.now().isoformat(timespec="seconds"),
                "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                            "torch": torch.__version__},
                **result}
-    path = RESULTS / f"{name}.json"
+    path = Path(path) if path is not None else RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     print(json.dumps(payload, indent=2))
     return path
