@@ -197,6 +197,37 @@ def read_torch(path: str | Path, what: str = "Checkpoint", fix: str = "", map_lo
                         f"{_fix(fix)}") from None
 
 
+# What the pickle of a numpy array or scalar imports (numpy 1 and 2 spell the module differently);
+# bytes from a Python 2 pickle come through _codecs.encode. Nothing else may be imported.
+_ARRAY_GLOBALS = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                  for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype"),
+                                                             ("_codecs", "encode")}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ARRAY_GLOBALS:
+            raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_array_pickle(path: str | Path, what: str, fix: str = "") -> Any:
+    """A data file in pickle format (CIFAR's python batches): plain containers, numbers, strings
+    and numpy arrays only; a pickle that imports anything else is refused before it runs."""
+    path = require_file(path, what, fix)
+    try:
+        with open(path, "rb") as f:
+            return _ArrayUnpickler(f, encoding="latin1").load()
+    except Exception as err:  # EOF, truncated arrays, wrong kinds of bytes
+        refused = _refuse_pickle(path, what, err) if isinstance(err, pickle.UnpicklingError) else None
+        if refused is not None:
+            raise refused from None
+        kind = what_is(path)
+        if not kind.startswith("a Python pickle"):
+            raise UserError(f"{what} {path} is not a pickle of arrays: it is {kind}.{_fix(fix)}") from None
+        raise UserError(f"{what} {path} is a corrupt or truncated pickle ({_first(err)}).{_fix(fix)}") from None
+
+
 def _check_safetensors(path: Path, what: str, fix: str) -> None:
     """The header of a safetensors file parses and the file holds every byte it promises."""
     with open(path, "rb") as handle:

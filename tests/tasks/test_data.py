@@ -68,7 +68,7 @@ def test_cifar10_fixture_loads_through_the_real_loader(tmp_path, monkeypatch):
     import torchvision.datasets.cifar as tv_cifar
 
     _write_cifar10(tmp_path)
-    with pytest.raises(UserError, match="failed torchvision's check"):
+    with pytest.raises(UserError, match="failed the md5 check"):
         CIFARDataModule(root=str(tmp_path), num_classes=10).setup("fit")
     # The fixture cannot carry the real archive's md5 sums; everything else is the real path.
     monkeypatch.setattr(tv_cifar, "check_integrity", lambda *args, **kwargs: True)
@@ -77,6 +77,47 @@ def test_cifar10_fixture_loads_through_the_real_loader(tmp_path, monkeypatch):
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (26, 4, 5)
     x, y = dm.train_set[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+
+
+def test_cifar_reader_equals_torchvisions(tmp_path, monkeypatch):
+    """The restricted reader gives torchvision's CIFAR10 images and labels exactly (NCHW here)."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    _write_cifar10(tmp_path)
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *args, **kwargs: True)
+    dm = CIFARDataModule(root=str(tmp_path), num_classes=10, val_size=0, batch_size=4)
+    dm.setup("fit")
+    for train, ours in ((True, dm.train_set.base), (False, dm.test_set.base)):
+        theirs = tv_cifar.CIFAR10(str(tmp_path), train=train, download=False)
+        assert torch.equal(ours.tensors[0], torch.from_numpy(theirs.data).permute(0, 3, 1, 2))
+        assert ours.tensors[1].tolist() == [int(t) for t in theirs.targets]
+
+
+class _Payload:
+    """Unpickling this calls os.system, which would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_planted_cifar_pickle_is_refused_and_never_runs(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tv_cifar
+
+    _write_cifar10(tmp_path)
+    marker = tmp_path / "payload_ran"
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
+        pickle.dump({"data": _Payload(marker), "labels": [0]}, f)
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *args, **kwargs: True)
+    with pytest.raises(UserError, match=r"Refusing to load CIFAR-10 batch .*data_batch_3.*(posix|os)\.system"):
+        CIFARDataModule(root=str(tmp_path), num_classes=10).setup("fit")
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(_Payload(marker)))  # the control: an unrestricted load runs it
+    assert marker.exists()
 
 
 def test_missing_cifar_says_layout_and_source(tmp_path):

@@ -175,6 +175,21 @@ def read_chain(path: Path):
     return load_chain(str(path))
 
 
+def make_cifar_batch(path: Path) -> None:
+    import pickle
+
+    import numpy as np
+
+    with open(path, "wb") as f:  # the CIFAR python archive's format: a dict holding a uint8 array
+        pickle.dump({"data": np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072), "labels": [1, 2]}, f)
+
+
+def read_cifar_batch(path: Path):
+    from tasks.files import read_array_pickle
+
+    return read_array_pickle(path, "CIFAR-10 batch")
+
+
 def read_idx_file(path: Path):
     from tasks.data.idx import read_idx
 
@@ -263,6 +278,11 @@ KINDS = [
           "empty": "is not an IDX file (bad magic number empty)", "folder": "is not a readable IDX file",
           "text": "is not an IDX file (bad magic number",
           "wrong_kind": "is not an IDX file (bad magic number 89504e47)"}),
+    Kind("CIFAR batch", "cifar-10-batches-py/data_batch_1", make_cifar_batch, write_png, read_cifar_batch,
+         {"random": "is not a pickle of arrays: it is a binary file", "truncated": "is a corrupt or truncated pickle",
+          "empty": "is an empty file", "folder": "is a folder, not a file",
+          "text": "is not a pickle of arrays: it is a text file",
+          "wrong_kind": "is not a pickle of arrays: it is a PNG image"}),
     Kind("image of an image folder", "train/cat/0001.png", make_png, make_json_summary, read_folder_image,
          {"random": "is not an image PIL can read: it is a binary file", "truncated": "is a truncated or damaged image",
           "empty": "is an empty file", "folder": "is a folder, not a file",
@@ -340,6 +360,7 @@ CONTROLS = {
     "IDX data file": lambda out: out.shape == (4, 28, 28) and int(out[0, 0, 5]) == 5,
     "image of an image folder": lambda out: out[0].size == (32, 32) and out[0].mode == "RGB" and out[1] == 3,
     "kt-report summary": lambda out: [s["test"]["test/acc"] for s in out] == [0.5],
+    "CIFAR batch": lambda out: out["labels"] == [1, 2] and out["data"].shape == (2, 3072) and int(out["data"][1, 0]) == 0,
 }
 
 
