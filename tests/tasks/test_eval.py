@@ -18,6 +18,7 @@ from PIL import Image
 
 from tasks.run.launch import run_command
 from tests.conftest import ROOT, TINY, read_summary
+from tests.tasks.test_fashion import HAS_REAL
 
 sys.path.insert(0, str(ROOT))
 from eval import main as eval_main  # noqa: E402
@@ -90,6 +91,23 @@ def test_an_export_whose_run_dir_is_gone_needs_data_and_is_normalised_as_its_car
     (export / "config.json").write_text(json.dumps(card))
     other = _eval([f"ckpt={export}", "data=digits"], tmp_path / "other_norm")["test"]
     assert other["test/loss"] != read_summary(run)["test"]["test/loss"]
+
+
+@pytest.mark.skipif(not HAS_REAL, reason="Fashion-MNIST not installed (make fashion)")
+def test_a_classify_fashion_export_gives_back_its_test_metrics(tmp_path):
+    """The Fashion-MNIST anchor's recipe (small-input-stem ResNet-18, registered in timm by
+    tasks.backbones); two test batches of the official test set on both sides."""
+    from train import main as train_main
+
+    run_dir = tmp_path / "fashion"
+    limits = [*FULL_TEST, "experiment=classify_fashion", "data.train_subset=100", "data.batch_size=32",
+              "trainer.limit_test_batches=2"]
+    run_command(train_main, "train", entry="train.py", argv=["train.py", *limits, f"hydra.run.dir={run_dir}"])
+    card = json.loads((run_dir / "export" / "config.json").read_text())
+    assert card["architecture"] == "resnet18_smallstem"
+    summary = _eval([f"ckpt={run_dir / 'export'}", "data=fashion_mnist", "data.batch_size=32",
+                     "trainer.limit_test_batches=2"], tmp_path / "eval")
+    assert summary["test"] == read_summary(run_dir)["test"] and summary["data"] == "fashion_mnist"
 
 
 # --- predict mode ----------------------------------------------------------------------------------
