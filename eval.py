@@ -52,11 +52,17 @@ def test(cfg: DictConfig, source) -> dict:
         raise UserError(f"The data has {datamodule.num_classes} classes but the network of ckpt={cfg.ckpt} "
                         f"predicts {expected}. Test it on data with its own classes.")
     loggers = build_group("logger", cfg.get("logger"))
-    trainer = _trainer(cfg, loggers)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    tested = trainer.test(source.module, datamodule=datamodule, ckpt_path=source.checkpoint, weights_only=True)
-    return {"test": plain_metrics(tested[0])}
+    try:
+        trainer = _trainer(cfg, loggers)
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        tested = trainer.test(source.module, datamodule=datamodule, ckpt_path=source.checkpoint, weights_only=True)
+        return {"test": plain_metrics(tested[0])}
+    finally:
+        if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+            import wandb
+
+            wandb.finish()
 
 
 def predict(cfg: DictConfig, source, out: Path) -> dict:

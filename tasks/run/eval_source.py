@@ -8,6 +8,7 @@ names of its classes, when known."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from tasks import cards, files
 from tasks.classification import ClassificationModule
 from tasks.errors import UserError
 
+log = logging.getLogger(__name__)
 EVAL_KINDS = (cards.TIMM,)  # card kinds eval.py rebuilds: timm networks with a classifier head
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 WHAT = "an export folder (<run dir>/export) or its card, a run dir, or a Lightning .ckpt inside a run dir"
@@ -174,13 +176,18 @@ def _run_preprocessing(config: DictConfig, module: pl.LightningModule) -> dict[s
     from tasks.cards import data_config
     from tasks.run.instantiate import build
 
-    data = data_config(build("data", config.data)) if config.get("data") is not None else {}
+    try:
+        data = data_config(build("data", config.data)) if config.get("data") is not None else {}
+    except UserError as err:  # the run's data is not on this machine: a test on data= still runs
+        return {"unknown": f"the run's data config cannot be built here ({str(err).splitlines()[0]})"}
     net_cfg = getattr(getattr(module, "net", None), "pretrained_cfg", None) or {}
     out = {"interpolation": net_cfg.get("interpolation", "bilinear"), "crop_pct": 1.0, "crop_mode": "center"}
     if "mean" in data:
         out.update(mean=tuple(data["mean"]), std=tuple(data["std"]))
     if "input_size" in data:
         out["input_size"] = tuple(data["input_size"])
+    else:
+        out["unknown"] = f"the run's data ({config.data.get('_target_')}) publishes no input size"
     return out
 
 
@@ -196,6 +203,8 @@ def data_node(cfg: DictConfig, source: Source) -> DictConfig:
         node = _resolved_in(source.run_config, "data")
     node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
     pre = source.preprocessing
+    if "unknown" in pre:
+        log.warning("The network's own normalisation is unknown (%s): the data config's is used.", pre["unknown"])
     with open_dict(node):
         if "mean" in pre:
             node.mean, node.std = [float(v) for v in pre["mean"]], [float(v) for v in pre["std"]]

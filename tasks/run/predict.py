@@ -49,6 +49,9 @@ def eval_transform(preprocessing: dict[str, Any]):
 
 
 def image_loader(paths: list[Path], preprocessing: dict[str, Any], batch_size: int) -> DataLoader:
+    if "unknown" in preprocessing:
+        raise UserError(f"The preprocessing of this network is unknown: {preprocessing['unknown']}. Predict with "
+                        "the run's export (ckpt=<run dir>/export), whose card holds it.")
     channels = int(preprocessing.get("input_size", (3,))[0])
     mode = {1: "L", 3: "RGB"}.get(channels)
     if mode is None:

@@ -60,8 +60,11 @@ def test_the_export_gives_back_the_runs_own_test_metrics(run, tmp_path):
     assert summary["test"] == trained and set(trained) == {"test/acc", "test/acc_top5", "test/loss"}
     assert summary["source"] == {"kind": "export", "path": str(run / "export" / "config.json"), "checkpoint": None,
                                  "run_dir": str(run)}
-    card = _eval([f"ckpt={run / 'export' / 'config.json'}", "data=digits"], tmp_path / "card")
+    card = _eval([f"ckpt={run / 'export' / 'config.json'}", "data=digits", "logger=csv"], tmp_path / "card")
     assert card["test"] == trained and card["data"] == "digits"
+    with open(tmp_path / "card" / "metrics.csv", newline="") as handle:  # the logger got the same metrics
+        (logged,) = [row for row in csv.DictReader(handle) if row.get("test/acc")]
+    assert float(logged["test/acc"]) == pytest.approx(trained["test/acc"], rel=1e-6)
     log = (tmp_path / "card" / "eval.log").read_text()
     assert f"ckpt={run / 'export' / 'config.json'}: export" in log and "test/acc" in log
     assert (tmp_path / "card" / ".hydra" / "config.yaml").is_file()
@@ -108,6 +111,18 @@ def test_a_classify_fashion_export_gives_back_its_test_metrics(tmp_path):
     summary = _eval([f"ckpt={run_dir / 'export'}", "data=fashion_mnist", "data.batch_size=32",
                      "trainer.limit_test_batches=2"], tmp_path / "eval")
     assert summary["test"] == read_summary(run_dir)["test"] and summary["data"] == "fashion_mnist"
+
+
+def test_a_run_whose_data_is_not_here_tests_on_data_but_cannot_predict(run, tmp_path, capsys):
+    moved = tmp_path / "moved_run"
+    shutil.copytree(run, moved)
+    config = (moved / ".hydra" / "config.yaml").read_text()
+    (moved / ".hydra" / "config.yaml").write_text(config.replace("tasks.data.DigitsDataModule", "tasks.data.Gone", 1))
+    assert _eval([f"ckpt={moved}", "data=digits"], tmp_path / "test")["test"] == read_summary(run)["test"]
+    _digit_pngs(tmp_path / "pngs", n=2)
+    err = _fails(capsys, [f"ckpt={moved}", "mode=predict", f"data_dir={tmp_path / 'pngs'}"], tmp_path / "runs" / "p")
+    assert "The preprocessing of this network is unknown: the run's data config cannot be built here" in err
+    assert "ckpt=<run dir>/export" in err
 
 
 # --- predict mode ----------------------------------------------------------------------------------
