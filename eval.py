@@ -73,6 +73,9 @@ def predict(cfg: DictConfig, source, out: Path) -> dict:
     root = Path(str(cfg.data_dir)).expanduser()
     paths = list_images(root)
     trainer = _trainer(cfg, [])
+    if trainer.world_size > 1:  # trainer.predict returns each process's share only
+        raise UserError(f"mode=predict runs on one device; this trainer has {trainer.world_size} processes. "
+                        "Set trainer.devices=1 trainer.num_nodes=1.")
     outputs = trainer.predict(source.module, dataloaders=image_loader(paths, source.preprocessing, cfg.batch_size),
                               ckpt_path=source.checkpoint, weights_only=True)
     logits = class_scores(outputs, len(paths))
@@ -85,6 +88,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """Run one eval job described by a composed conf/eval.yaml; returns its summary."""
     import pytorch_lightning as pl
     from hydra.core.hydra_config import HydraConfig
+    from pytorch_lightning.utilities import rank_zero_only
 
     from tasks.config_check import check_config
     from tasks.run.eval_source import resolve
@@ -118,10 +122,11 @@ def evaluate(cfg: DictConfig) -> dict:
         "wall_time_s": time.time() - start,
         "finished": datetime.now().isoformat(timespec="seconds"),
     }
-    write_summary(out / "summary.json", summary)
-    print_summary(summary)
-    if "predictions" in summary:
-        print(f"{summary['images']} predictions: {summary['predictions']}")
+    if rank_zero_only.rank == 0:  # one summary under DDP (the test metrics are synced across processes)
+        write_summary(out / "summary.json", summary)
+        print_summary(summary)
+        if "predictions" in summary:
+            print(f"{summary['images']} predictions: {summary['predictions']}")
     return summary
 
 

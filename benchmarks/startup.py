@@ -45,7 +45,8 @@ def run_once(command: list[str], run_dir: Path) -> dict[str, float]:
     env = {**os.environ, "WANDB_MODE": "disabled", "KT_LOG_DIR": str(run_dir.parent / "logs"), "PYTHONUNBUFFERED": "1"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, *command[1:]], check=False, cwd=ROOT, env=env, capture_output=True,
+                            text=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:

@@ -16,6 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -220,6 +221,6 @@ def data_node(cfg: DictConfig, source: Source) -> DictConfig:
 def _resolved_in(config: DictConfig, key: str) -> DictConfig:
     try:
         return OmegaConf.create(OmegaConf.to_container(config[key], resolve=True))
-    except Exception as err:  # an interpolation of the old run that no longer resolves
+    except OmegaConfBaseException as err:  # an interpolation of the old run that no longer resolves
         raise UserError(f"The run's saved '{key}' config cannot be resolved ({str(err).splitlines()[0]}). "
                         f"Name the data to test on: data=<group>.") from None

@@ -16,12 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
+from eval import main as eval_main
 from tasks.run.launch import run_command
 from tests.conftest import ROOT, TINY, read_summary
 from tests.tasks.test_fashion import HAS_REAL
-
-sys.path.insert(0, str(ROOT))
-from eval import main as eval_main  # noqa: E402
 
 FULL_TEST = [o for o in TINY if not o.startswith("trainer.limit_test_batches")]  # the whole test split
 JUNK = bytes(range(7, 256)) * 3
@@ -152,7 +150,7 @@ def test_predict_gives_the_networks_own_argmax_on_the_images(run, tmp_path):
 
     paths, images = _digit_pngs(tmp_path / "pngs")
     net = load_card(run / "export").eval()
-    mean, std = torch.tensor(DigitsDataModule.mean).view(1, 3, 1, 1), torch.tensor(DigitsDataModule.std).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(stats).view(1, 3, 1, 1) for stats in (DigitsDataModule.mean, DigitsDataModule.std))
     with torch.no_grad():
         probs = torch.softmax(net((images - mean) / std), dim=1)
     top_p, top_i = probs.topk(5, dim=1)
@@ -228,13 +226,16 @@ def test_predict_on_an_empty_or_broken_folder_is_one_message(run, tmp_path, caps
     assert f"Image {paths[1]} is not an image PIL can read" in err
 
 
+def _command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "eval.py"), *args], check=False, capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+
+
 @pytest.mark.slow
 def test_eval_as_a_command(run, tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "eval.py"), f"ckpt={run / 'export'}",
-                             f"hydra.run.dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = _command(f"ckpt={run / 'export'}", f"hydra.run.dir={tmp_path / 'out'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_summary(tmp_path / "out")["test"] == read_summary(run)["test"]
-    result = subprocess.run([sys.executable, str(ROOT / "eval.py"), f"ckpt={tmp_path / 'nowhere'}",
-                             f"hydra.run.dir={tmp_path / 'bad'}"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = _command(f"ckpt={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'bad'}")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "nothing there" in result.stderr
     assert not (tmp_path / "bad").exists()
