@@ -132,12 +132,22 @@ def from_export(path: Path) -> Source:
                         "measures classifiers. Fine-tune it first: python train.py model.backbone.init=<export>.")
     run_dir = Path(card.run["run_dir"]) if card.run.get("run_dir") else None
     run_dir = run_dir if run_dir is not None and (run_dir / SAVED_CONFIG).is_file() else None
-    from timm.data import resolve_model_data_config
+    config = saved_config(run_dir) if run_dir else None
+    module = ExportClassifier(net.eval())
+    data = card.fields.get("data") or {}
+    if not card.legacy:
+        from timm.data import resolve_model_data_config
 
-    names = card.fields.get("label_names") or (card.fields.get("data") or {}).get("label_names")
-    return Source("export", card.path, ExportClassifier(net.eval()), run_dir=run_dir,
-                  run_config=saved_config(run_dir) if run_dir else None,
-                  preprocessing=dict(resolve_model_data_config(net)),
+        preprocessing = dict(resolve_model_data_config(net))  # the pretrained_cfg the export wrote
+    elif "mean" in data:
+        preprocessing = _preprocessing(data, module)
+    elif config is not None:  # an old-layout card without its data: the run's data config has it
+        preprocessing = _run_preprocessing(config, module)
+    else:
+        preprocessing = {"unknown": f"{card.path} is an old-layout card without its normalisation, and its run dir "
+                                    "is gone"}
+    names = card.fields.get("label_names") or data.get("label_names")
+    return Source("export", card.path, module, run_dir=run_dir, run_config=config, preprocessing=preprocessing,
                   class_names=list(names) if names and len(names) == net.num_classes else None)
 
 
@@ -172,8 +182,7 @@ def from_checkpoint(path: Path) -> Source:
 
 
 def _run_preprocessing(config: DictConfig, module: pl.LightningModule) -> dict[str, Any]:
-    """What the run's export would write into pretrained_cfg: its data's mean, std and input size
-    (tasks.cards.data_config), with the whole image kept (crop_pct 1) and timm's interpolation."""
+    """What the run's export would write into pretrained_cfg: its data's mean, std and input size."""
     from tasks.cards import data_config
     from tasks.run.instantiate import build
 
@@ -181,14 +190,20 @@ def _run_preprocessing(config: DictConfig, module: pl.LightningModule) -> dict[s
         data = data_config(build("data", config.data)) if config.get("data") is not None else {}
     except UserError as err:  # the run's data is not on this machine: a test on data= still runs
         return {"unknown": f"the run's data config cannot be built here ({str(err).splitlines()[0]})"}
+    return _preprocessing(data, module)
+
+
+def _preprocessing(data: dict[str, Any], module: pl.LightningModule) -> dict[str, Any]:
+    """timm's data config from a card's data fields (tasks.cards.data_config): the whole image
+    (crop_pct 1, as tasks.cards.apply_data writes it) and the network's own interpolation."""
     net_cfg = getattr(getattr(module, "net", None), "pretrained_cfg", None) or {}
     out = {"interpolation": net_cfg.get("interpolation", "bilinear"), "crop_pct": 1.0, "crop_mode": "center"}
     if "mean" in data:
         out.update(mean=tuple(data["mean"]), std=tuple(data["std"]))
-    if "input_size" in data:
+    if "input_size" in data and "mean" in data:
         out["input_size"] = tuple(data["input_size"])
     else:
-        out["unknown"] = f"the run's data ({config.data.get('_target_')}) publishes no input size"
+        out["unknown"] = "the run's data publishes no normalisation and input size"
     return out
 
 

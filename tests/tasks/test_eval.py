@@ -94,6 +94,23 @@ def test_an_export_whose_run_dir_is_gone_needs_data_and_is_normalised_as_its_car
     assert other["test/loss"] != read_summary(run)["test"]["test/loss"]
 
 
+def test_an_old_layout_export_is_normalised_as_its_run_was(run, tmp_path, capsys):
+    """model.json + model.safetensors, the run's fields in a second card.json: the card holds no
+    normalisation, so the run's data config gives it (not timm's ImageNet default)."""
+    old = tmp_path / "old_export"
+    old.mkdir()
+    shutil.copy(run / "export" / "model.safetensors", old / "model.safetensors")
+    card = json.loads((run / "export" / "model.json").read_text())
+    (old / "model.json").write_text(json.dumps({k: card[k] for k in ("timm_name", "timm_kwargs", "weights")}))
+    (old / "card.json").write_text(json.dumps({"task_name": "classify_digits", "run_dir": str(run)}))
+    summary = _eval([f"ckpt={old}", "data=digits"], tmp_path / "eval")
+    assert summary["test"] == read_summary(run)["test"] and summary["source"]["path"] == str(old / "model.json")
+    (old / "card.json").unlink()  # now nothing says how it was normalised
+    _digit_pngs(tmp_path / "pngs", n=2)
+    err = _fails(capsys, [f"ckpt={old}", "mode=predict", f"data_dir={tmp_path / 'pngs'}"], tmp_path / "runs" / "p")
+    assert f"{old / 'model.json'} is an old-layout card without its normalisation, and its run dir is gone" in err
+
+
 @pytest.mark.skipif(not HAS_REAL, reason="Fashion-MNIST not installed (make fashion)")
 def test_a_classify_fashion_export_gives_back_its_test_metrics(tmp_path):
     """The Fashion-MNIST anchor's recipe (small-input-stem ResNet-18, registered in timm by
@@ -211,6 +228,11 @@ def test_unknown_data_kinds_and_modes_are_one_message(run, tmp_path, capsys):
     (other / "card.json").write_text(json.dumps({"kind": "dery_reassembled", "format": 2}))
     err = _fails(capsys, [f"ckpt={other}"], out)
     assert "is an export of kind 'dery_reassembled'; eval.py evaluates classifier exports (kinds ['timm'])" in err
+    from tasks.backbones import create_backbone, export_timm
+
+    export_timm(create_backbone("resnet18", num_classes=0), tmp_path / "backbone")
+    err = _fails(capsys, [f"ckpt={tmp_path / 'backbone'}"], out)
+    assert "is a backbone export without a classifier head (num_classes=0)" in err
 
 
 def test_predict_on_an_empty_or_broken_folder_is_one_message(run, tmp_path, capsys):
