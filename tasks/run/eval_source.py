@@ -123,9 +123,10 @@ def saved_config(run_dir: Path) -> DictConfig:
 def from_export(path: Path) -> Source:
     card = cards.read_card(path)
     if card.kind not in EVAL_KINDS:
+        run_dir = card.run.get("run_dir") or "<its run dir>"
         raise UserError(f"ckpt={path} is an export of kind '{card.kind}'; eval.py evaluates classifier exports "
                         f"(kinds {list(EVAL_KINDS)}) and run checkpoints. Evaluate this run through its checkpoint: "
-                        "ckpt=<its run dir>.")
+                        f"ckpt={run_dir}.")
     net = cards.load_card(card)
     if not getattr(net, "num_classes", 0):
         raise UserError(f"ckpt={path} is a backbone export without a classifier head (num_classes=0); eval.py "
