@@ -140,6 +140,20 @@ def test_a_run_whose_data_is_not_here_tests_on_data_but_cannot_predict(run, tmp_
     assert "ckpt=<run dir>/export" in err
 
 
+@pytest.mark.slow
+def test_a_kf_run_dir_gives_back_its_own_test_metrics(run, tmp_path):
+    """The checkpoint route rebuilds any LightningModule from its run's config: a KF run (teacher
+    = the classify run's export) and all its test metrics (probes, DCI, subsets) come back exactly."""
+    from train import main as train_main
+
+    kf = tmp_path / "kf"
+    argv = ["train.py", *FULL_TEST, "experiment=kf_digits", f"model.teacher.source={run / 'export' / 'model.json'}",
+            f"hydra.run.dir={kf}"]
+    run_command(train_main, "train", entry="train.py", argv=argv)
+    summary = _eval([f"ckpt={kf}"], tmp_path / "eval")
+    assert summary["test"] == read_summary(kf)["test"] and len(summary["test"]) > 10
+
+
 # --- predict mode ----------------------------------------------------------------------------------
 def _digit_pngs(folder: Path, n: int = 12) -> tuple[list[Path], torch.Tensor]:
     """The first `n` digits as 32x32 PNGs (two sub-folders) and the [0, 1] images they decode to."""
