@@ -110,6 +110,7 @@ class GreyImages(Dataset):
 
 class FashionMNISTDataModule(ImageDataModule):
     num_classes = 10
+    class_names = CLASSES  # exports carry them as label_names, so predictions name the class
     # Statistics of the 60,000 official training images resized to 32x32 (0.2860 / 0.3530 at 28x28).
     mean = (0.2854,)
     std = (0.3384,)

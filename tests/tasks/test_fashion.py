@@ -95,6 +95,14 @@ def test_module_reads_fixtures_with_official_test_split_and_grey_to_rgb(tmp_path
     assert FashionMNISTDataModule(root=str(root), val_size=10).mean == (0.2854,) * 3
 
 
+def test_exports_name_the_official_classes_in_label_order(tmp_path, tiny_counts):
+    from tasks.cards import data_config
+
+    dm = FashionMNISTDataModule(root=str(tiny_fashion(tmp_path / "data", compress=False)), val_size=10)
+    names = data_config(dm)["label_names"]
+    assert names[0] == "T-shirt/top" and names[8] == "Bag" and names[9] == "Ankle boot" and len(names) == 10
+
+
 def test_val_split_is_stratified_fixed_and_independent_of_the_subset():
     labels = np.repeat(np.arange(10), 100)
     train, val = stratified_split(labels, 200, None, seed=0)
