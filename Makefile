@@ -45,6 +45,7 @@ bench: $(STAMP)
 
 # The GPU route's smoke mode: the same steps as on a lent GPU, on the CPU with tiny subsets.
 gpu-smoke: $(STAMP)
+	rm -rf logs/gpu_smoke
 	$(PY) -m benchmarks.gpu.studies --smoke --out logs/gpu_smoke/out
 
 clean:

@@ -10,6 +10,7 @@ LightningModule and DataModule, at the recipe's batch size and at the largest th
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 H200_BF16_PEAK_TFLOPS = 790.0  # dense bf16, measured at 769-798 on 8192^3 products (device notes)
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,100 +52,129 @@ def compose_run(run_dir: Path, extra: list[str]):
 
 
 class StepTimer(pl.Callback):
-    """Wall time of every training step (batch transfer and device augmentation included),
-    with the device synchronised at both ends."""
+    """The wall time of every training step, measured from the end of one step to the end of
+    the next with the device synchronised, so loading, transfer and device augmentation count;
+    with `count_flops`, the first step (forward, backward, update) runs under FlopCounterMode."""
 
-    def __init__(self):
-        self.times: list[float] = []
-        self._start = 0.0
-
-    @staticmethod
-    def _sync(module) -> None:
-        if module.device.type == "cuda":
-            torch.cuda.synchronize(module.device)
+    def __init__(self, count_flops: bool = False):
+        self.ends: list[float] = []
+        self.flops: float | None = None
+        self.batches = 0  # fit() sets it: training stops after this many batches (optimiser steps can be more)
+        self._counter = FlopCounterMode(display=False) if count_flops else None
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self._sync(module)
-        self._start = time.perf_counter()
+        if self._counter is not None and not self.ends:
+            self._counter.__enter__()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self._sync(module)
-        self.times.append(time.perf_counter() - self._start)
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+        if self._counter is not None and not self.ends:
+            self._counter.__exit__(None, None, None)
+            self.flops = float(self._counter.get_total_flops())
+        self.ends.append(time.perf_counter())
+        if len(self.ends) >= self.batches:
+            trainer.should_stop = True
+
+    def step_times(self, warmup: int) -> list[float]:
+        return [b - a for a, b in zip(self.ends[:-1], self.ends[1:])][warmup:]
 
 
-def _fit(cfg, steps: int, channels_last: bool, compile_model: bool, callbacks=()):
-    from tasks.run.instantiate import build
+class Recipe:
+    """A run's recipe composed once, with its DataModule built once (its data is loaded once for
+    every batch size and option timed)."""
 
-    pl.seed_everything(0, verbose=False)
-    datamodule = build("data", cfg.data)
-    model = build("model", cfg.model)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if compile_model:
-        model = torch.compile(model)
-    trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
-                         max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=list(callbacks), default_root_dir=cfg.paths.output_dir)
-    trainer.fit(model, datamodule=datamodule)
-    return trainer
+    def __init__(self, run_dir: Path, extra: list[str]):
+        from hydra.core.hydra_config import HydraConfig
+
+        from tasks.run.instantiate import build
+
+        self.run_dir = run_dir
+        self.cfg = compose_run(run_dir, extra)
+        self.hydra = HydraConfig.instance().cfg  # set again before each fit: several recipes are timed in turn
+        self.batch_size = int(self.cfg.data.batch_size)
+        self.datamodule = build("data", self.cfg.data)
+
+    def fit(self, batch_size: int, batches: int, channels_last: bool = False, compile_model: bool = False,
+            timer: StepTimer | None = None) -> StepTimer:
+        """`batches` training batches of the recipe at this batch size (by batches, not optimiser
+        steps: RepFusion steps its policy optimiser too)."""
+        from hydra.core.hydra_config import HydraConfig
+
+        from tasks.run.instantiate import build
+
+        HydraConfig.instance().cfg = self.hydra
+        pl.seed_everything(0, verbose=False)
+        self.datamodule.batch_size = self.datamodule.eval_batch_size = batch_size
+        model = build("model", self.cfg.model)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if compile_model:
+            model = torch.compile(model)
+        timer = timer or StepTimer()
+        timer.batches = batches
+        trainer = pl.Trainer(accelerator=self.cfg.trainer.accelerator, devices=1, precision=self.cfg.trainer.precision,
+                             max_epochs=10_000, min_epochs=0, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             callbacks=[timer], default_root_dir=self.cfg.paths.output_dir)
+        trainer.fit(model, datamodule=self.datamodule)
+        return timer
 
 
-def step_flops(cfg) -> float:
-    """FLOPs of one training step (eager mode), counted by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        _fit(cfg, 1, channels_last=False, compile_model=False)
-    return float(counter.get_total_flops())
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
-def measure(run_dir: Path, batch_size: int, extra: list[str], steps: int = 20, warmup: int = 5,
-            channels_last: bool = False, compile_model: bool = False, peak_tflops: float = H200_BF16_PEAK_TFLOPS) -> dict:
-    cfg = compose_run(run_dir, [f"data.batch_size={batch_size}", *extra])
-    flops = step_flops(cfg)
-    timer = StepTimer()
-    _fit(cfg, warmup + steps, channels_last, compile_model, callbacks=[timer])
-    step_s = statistics.median(timer.times[warmup:] or timer.times)
+def measure(recipe: Recipe, batch_size: int, steps: int = 20, warmup: int = 5, channels_last: bool = False,
+            compile_model: bool = False, flops: float | None = None,
+            peak_tflops: float = H200_BF16_PEAK_TFLOPS) -> dict:
+    """images/s and TFLOP/s of the recipe's training step at one batch size: the median of
+    `steps` steps after `warmup`. The FLOPs are counted in eager mode (the first step here, or
+    `flops` from an earlier eager count at this batch size: options change no FLOPs)."""
+    if flops is None and compile_model:  # compiled kernels escape the counter: count one eager step first
+        flops = recipe.fit(batch_size, 1, timer=StepTimer(count_flops=True)).flops
+    timer = StepTimer(count_flops=flops is None)
+    recipe.fit(batch_size, warmup + steps + 1, channels_last, compile_model, timer)
+    flops = timer.flops if flops is None else flops
+    step_s = statistics.median(timer.step_times(warmup))
+    free_memory()
     tflops = flops / step_s / 1e12
     return {"batch_size": batch_size, "images_per_s": batch_size / step_s, "step_s": step_s,
             "flops_per_step": flops, "tflops": tflops, "peak_fraction": tflops / peak_tflops,
             "channels_last": channels_last, "compile": compile_model}
 
 
-def largest_batch(run_dir: Path, start: int, extra: list[str], cap: int) -> int:
+def largest_batch(recipe: Recipe, start: int, cap: int) -> int:
     """The largest power-of-two multiple of `start` (up to `cap`) whose training step fits in memory."""
-    fits, size = start, start
+    size = start
     while size * 2 <= cap:
         try:
-            _fit(compose_run(run_dir, [f"data.batch_size={size * 2}", *extra]), 2, False, False)
+            recipe.fit(size * 2, 2)
         except torch.cuda.OutOfMemoryError:
             break
         finally:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            free_memory()
         size *= 2
-        fits = size
-    return fits
+    return size
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--batch-sizes", default="recipe,max", help="comma list of sizes, 'recipe' and 'max'")
-    parser.add_argument("--max-cap", type=int, default=8192)
+    parser.add_argument("--max-cap", type=int, default=16384)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra overrides")
     args = parser.parse_args(argv)
-    recipe = int(compose_run(args.run_dir, args.override).data.batch_size)
-    sizes = []
-    for item in args.batch_sizes.split(","):
-        sizes.append(recipe if item == "recipe" else largest_batch(args.run_dir, recipe, args.override, args.max_cap)
-                     if item == "max" else int(item))
-    results = [measure(args.run_dir, b, args.override, args.steps, channels_last=args.channels_last,
-                       compile_model=args.compile) for b in dict.fromkeys(sizes)]
+    recipe = Recipe(args.run_dir, args.override)
+    sizes = [recipe.batch_size if item == "recipe" else largest_batch(recipe, recipe.batch_size, args.max_cap)
+             if item == "max" else int(item) for item in args.batch_sizes.split(",")]
+    results = [measure(recipe, b, args.steps, channels_last=args.channels_last, compile_model=args.compile)
+               for b in dict.fromkeys(sizes)]
     print(json.dumps(results, indent=2))
     return results
 

@@ -1,23 +1,130 @@
-"""The GPU route's smoke mode runs here, on the CPU: the anchor trains, its report and
-summary are written, and the FLOP count of one timed step equals a plain PyTorch count of
-the same training step (ResNet-18 forward + backward)."""
+"""The GPU route, tested here on the CPU: the plan's chain entries give every training stage
+the common overrides as `<stage>:key=value` (module stages their own), the jobs wait for
+exactly the runs they read, the scheduler runs them in dependency and priority order within
+its budget, and the smoke mode runs the anchor (its step FLOPs equal a plain PyTorch count of
+the same training step) and one whole chain end to end."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.gpu.jobs import Job, nested_override
+from benchmarks.gpu.scheduler import run_jobs
+from benchmarks.gpu.studies import build_entries, load_plan
 from tasks.backbones import create_backbone
+from tasks.chain import load_chain
 from tests.conftest import ROOT
 from tests.tasks.test_fashion import HAS_REAL
 
-pytestmark = pytest.mark.skipif(not HAS_REAL, reason="Fashion-MNIST not installed (make fashion)")
+needs_fashion = pytest.mark.skipif(not HAS_REAL, reason="Fashion-MNIST not installed (make fashion)")
+PLAN = load_plan()
+GPU_COMMON = PLAN["common"]["gpu"]
+REPFUSION_TRAINING = ["teacher", "baseline", "distil_rl", "finetune_rl", "distil_uniform", "finetune_uniform",
+                      "distil_fixed", "finetune_fixed"]
+
+
+def test_chain_command_prefixes_the_common_overrides_for_each_training_stage(tmp_path):
+    entry = build_entries(PLAN, "gpu", tmp_path, ["repfusion"])["repfusion"]
+    args = shlex.split(entry["command"])
+    prefixed = [f"{stage}:{o}" for stage in REPFUSION_TRAINING for o in GPU_COMMON]
+    nested = ("oracle:distill.overrides=['trainer.max_epochs=4','model.scheduler.milestones=[3]','logger=csv',"
+              "'trainer=gpu','trainer.precision=bf16-mixed','logger=csv','data.num_workers=0']")
+    assert args == ["-m", "tasks.chain", "repfusion_fashion_study", *prefixed, nested,
+                    "--dir", str((tmp_path / "repfusion").resolve())]
+
+
+def test_training_runs_carry_the_gpu_overrides_and_module_stages_do_not(tmp_path):
+    entry = build_entries(PLAN, "gpu", tmp_path, ["repfusion"])["repfusion"]
+    jobs = {j.key: j for j in entry["jobs"]}
+    chain_dir = (tmp_path / "repfusion").resolve()
+    assert jobs["repfusion/finetune_rl/seed2"].command == [
+        sys.executable, str(ROOT / "train.py"), "experiment=repfusion_fashion_finetune",
+        f"model.backbone.init={chain_dir}/distil_rl/seed2/export/backbone.safetensors", *GPU_COMMON, "seed=2",
+        f"hydra.run.dir={chain_dir}/finetune_rl/seed2"]
+    for key, job in jobs.items():
+        stage = key.split("/")[1]
+        assert [o for o in GPU_COMMON if o in job.command] == (GPU_COMMON if stage in REPFUSION_TRAINING else []), key
+
+
+def test_module_stages_get_their_own_overrides_after_the_chains(tmp_path):
+    entries = build_entries(PLAN, "gpu", tmp_path, ["dery"])
+    search = next(j for j in entries["dery"]["jobs"] if j.key == "dery/search_large").command
+    assert search.index("threads=2") > search.index("threads=1") and "device=cuda" in search
+    assert not any(o.startswith("trainer") for o in search)
+    smoke = build_entries(PLAN, "smoke", tmp_path, ["repfusion"])["repfusion"]
+    oracle = next(j for j in smoke["jobs"] if j.key == "repfusion/oracle").command
+    assert "grid=[10,500]" in oracle and "distill.grid=[10]" in oracle
+    assert oracle.index("distill.grid=[10]") > oracle.index("distill.grid=[10,200,500,800]")
+
+
+def test_nested_overrides_append_to_the_module_default_when_the_chain_sets_none():
+    chain = load_chain("repfusion_digits_study")
+    del chain.stages.oracle.overrides  # the oracle then runs conf/repfusion/oracle.yaml's distill.overrides
+    assert nested_override(chain, "oracle", "distill.overrides", ["trainer=gpu"]) == (
+        "distill.overrides=['trainer.max_epochs=6','model.scheduler.milestones=[4,5]','logger=csv','trainer=gpu']")
+
+
+def test_jobs_wait_for_the_runs_they_read(tmp_path):
+    entries = build_entries(PLAN, "gpu", tmp_path, ["repfusion", "dery", "kf"])
+    deps = {j.key: j.deps for e in entries.values() for j in e["jobs"]}
+    assert deps["repfusion/teacher"] == [] and deps["repfusion/baseline/seed3"] == []
+    assert deps["repfusion/finetune_rl/seed2"] == ["repfusion/distil_rl/seed2"]
+    assert deps["repfusion/distil_fixed/seed1"] == ["repfusion/oracle", "repfusion/teacher"]
+    # picture and table read the chain dir ({run:x}/..): they wait for every earlier run
+    earlier = sorted(k for k in deps if k.startswith("repfusion/") and k != "repfusion/picture")
+    assert deps["repfusion/picture"] == earlier
+    assert deps["dery/table"] == sorted(k for k in deps if k.startswith("dery/") and k != "dery/table")
+    assert deps["kf/groups/seed1"] == ["kf/teacher"]
+    assert [len(e["jobs"]) for e in entries.values()] == [24, 25, 10]
+    smoke = build_entries(PLAN, "smoke", tmp_path, ["repfusion", "dery", "kf"])
+    assert [len(e["jobs"]) for e in smoke.values()] == [10, 15, 4]  # one seed each
+
+
+def fake_job(tmp_path: Path, key: str, deps=(), exit_code: int = 0, sleep_s: float = 0.0, priority: int = 0) -> Job:
+    run_dir = tmp_path / key
+    order = tmp_path / "order.txt"
+    script = (f"import pathlib, sys, time; log = open({str(order)!r}, 'a'); log.write('start {key}\\n'); log.flush(); "
+              f"time.sleep({sleep_s}); d = pathlib.Path({str(run_dir)!r}); d.mkdir(parents=True, exist_ok=True); "
+              f"log.write('end {key}\\n'); log.close(); "
+              + ("(d / 'summary.json').write_text('{}')" if exit_code == 0 else f"sys.exit({exit_code})"))
+    return Job(key, "fake", [sys.executable, "-c", script, f"hydra.run.dir={run_dir}"], run_dir, list(deps),
+               priority=priority)
+
+
+def test_scheduler_runs_by_dependency_and_depth_and_skips_after_a_failure(tmp_path):
+    jobs = [fake_job(tmp_path, "a"), fake_job(tmp_path, "b", ["a"]), fake_job(tmp_path, "c", exit_code=3),
+            fake_job(tmp_path, "d", ["c"]), fake_job(tmp_path, "e"), fake_job(tmp_path, "f", priority=1)]
+    (tmp_path / "done_before").mkdir()
+    jobs.append(Job("g", "fake", ["false"], tmp_path / "done_before"))
+    (tmp_path / "done_before" / "summary.json").write_text("{}")
+    run_jobs(jobs, 1, tmp_path / "logs", {"PATH": "/usr/bin:/bin"})
+    lines = (tmp_path / "order.txt").read_text().split()
+    # one at a time; the priority first, then the longer chains (a, c have one job waiting behind them)
+    assert lines == [w for k in "facbe" for w in ("start", k, "end", k)]
+    assert {j.key: j.state for j in jobs} == {"a": "done", "b": "done", "c": "failed", "d": "skipped", "e": "done",
+                                              "f": "done", "g": "done"}
+    assert [j.exit_code for j in jobs] == [0, 0, 3, None, 0, 0, None]
+
+
+def test_scheduler_starts_nothing_past_the_budget_and_stops_what_runs_at_its_end(tmp_path):
+    late = [fake_job(tmp_path, "a"), fake_job(tmp_path, "b", ["a"])]
+    run_jobs(late, 2, tmp_path / "logs", {}, stop_starting_at=time.monotonic())
+    assert [j.state for j in late] == ["not started", "not started"] and not (tmp_path / "order.txt").exists()
+    slow = [fake_job(tmp_path, "slow", sleep_s=60), fake_job(tmp_path, "after", ["slow"])]
+    started = time.monotonic()
+    run_jobs(slow, 2, tmp_path / "logs", {}, kill_at=started + 3)
+    assert [j.state for j in slow] == ["stopped at the budget", "not started"]
+    assert time.monotonic() - started < 30
 
 
 def plain_step_flops(batch: int) -> float:
@@ -28,18 +135,36 @@ def plain_step_flops(batch: int) -> float:
     return counter.get_total_flops()  # the augmentation's affine grid and the SGD update count no FLOPs here
 
 
+def smoke(tmp_path: Path, only: str, *extra: str) -> tuple[dict, str]:
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "benchmarks.gpu.studies", "--smoke", "--only", only, "--out", str(out), *extra]
+    result = subprocess.run(command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads((out / "gpu_summary.json").read_text()), (out / "gpu_report.md").read_text()
+
+
+@needs_fashion
 @pytest.mark.slow
 def test_smoke_mode_runs_the_anchor_and_counts_the_step_flops(tmp_path):
-    out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu.studies", "--smoke", "--only", "anchor",
-                             "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    records = json.loads((out / "gpu_summary.json").read_text())
-    assert [r["name"] for r in records] == ["anchor"] and records[0]["exit_code"] == 0
-    assert set(records[0]["summary"]["test"]) == {"test/acc", "test/acc_top5", "test/loss"}
-    timed = records[0]["throughput"]
+    summary, report = smoke(tmp_path, "anchor")
+    assert [(j["key"], j["state"], j["exit_code"]) for j in summary["jobs"]] == [("anchor", "done", 0)]
+    assert set(summary["jobs"][0]["summary"]["test"]) == {"test/acc", "test/acc_top5", "test/loss"}
+    timed = summary["entries"]["anchor"]["throughput"]
     assert [(t["batch_size"], t["channels_last"]) for t in timed] == [(16, False), (16, True)]
-    assert timed[0]["flops_per_step"] == plain_step_flops(16)
+    assert timed[0]["flops_per_step"] == timed[1]["flops_per_step"] == plain_step_flops(16)
     assert timed[0]["tflops"] == pytest.approx(timed[0]["flops_per_step"] / timed[0]["step_s"] / 1e12)
-    report = (out / "gpu_report.md").read_text()
-    assert "CPU smoke mode" in report and "| anchor | 0 |" in report and "| anchor | 16 | True | False |" in report
+    assert "CPU smoke mode" in report and "| anchor | 1 of 1 | 0 / 0 / 0 |" in report
+    assert "| anchor | 16 | True | False |" in report
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_smoke_mode_runs_a_whole_chain_and_writes_its_study_tables(tmp_path):
+    summary, report = smoke(tmp_path, "kf", "--no-throughput")
+    assert [(j["key"], j["state"]) for j in summary["jobs"]] == [
+        ("kf/teacher", "done"), ("kf/one_vs_rest/seed0", "done"), ("kf/one_vs_rest_original/seed0", "done"),
+        ("kf/groups/seed0", "done")]
+    chain = summary["entries"]["kf"]["chain"]
+    assert [t["metric"] for t in chain["tables"]][:2] == ["test/acc", "test/task_bacc_gap"]
+    assert "## kf: kf_fashion" in report and "KF assembled 10 factors" in report
+    assert (Path(chain["chain_dir"]) / "report.png").is_file()
