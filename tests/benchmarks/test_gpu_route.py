@@ -23,6 +23,8 @@ from benchmarks.gpu.scheduler import run_jobs
 from benchmarks.gpu.studies import build_entries, load_plan
 from tasks.backbones import create_backbone
 from tasks.chain import load_chain
+from tasks.errors import UserError
+from tasks.run.preflight import check_stage_commands
 from tests.conftest import ROOT
 from tests.tasks.test_fashion import HAS_REAL
 
@@ -88,6 +90,16 @@ def test_jobs_wait_for_the_runs_they_read(tmp_path):
     assert [len(e["jobs"]) for e in entries.values()] == [24, 25, 10]
     smoke = build_entries(PLAN, "smoke", tmp_path, ["repfusion", "dery", "kf"])
     assert [len(e["jobs"]) for e in smoke.values()] == [10, 15, 4]  # one seed each
+
+
+def test_every_gpu_command_composes(tmp_path):
+    """The GPU-only overrides (trainer=gpu, device=cuda, threads) never run here: their keys and
+    values are checked by composing every command of the GPU plan as each run would."""
+    entries = build_entries(PLAN, "gpu", tmp_path, list(PLAN["runs"]))
+    check_stage_commands([j.command for e in entries.values() for j in e["jobs"]])
+    broken = {**PLAN, "common": {**PLAN["common"], "gpu": [*GPU_COMMON, "trainer.precison=bf16-mixed"]}}
+    with pytest.raises(UserError, match="precison"):
+        check_stage_commands([j.command for j in build_entries(broken, "gpu", tmp_path, ["kf"])["kf"]["jobs"]])
 
 
 def fake_job(tmp_path: Path, key: str, deps=(), exit_code: int = 0, sleep_s: float = 0.0, priority: int = 0) -> Job:
