@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from dery.plots import architecture_figure
 from dery.spec import build_network, load_spec
+from tasks.backbones import count_parameters
 from tasks.checkpoints import load_state_dict_file
 from tasks.classification import ClassificationModule
 from tasks.errors import UserError
@@ -72,7 +73,7 @@ class ReassembledModule(ClassificationModule):
         weights = export_dir / "model.safetensors"
         save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}, str(weights))
         card = export_dir / "model.json"
-        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+        trainable = count_parameters(self.net, trainable_only=True)
         card.write_text(json.dumps({"kind": "dery-reassembled", "weights": weights.name,
                                     "mode": self.hparams.backbone["mode"],
                                     "init": self.hparams.backbone.get("init", "zoo"),
