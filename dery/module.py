@@ -39,6 +39,7 @@ class ReassembledModule(ClassificationModule):
         optimizer: Callable,
         scheduler: Callable | None = None,
         label_smoothing: float = 0.0,
+        mixup: dict[str, Any] | None = None,
         mode: str = "frozen",
         update_block_bn: bool = False,
         init: str = "zoo",
@@ -50,7 +51,7 @@ class ReassembledModule(ClassificationModule):
         if init == "random" and mode == "frozen":
             raise UserError("model.init=random with model.mode=frozen would freeze random blocks; use model.mode=full.")
         super().__init__({"spec": spec, "mode": mode, "update_block_bn": update_block_bn, "init": init}, num_classes,
-                         optimizer, scheduler, label_smoothing)
+                         optimizer, scheduler, label_smoothing, mixup)
 
     def build_net(self, backbone: dict[str, Any], num_classes: int) -> torch.nn.Module:
         self.spec = load_spec(backbone["spec"])
