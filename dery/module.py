@@ -40,6 +40,7 @@ class ReassembledModule(ClassificationModule):
         scheduler: Callable | None = None,
         label_smoothing: float = 0.0,
         mixup: dict[str, Any] | None = None,
+        ema_decay: float | None = None,
         mode: str = "frozen",
         update_block_bn: bool = False,
         init: str = "zoo",
@@ -51,7 +52,7 @@ class ReassembledModule(ClassificationModule):
         if init == "random" and mode == "frozen":
             raise UserError("model.init=random with model.mode=frozen would freeze random blocks; use model.mode=full.")
         super().__init__({"spec": spec, "mode": mode, "update_block_bn": update_block_bn, "init": init}, num_classes,
-                         optimizer, scheduler, label_smoothing, mixup)
+                         optimizer, scheduler, label_smoothing, mixup, ema_decay)
 
     def build_net(self, backbone: dict[str, Any], num_classes: int) -> torch.nn.Module:
         self.spec = load_spec(backbone["spec"])
@@ -73,10 +74,12 @@ class ReassembledModule(ClassificationModule):
         export_dir = Path(export_dir)
         export_dir.mkdir(parents=True, exist_ok=True)
         weights = export_dir / "model.safetensors"
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}, str(weights))
+        state = self.evaluated_net.state_dict()  # the EMA with model.ema_decay
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(weights))
         card = write_card(export_dir, KIND, {
             "weights": weights.name, "mode": self.hparams.backbone["mode"],
-            "init": self.hparams.backbone.get("init", "zoo"), "params": self.spec["params"], "flops": self.spec["flops"],
+            "init": self.hparams.backbone.get("init", "zoo"),
+            "params": self.spec["params"], "flops": self.spec["flops"],
             "trainable_params": count_parameters(self.net, trainable_only=True),
             "load": f"dery.module.load_reassembled('{export_dir}')", "spec": self.spec}, name="model.json")
         return {"weights": str(weights), "card": str(card)}

@@ -25,7 +25,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from repfusion.ema import ModelEMA
 from repfusion.knn import knn_accuracy
 from repfusion.losses import FeatureLoss
 from repfusion.plots import timestep_figure
@@ -33,6 +32,7 @@ from repfusion.policy import TimestepPolicy
 from repfusion.teacher import DiffusionTeacher
 from tasks.backbones import create_backbone, export_backbone
 from tasks.collector import Collector
+from tasks.ema import ModelEMA
 from tasks.errors import UserError
 from tasks.features import stage_features
 from tasks.frozen import attach_frozen, trainable_parameters

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from repfusion.ema import ModelEMA
 from repfusion.knn import knn_accuracy
 from tasks.backbones import create_backbone
+from tasks.ema import ModelEMA
 from tasks.features import stage_features
 from tasks.checkpoints import load_checkpoint
 from tasks.data import load_digit_images
