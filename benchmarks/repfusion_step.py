@@ -17,12 +17,12 @@ import torch
 from benchmarks.classifier_throughput import BATCH, make_data
 from benchmarks.common import fit_seconds, record, side_by_side, step_args
 from benchmarks.repfusion_teacher import ARCHITECTURES, save_teacher
-from repfusion.ema import ModelEMA
 from repfusion.losses import HintLoss
 from repfusion.module import RepFusionModule
 from repfusion.policy import TimestepPolicy
 from repfusion.teacher import DiffusionTeacher
 from tasks.backbones import create_backbone
+from tasks.ema import ModelEMA
 from tasks.features import stage_features
 from tasks.optim import multistep
 

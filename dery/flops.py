@@ -1,5 +1,6 @@
-"""Counting: parameters, and FLOPs of one eval-mode forward with torch's FlopCounterMode
-(2 FLOPs per multiply-add; convolutions, matmuls and attention included)."""
+"""FLOPs of one eval-mode forward with torch's FlopCounterMode (2 FLOPs per multiply-add;
+convolutions, matmuls and attention included). Parameters are counted by
+tasks.backbones.count_parameters."""
 
 from __future__ import annotations
 
@@ -15,6 +16,3 @@ def count_flops(module: nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor]:
         out = module(x)
     return int(counter.get_total_flops()), out
 
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

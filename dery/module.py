@@ -11,7 +11,6 @@ Everything else (loss, metrics, optimiser, schedule) is the ClassificationModule
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,12 +19,14 @@ from safetensors.torch import save_file
 
 from dery.plots import architecture_figure
 from dery.spec import build_network, load_spec
+from tasks.backbones import count_parameters
+from tasks.cards import Card, load_card, write_card
 from tasks.checkpoints import load_state_dict_file
 from tasks.classification import ClassificationModule
 from tasks.errors import UserError
-from tasks.files import read_json
 from tasks.plots import log_figure
 
+KIND = "dery-reassembled"
 MODES = ("frozen", "full")
 INITS = ("zoo", "random")
 
@@ -38,6 +39,8 @@ class ReassembledModule(ClassificationModule):
         optimizer: Callable,
         scheduler: Callable | None = None,
         label_smoothing: float = 0.0,
+        mixup: dict[str, Any] | None = None,
+        ema_decay: float | None = None,
         mode: str = "frozen",
         update_block_bn: bool = False,
         init: str = "zoo",
@@ -49,7 +52,7 @@ class ReassembledModule(ClassificationModule):
         if init == "random" and mode == "frozen":
             raise UserError("model.init=random with model.mode=frozen would freeze random blocks; use model.mode=full.")
         super().__init__({"spec": spec, "mode": mode, "update_block_bn": update_block_bn, "init": init}, num_classes,
-                         optimizer, scheduler, label_smoothing)
+                         optimizer, scheduler, label_smoothing, mixup, ema_decay)
 
     def build_net(self, backbone: dict[str, Any], num_classes: int) -> torch.nn.Module:
         self.spec = load_spec(backbone["spec"])
@@ -66,28 +69,31 @@ class ReassembledModule(ClassificationModule):
         log_figure(self.trainer, architecture_figure(self.spec), "architecture")
 
     def export_artifacts(self, export_dir: Path) -> dict[str, str]:
-        """model.safetensors (the whole network) and model.json (the spec that rebuilds it)."""
+        """model.safetensors (the whole network) and model.json, its card of kind dery-reassembled
+        (the spec that rebuilds it)."""
         export_dir = Path(export_dir)
         export_dir.mkdir(parents=True, exist_ok=True)
         weights = export_dir / "model.safetensors"
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}, str(weights))
-        card = export_dir / "model.json"
-        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
-        card.write_text(json.dumps({"kind": "dery-reassembled", "weights": weights.name,
-                                    "mode": self.hparams.backbone["mode"],
-                                    "init": self.hparams.backbone.get("init", "zoo"),
-                                    "params": self.spec["params"], "flops": self.spec["flops"],
-                                    "trainable_params": trainable,
-                                    "load": f"dery.module.load_reassembled('{card}')", "spec": self.spec}, indent=2))
+        state = self.evaluated_net.state_dict()  # the EMA with model.ema_decay
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(weights))
+        card = write_card(export_dir, KIND, {
+            "weights": weights.name, "mode": self.hparams.backbone["mode"],
+            "init": self.hparams.backbone.get("init", "zoo"),
+            "params": self.spec["params"], "flops": self.spec["flops"],
+            "trainable_params": count_parameters(self.net, trainable_only=True),
+            "load": f"dery.module.load_reassembled('{export_dir}')", "spec": self.spec}, name="model.json")
         return {"weights": str(weights), "card": str(card)}
 
 
-def load_reassembled(card_path: str | Path) -> torch.nn.Module:
-    """A trained reassembled network from its export card (no zoo weights needed)."""
-    card_path = Path(card_path)
-    if not card_path.is_file():
-        raise UserError(f"Export card not found: {card_path}.")
-    card = read_json(card_path, "DeRy export card", keys=("spec", "weights"))
-    net = build_network(card["spec"], pretrained=False)
-    net.load_state_dict(load_state_dict_file(card_path.parent / card["weights"]))
+def reassembled_from_card(card: Card) -> torch.nn.Module:
+    """The loader of kind dery-reassembled (entry point of kt.cards): the network its spec
+    builds, with the exported weights (no zoo weights needed), in eval mode."""
+    card.require("spec", "weights")
+    net = build_network(card.fields["spec"], pretrained=False)
+    net.load_state_dict(load_state_dict_file(card.weights(), what=f"Weights of export card {card.path}"))
     return net.eval()
+
+
+def load_reassembled(path: str | Path) -> torch.nn.Module:
+    """A trained reassembled network from its export folder or card (any export this module wrote)."""
+    return load_card(path, kinds_allowed=(KIND,))

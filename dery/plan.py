@@ -14,10 +14,11 @@ import torch
 import torch.nn as nn
 
 from dery.blocks import Block
-from dery.flops import count_flops, count_parameters
+from dery.flops import count_flops
 from dery.layout import channels, from_nchw, grid
 from dery.stitch import any_resolution, make_part
 from dery.zoo import Member
+from tasks.backbones import count_parameters
 
 
 class Unbuildable(Exception):

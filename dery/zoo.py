@@ -20,10 +20,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from dery.flops import count_flops, count_parameters
+from dery.flops import count_flops
 from dery.layout import channels, grid
 from dery.nodes import family_of, find_nodes
-from tasks.backbones import create_backbone, load_exported
+from tasks.backbones import count_parameters, create_backbone, load_exported
 from tasks.backbones.weights import load_backbone_weights
 from tasks.errors import UserError
 from tasks.files import read_json
@@ -186,7 +186,7 @@ def dissect(member: Member, input_size: tuple[int, int, int]) -> Member:
                             f"'{member.nodes[i - 1]}' as input, so the nodes are not a chain. Fix its nodes list.")
     member.in_shapes = [tuple(ins[i].shape[1:]) for i in range(len(member.nodes))]
     member.out_shapes = [tuple(outs[i].shape[1:]) for i in range(len(member.nodes))]
-    member.node_params = [sum(p.numel() for p in member.node(i).parameters()) for i in range(len(member.nodes))]
+    member.node_params = [count_parameters(member.node(i)) for i in range(len(member.nodes))]
     member.prefix_tokens = int(getattr(member.model, "num_prefix_tokens", 0)) if member.layout == "tokens" else 0
     member.flops = count_flops(member.model, torch.zeros(1, *input_size))[0]
     return member

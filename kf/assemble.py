@@ -20,8 +20,9 @@ from safetensors.torch import save_file
 from kf.factor import FactorNetwork, TaskSpecificNet
 from kf.task_spec import TaskSpec
 from tasks.backbones import count_parameters, create_backbone, small_stem_name
+from tasks.cards import Card, load_card, write_card
 from tasks.errors import UserError
-from tasks.files import read_json, read_safetensors
+from tasks.files import read_safetensors
 from tasks.run.boundary import guarded
 
 KIND = "kf_assembled"
@@ -81,14 +82,13 @@ class AssembledNetwork(nn.Module):
         export_dir.mkdir(parents=True, exist_ok=True)
         weights = export_dir / f"{name}.safetensors"
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(weights))
-        card = export_dir / f"{name}.json"
-        card.write_text(json.dumps({
-            "kind": KIND, "weights": weights.name, "ckn": self.ckn.kt_spec, "tsn": self.tsns[0].backbone.kt_spec,
+        card = write_card(export_dir, KIND, {
+            "weights": weights.name, "ckn": self.ckn.kt_spec, "tsn": self.tsns[0].backbone.kt_spec,
             "dim": self.heads[0].in_features, "gaussian_tsn": bool(getattr(self.tsns[0], "gaussian", False)),
             "tasks": [s.as_dict() for s in self.specs],
             "parameters": self.parameter_report(),
             "load": "kf.assemble.load_assembled('<this file>')",
-        }, indent=2))
+        }, name=f"{name}.json")
         return {"assembled": str(card), "assembled_weights": str(weights)}
 
 
@@ -109,19 +109,23 @@ def _timm(spec: dict, **extra) -> dict:
     return {"name": spec["timm_name"], **{k: v for k, v in spec["timm_kwargs"].items() if k != "num_classes"}, **extra}
 
 
-def load_assembled(card_path: str | Path) -> AssembledNetwork:
-    """Rebuild a saved AssembledNetwork (weights from safetensors only), in eval mode."""
-    card_path = Path(card_path)
-    card = read_json(card_path, "Assembled network card", "A KF run writes it to <run dir>/export/assembled.json.")
-    if card.get("kind") != KIND:
-        raise UserError(f"{card_path} is not an assembled KF network (kind={card.get('kind')!r}).")
-    specs = [TaskSpec(t["name"], t["factor"], tuple(tuple(g) for g in t["groups"])) for t in card["tasks"]]
-    ckn = create_backbone(**_timm(card["ckn"], num_classes=card["ckn"]["timm_kwargs"].get("num_classes", 0)))
-    tsns = [TaskSpecificNet(_timm(card["tsn"]), card["dim"], card.get("gaussian_tsn", False)) for _ in specs]
-    heads = [nn.Linear(card["dim"], s.num_classes) for s in specs]
+def assembled_from_card(card: Card) -> AssembledNetwork:
+    """The loader of kind kf_assembled (entry point of kt.cards): the AssembledNetwork its card
+    describes, weights from safetensors only, in eval mode."""
+    fields = card.require("ckn", "tsn", "dim", "tasks", "weights").fields
+    specs = [TaskSpec(t["name"], t["factor"], tuple(tuple(g) for g in t["groups"])) for t in fields["tasks"]]
+    ckn = create_backbone(**_timm(fields["ckn"], num_classes=fields["ckn"]["timm_kwargs"].get("num_classes", 0)))
+    tsns = [TaskSpecificNet(_timm(fields["tsn"]), fields["dim"], fields.get("gaussian_tsn", False)) for _ in specs]
+    heads = [nn.Linear(fields["dim"], s.num_classes) for s in specs]
     net = AssembledNetwork(ckn, tsns, heads, specs)
-    net.load_state_dict(read_safetensors(card_path.parent / card["weights"], f"Weights of {card_path}"))
+    net.load_state_dict(read_safetensors(card.weights(), f"Weights of {card.path}"))
     return net.eval()
+
+
+def load_assembled(card_path: str | Path) -> AssembledNetwork:
+    """A saved AssembledNetwork from its card (<run dir>/export/assembled.json, or a folder
+    that kf.assemble --out wrote), in eval mode."""
+    return load_card(card_path, kinds_allowed=(KIND,))
 
 
 @guarded("kf.assemble")

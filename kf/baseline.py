@@ -12,10 +12,10 @@ import torch
 
 from kf.evaluation import publish, representation_figures, representation_metrics, task_metrics
 from kf.figures import grouped_bars
-from kf.metrics import Collector
 from kf.multihead import MultiHeadNet
 from kf.task_module import TaskModule
 from tasks.backbones import count_parameters
+from tasks.collector import Collector
 from tasks.plots import log_figure
 
 
@@ -62,7 +62,7 @@ class MultiTaskModule(TaskModule):
         self._collector.add(y=y, z=z, **{f"logits{k}": lg for k, lg in enumerate(logits)})
 
     def on_test_epoch_end(self) -> None:
-        data = self._collector.gather(self)
+        data = self._collector.gather()
         metrics = self._report(data) if self.trainer.is_global_zero else None
         publish(self, metrics)
 

@@ -1,14 +1,14 @@
 """Evaluation of factor networks: per-task accuracy (also of the teacher, through the task
-groups), factor decoding for assembled subsets, linear-probe transfer, and the test-phase
-collector that gathers outputs across DDP ranks."""
+groups), factor decoding for assembled subsets and linear-probe transfer. The test phase
+collects its outputs across DDP ranks with tasks.collector.Collector."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
 import torch
+from torchmetrics.functional.classification import multiclass_accuracy
 
 from kf.losses import group_logits, kd_target
 from kf.task_spec import TaskSpec, decode_factor
@@ -44,7 +44,10 @@ def teacher_task_logits(teacher_logits: Sequence[torch.Tensor],
 
 
 def accuracy(scores: torch.Tensor, target: torch.Tensor) -> float:
-    return float((scores.argmax(1) == target).float().mean()) if len(target) else float("nan")
+    """Top-1 accuracy of (N, C) scores (torchmetrics' micro average: the fraction right)."""
+    if not len(target):
+        return float("nan")
+    return float(multiclass_accuracy(scores, target, num_classes=scores.shape[1], average="micro"))
 
 
 def balanced_accuracy(scores: torch.Tensor, target: torch.Tensor) -> float:
@@ -80,25 +83,3 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5, see
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     return float(cross_val_score(probe, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).mean())
 
-
-class Collector:
-    """Per-batch tensors kept on the CPU during the test epoch, gathered across ranks."""
-
-    def __init__(self):
-        self.store: dict[str, list[torch.Tensor]] = defaultdict(list)
-
-    def add(self, **tensors: torch.Tensor) -> None:
-        for key, value in tensors.items():
-            self.store[key].append(value.detach().float().cpu() if value.is_floating_point() else value.detach().cpu())
-
-    def gather(self, module) -> dict[str, torch.Tensor]:
-        """Concatenate over batches, then over DDP ranks (rank-major)."""
-        out = {}
-        for key, values in self.store.items():
-            local = torch.cat(values, 0)
-            if module.trainer is not None and module.trainer.world_size > 1:
-                stacked = module.all_gather(local.to(module.device))
-                local = stacked.reshape(-1, *local.shape[1:]).cpu()
-            out[key] = local
-        self.store.clear()
-        return out

@@ -22,11 +22,12 @@ from kf.factor import FactorNetwork
 from kf.figures import grouped_bars, matrix_figure
 from kf.losses import (INFOMAX_VARIANTS, KD_LOSSES, KD_TARGETS, infomax_loss, infomin_loss, kd_loss, label_smooth_ce,
                        mse_logit_loss, vib_infomin_loss)
-from kf.metrics import Collector, accuracy, decoded_accuracy, match_teacher, teacher_task_logits, teacher_task_probs
+from kf.metrics import accuracy, decoded_accuracy, match_teacher, teacher_task_logits, teacher_task_probs
 from kf.modularity import modularity_metrics
 from kf.task_module import TaskModule
 from kf.teacher import TeacherReader, TeacherSpec, load_teacher
 from tasks.backbones import count_parameters, export_backbone
+from tasks.collector import Collector
 from tasks.errors import UserError
 from tasks.frozen import attach_frozen
 from tasks.plots import log_figure, plots_dir
@@ -178,7 +179,7 @@ class KFModule(TaskModule):
         self._collector.add(**record)
 
     def on_test_epoch_end(self) -> None:
-        data = self._collector.gather(self)
+        data = self._collector.gather()
         metrics = self._report(data) if self.trainer.is_global_zero else None
         publish(self, metrics)
         self._assembled = None

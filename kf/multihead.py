@@ -3,7 +3,6 @@ network), and its export as safetensors + a JSON card that KF can load as a teac
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,9 +11,9 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 from kf.task_spec import TaskSpec
-from tasks.backbones import count_parameters, create_backbone, export_backbone, load_exported
-from tasks.errors import UserError
-from tasks.files import read_json, read_safetensors
+from tasks.backbones import count_parameters, create_backbone, export_backbone
+from tasks.cards import TIMM, Card, load_card, write_card
+from tasks.files import read_safetensors
 
 KIND = "multi_head"
 
@@ -47,22 +46,25 @@ class MultiHeadNet(nn.Module):
         files = export_backbone(self.backbone, export_dir, name=f"{name}_backbone")
         heads = export_dir / f"{name}_heads.safetensors"
         save_file({k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}, str(heads))
-        card = export_dir / f"{name}.json"
-        card.write_text(json.dumps({
-            "kind": KIND, "backbone": Path(files["card"]).name, "heads": heads.name, "feature_dim": self.feature_dim,
+        card = write_card(export_dir, KIND, {
+            "backbone": Path(files["card"]).name, "heads": heads.name, "feature_dim": self.feature_dim,
             "tasks": [s.as_dict() for s in self.specs], "num_parameters": count_parameters(self),
             "load": "kf.multihead.load_multi_head('<this file>')",
-        }, indent=2))
+        }, name=f"{name}.json")
         return {"card": str(card), "backbone": files["weights"], "heads": str(heads)}
 
 
-def load_multi_head(card_path: str | Path) -> MultiHeadNet:
-    """Rebuild an exported MultiHeadNet from its card."""
-    card_path = Path(card_path)
-    card = read_json(card_path, "Multi-head export card")
-    if card.get("kind") != KIND:
-        raise UserError(f"{card_path} is not a multi-head export (kind={card.get('kind')!r}).")
-    specs = [TaskSpec(t["name"], t["factor"], tuple(tuple(g) for g in t["groups"])) for t in card["tasks"]]
-    net = MultiHeadNet(load_exported(card_path.parent / card["backbone"]), specs, card["feature_dim"])
-    net.heads.load_state_dict(read_safetensors(card_path.parent / card["heads"], f"Heads of {card_path}"))
+def multi_head_from_card(card: Card) -> MultiHeadNet:
+    """The loader of kind multi_head (entry point of kt.cards): the shared backbone (its own
+    timm card beside this one) and the heads."""
+    fields = card.require("backbone", "heads", "feature_dim", "tasks").fields
+    specs = [TaskSpec(t["name"], t["factor"], tuple(tuple(g) for g in t["groups"])) for t in fields["tasks"]]
+    backbone = load_card(card.file(fields["backbone"], "Backbone card"), kinds_allowed=(TIMM,))
+    net = MultiHeadNet(backbone, specs, fields["feature_dim"])
+    net.heads.load_state_dict(read_safetensors(card.file(fields["heads"], "Heads"), f"Heads of {card.path}"))
     return net
+
+
+def load_multi_head(card_path: str | Path) -> MultiHeadNet:
+    """Rebuild an exported MultiHeadNet from its card (or the export folder holding it)."""
+    return load_card(card_path, kinds_allowed=(KIND,))

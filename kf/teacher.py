@@ -12,11 +12,11 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-from kf.multihead import KIND as MULTI_HEAD, load_multi_head
+from kf.multihead import KIND as MULTI_HEAD
 from kf.task_spec import TaskSpec
-from tasks.backbones import create_backbone, load_exported
+from tasks.backbones import create_backbone
+from tasks.cards import TIMM, load_card, read_card
 from tasks.errors import UserError
-from tasks.files import read_json
 from tasks.features import FeatureTap
 
 BN_MODES = ("eval", "train")
@@ -62,10 +62,11 @@ def load_teacher(spec: TeacherSpec, factor_sizes: dict[str, int]) -> tuple[nn.Mo
     if source.suffix == ".json":
         if not source.is_file():
             raise UserError(f"Teacher card {source} does not exist. " + MAKE_TEACHER)
-        if read_json(source, "Teacher card").get("kind") == MULTI_HEAD:
-            net = load_multi_head(source)
+        card = read_card(source)
+        if card.kind == MULTI_HEAD:
+            net = load_card(card)
             return net, net.specs
-        model = load_exported(source)
+        model = load_card(card, kinds_allowed=(TIMM,))
     elif source.suffix in WEIGHT_FILES or source.exists():
         if not spec.arch:
             raise UserError(f"Teacher checkpoint {source} needs its architecture: set model.teacher.arch=<timm name> "

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from repfusion.ema import ModelEMA
 from repfusion.pixels import PixelRange
 from repfusion.plots import sample_grid_figure
+from tasks.ema import ModelEMA
 from tasks.optim import configure_optimizers
 from tasks.plots import log_figure
 

@@ -25,13 +25,14 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from repfusion.ema import ModelEMA
 from repfusion.knn import knn_accuracy
 from repfusion.losses import FeatureLoss
 from repfusion.plots import timestep_figure
 from repfusion.policy import TimestepPolicy
 from repfusion.teacher import DiffusionTeacher
 from tasks.backbones import create_backbone, export_backbone
+from tasks.collector import Collector
+from tasks.ema import ModelEMA
 from tasks.errors import UserError
 from tasks.features import stage_features
 from tasks.frozen import attach_frozen, trainable_parameters
@@ -88,7 +89,7 @@ class RepFusionModule(pl.LightningModule):
         self.automatic_optimization = policy_optimizer is None
         self.t_histograms: list[list[int]] = []  # one row per finished epoch
         self._epoch_counts: torch.Tensor | None = None
-        self._eval_store: dict[str, list[torch.Tensor]] = {"features": [], "labels": []}
+        self._eval_store = Collector()  # pooled EMA-student features and labels of a val/test epoch
 
     def _prepare_student(self, image_size: int) -> tuple[int, int]:
         """Channels and positions of the tapped stage. Parameters the tapped feature does not
@@ -213,17 +214,16 @@ class RepFusionModule(pl.LightningModule):
             terms = self.policy.losses(draw, f_t, y)
             self.log(f"{stage}/probe_acc", terms["probe_acc"], batch_size=n, sync_dist=True)
             self.log(f"{stage}/loss_probe", terms["loss_probe"], batch_size=n, sync_dist=True)
-        self._eval_store["features"].append(f_s.float().mean(dim=(2, 3)))
-        self._eval_store["labels"].append(y)
+        self._eval_store.add(features=f_s.float().mean(dim=(2, 3)), labels=y)
 
     def _finish_evaluation(self, stage: str) -> None:
-        store, self._eval_store = self._eval_store, {"features": [], "labels": []}
-        if self.trainer.sanity_checking or not store["features"]:
+        if not self._eval_store:
             return
-        features, labels = torch.cat(store["features"]), torch.cat(store["labels"])
-        if self.trainer.world_size > 1:
-            features, labels = self.all_gather(features).flatten(0, 1), self.all_gather(labels).flatten(0, 1)
-        self.log(f"{stage}/knn_acc", knn_accuracy(features, labels, self.hparams.knn_k), prog_bar=stage == "val")
+        store = self._eval_store.gather()  # every rank's, rank-major
+        if self.trainer.sanity_checking:
+            return
+        self.log(f"{stage}/knn_acc", knn_accuracy(store["features"], store["labels"], self.hparams.knn_k),
+                 prog_bar=stage == "val")
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, batch_idx, "val")

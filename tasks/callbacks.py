@@ -8,12 +8,15 @@ import time
 from pathlib import Path
 
 from pytorch_lightning.callbacks import Callback, ProgressBar, RichProgressBar
+from pytorch_lightning.utilities import rank_zero_info
 
 from tasks.errors import TrainingDiverged
 
 
 class EpochLines(ProgressBar):
-    """For logs without a terminal: one line per epoch with its metrics, instead of bars."""
+    """For logs without a terminal: one line per epoch with its metrics, instead of bars. The
+    line goes through Lightning's rank-zero logger, so a DDP run prints it once, where
+    Lightning's own messages go (stderr, or the root logger's handlers when it has any)."""
 
     def __init__(self):
         super().__init__()
@@ -30,12 +33,12 @@ class EpochLines(ProgressBar):
         self._start = time.time()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not self._enabled or not trainer.is_global_zero:
+        if trainer.sanity_checking or not self._enabled:
             return
         metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k != "v_num"}
         shown = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         seconds = time.time() - self._start
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({seconds:.1f} s)", flush=True)
+        rank_zero_info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({seconds:.1f} s)")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.val_dataloaders or trainer.limit_val_batches == 0:

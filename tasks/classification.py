@@ -1,6 +1,7 @@
 """ClassificationModule: a timm backbone with its linear head, cross-entropy (optional label
-smoothing, or timm's Mixup/CutMix with soft targets), top-1/top-5 accuracy; the supervised
-baseline and every stage-2 fine-tune."""
+smoothing, or timm's Mixup/CutMix with soft targets), top-1/top-5 accuracy, and an optional
+EMA of the network (tasks.ema.ModelEMA) that validation, test and the export use; the
+supervised baseline and every stage-2 fine-tune."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tasks.backbones import create_backbone
 from tasks.backbones.export import export_timm, write_legacy_alias
 from tasks.data.base import batch_generator
 from tasks.data.toolbox import MixupCutmix
+from tasks.ema import ModelEMA
 from tasks.errors import UserError
 from tasks.optim import configure_optimizers
 
@@ -31,6 +33,7 @@ class ClassificationModule(pl.LightningModule):
         scheduler: Callable | None = None,
         label_smoothing: float = 0.0,
         mixup: dict[str, Any] | None = None,
+        ema_decay: float | None = None,
     ):
         super().__init__()
         if mixup and label_smoothing:
@@ -41,6 +44,8 @@ class ClassificationModule(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing = label_smoothing
         self.mixup = MixupCutmix(**mixup, num_classes=num_classes) if mixup else None
+        # a submodule, so checkpoints hold it and a resume continues it; constant decay, as Lightning's callback had
+        self.ema = ModelEMA(self.net, ema_decay, warmup=False) if ema_decay else None
         top_k = min(5, num_classes)
         self.metrics = torch.nn.ModuleDict({
             f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
@@ -56,6 +61,16 @@ class ClassificationModule(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    @property
+    def evaluated_net(self) -> torch.nn.Module:
+        """What validation, test and the export use: the EMA of the network when model.ema_decay is set."""
+        return self.ema.model if self.ema is not None else self.net
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # once per optimiser step (not per accumulated batch); the count survives a resume with the EMA
+        if self.ema is not None and self.trainer.global_step > int(self.ema.num_updates):
+            self.ema.update(self.net)
 
     def on_fit_start(self) -> None:
         data = self.trainer.datamodule
@@ -80,7 +95,7 @@ class ClassificationModule(pl.LightningModule):
 
     def _evaluate(self, batch, stage: str) -> None:
         x, y = batch
-        logits = self(x)
+        logits = self.evaluated_net(x)
         loss = getattr(self, f"{stage}_loss")
         loss(F.cross_entropy(logits.float(), y))
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
@@ -107,6 +122,6 @@ class ClassificationModule(pl.LightningModule):
 
     def export_artifacts(self, export_dir: Path) -> dict[str, str]:
         """timm's Hub layout: config.json + model.safetensors (timm.create_model("local-dir:<dir>"))."""
-        files = export_timm(self.net, export_dir)
-        write_legacy_alias(self.net, export_dir)  # model.json for the method loaders until they read tasks.cards
+        files = export_timm(self.evaluated_net, export_dir)
+        write_legacy_alias(self.evaluated_net, export_dir)  # model.json: the path KF chains and DeRy zoos name
         return files

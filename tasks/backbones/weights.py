@@ -73,7 +73,7 @@ def export_backbone(model: nn.Module, export_dir: str | Path, name: str = "model
         "timm_name": spec["timm_name"],
         "timm_kwargs": kwargs,
         "weights": weights.name,
-        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "num_parameters": count_parameters(model),
         "load": (
             ("import tasks.backbones  # registers *_smallstem variants\n" if spec["timm_name"].endswith("_smallstem") else "")
             + f"timm.create_model('{spec['timm_name']}', pretrained=True, "
@@ -95,6 +95,7 @@ def load_exported(card_path: str | Path, **overrides: Any) -> nn.Module:
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Its parameters (shared ones once), or only those that require grad."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 

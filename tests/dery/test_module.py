@@ -98,3 +98,29 @@ def test_random_init_control(tiny_spec, tmp_path):
     assert _blocks_vs_zoo(spec, {f"blocks.{k}": v for k, v in one.blocks.state_dict().items()}) == (False, True)
     with pytest.raises(UserError, match="model.init=random with model.mode=frozen"):
         run_in_process(["experiment=dery_digits", f"model.spec={tiny_spec}", "model.init=random", *TINY], tmp_path / "r")
+
+
+def test_the_export_loads_through_the_card_registry_in_both_layouts(tiny_spec, tmp_path):
+    """load_card on the export folder and load_reassembled on a card as the writer before
+    tasks.cards wrote it (no format field) both give the exported network exactly."""
+    import functools
+    import shutil
+
+    from dery.module import KIND, ReassembledModule
+    from tasks.cards import load_card, read_card
+
+    module = ReassembledModule(str(tiny_spec), 10, functools.partial(torch.optim.AdamW, lr=1e-3)).eval()
+    files = module.export_artifacts(tmp_path / "new")
+    card = json.loads((tmp_path / "new" / "model.json").read_text())
+    assert (card["kind"], card["format"], read_card(tmp_path / "new").kind) == (KIND, 2, KIND)
+    (tmp_path / "old").mkdir()
+    shutil.copy(files["weights"], tmp_path / "old" / "model.safetensors")
+    (tmp_path / "old" / "model.json").write_text(json.dumps({k: v for k, v in card.items() if k != "format"}))
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        want = module.net(x)
+        for net in (load_card(tmp_path / "new"), load_reassembled(tmp_path / "old" / "model.json")):
+            assert not net.training and torch.equal(net(x), want)
+    with pytest.raises(UserError, match="of kind 'dery-reassembled'; expected timm"):
+        load_card(tmp_path / "new", kinds_allowed=("timm",))

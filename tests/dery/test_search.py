@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dery.blocks import Block
-from dery.flops import count_flops, count_parameters
+from dery.flops import count_flops
 from dery.plan import Planner
 from dery.candidates import Budget, Pool, exhaustive, random_search, search
 from dery.milp import milp
@@ -24,6 +24,7 @@ from dery.probe import Probe
 from dery.search import kendall_tau, load_partition, zoo_members
 from dery.spec import build_network, load_spec, save_spec, spec_of
 from dery.zoo import load_zoo
+from tasks.backbones import count_parameters
 from tasks.errors import UserError
 from tests.dery.conftest import compose_stage
 from tests.dery.families import FAMILIES, stage_partition

@@ -143,5 +143,36 @@ def test_load_refuses_other_files(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_assembled(tmp_path / "missing.json")
     (tmp_path / "card.json").write_text('{"kind": "multi_head"}')
-    with pytest.raises(UserError, match="not an assembled KF network"):
+    with pytest.raises(UserError, match="is an export of kind 'multi_head'; expected kf_assembled"):
         load_assembled(tmp_path / "card.json")
+
+
+def test_exports_load_through_the_card_registry_in_both_layouts(trained, tmp_path):
+    """The assembled network and the multi-head network: load_card on the export folder, and
+    the method's loader on a card as the writer before tasks.cards wrote it (no format field),
+    give the saved network exactly."""
+    import json
+    import shutil
+
+    from kf.assemble import KIND as ASSEMBLED
+    from kf.multihead import KIND as MULTI_HEAD, MultiHeadNet, load_multi_head
+    from tasks.cards import load_card
+
+    net, specs = trained
+    x = torch.randn(3, 3, 32, 32)
+    torch.manual_seed(2)
+    multi = MultiHeadNet.create(TINY_NET, specs).eval()
+    saved = {"assembled": (assemble(net, specs), ASSEMBLED, load_assembled),
+             "model": (multi, MULTI_HEAD, load_multi_head)}
+    for name, (network, kind, loader) in saved.items():
+        new, old = tmp_path / f"{name}_new", tmp_path / f"{name}_old"
+        network.save(new) if name == "assembled" else network.export(new)
+        card = json.loads((new / f"{name}.json").read_text())
+        assert (card["kind"], card["format"]) == (kind, 2)
+        shutil.copytree(new, old)
+        (old / f"{name}.json").write_text(json.dumps({k: v for k, v in card.items() if k != "format"}))
+        with torch.no_grad():
+            want = network(x)
+            for loaded in (load_card(new / f"{name}.json"), loader(old / f"{name}.json"), loader(old)):
+                outputs = loaded.eval()(x)  # the multi-head loader leaves the mode to its caller (KF freezes it)
+                assert type(loaded) is type(network) and all(torch.equal(a, b) for a, b in zip(outputs, want)), name

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from repfusion.ema import ModelEMA
 from repfusion.knn import knn_accuracy
 from tasks.backbones import create_backbone
+from tasks.ema import ModelEMA
 from tasks.features import stage_features
 from tasks.checkpoints import load_checkpoint
 from tasks.data import load_digit_images
@@ -221,6 +221,11 @@ def test_label_free_stage1_runs_without_labels_and_feeds_dense_stage2(teacher_di
     card = json.loads((tmp_path / "stage1" / "export" / "backbone.json").read_text())
     assert card["labels_used"] is False and card["timestep_mode"] == "fixed"
     export = summary["export"]["backbone"]
+    from tasks.cards import load_card
+
+    student = load_card(tmp_path / "stage1" / "export").state_dict()  # the timm kind reads its backbone.json
+    assert student.keys() == load_file(export).keys()
+    assert all(torch.equal(student[k], v) for k, v in load_file(export).items())
     config = compose_config(["experiment=repfusion_seg_digits", f"model.backbone.init={export}"], tmp_path / "x")
     module = build("model", config.model)
     weights = load_file(export)

@@ -20,12 +20,31 @@ def test_missing_teacher_says_which_command_makes_it(tmp_path):
 
 @pytest.mark.slow
 def test_stage1_under_ddp_cpu_two_processes(teacher_dir, tmp_path):
-    result = run_cli([*stage1_overrides(teacher_dir), "trainer=ddp_cpu", f"hydra.run.dir={tmp_path}"])
+    import torch
+
+    from repfusion.knn import knn_accuracy
+    from tasks.cards import load_card, read_card
+    from tasks.features import stage_features
+    from tasks.run.instantiate import build
+    from tests.conftest import compose_config
+
+    overrides = stage1_overrides(teacher_dir)
+    result = run_cli([*overrides, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path}"])
     assert result.returncode == 0, result.stderr[-3000:]
     summary = read_summary(tmp_path)
-    assert "test/knn_acc" in summary["test"]
     per_epoch = json.loads((tmp_path / "export" / "timesteps.json").read_text())["per_epoch"]
     assert per_epoch == [per_epoch[0]] and sum(per_epoch[0]) == 2 * 3 * 16  # both ranks' draws gathered
+    # Rank r tests samples r, r + 2, ... (one batch of 64 each); the kNN accuracy of the gathered
+    # features, rank-major, is the one the exported EMA student gives on those 128 samples in one process.
+    data = build("data", compose_config(overrides, tmp_path / "data").data)
+    data.setup("test")
+    x, y = map(torch.cat, zip(*(batch for _, batch in zip(range(2), data.test_dataloader()))))
+    rank_major = torch.cat([torch.arange(0, 128, 2), torch.arange(1, 128, 2)])
+    card = read_card(tmp_path / "export")
+    with torch.no_grad():
+        f_s = stage_features(load_card(card).eval(), data.normalize(x[rank_major]), card.fields["feature_index"])[0]
+    want = knn_accuracy(f_s.float().mean(dim=(2, 3)), y[rank_major], k=10)
+    assert summary["test"]["test/knn_acc"] == pytest.approx(want, abs=1e-6)
 
 
 @pytest.mark.slow

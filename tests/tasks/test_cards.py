@@ -118,9 +118,17 @@ def test_kinds_come_from_the_entry_point_group(tmp_path, monkeypatch):
 
 
 def test_the_installed_project_registers_its_kinds_as_entry_points():
+    """pyproject.toml's [project.entry-points."kt.cards"] names every kind's loader (an install
+    older than a kind misses it: pip install -e . again)."""
+    from dery.module import KIND as REASSEMBLED, reassembled_from_card
+    from kf.assemble import KIND as ASSEMBLED, assembled_from_card
+    from kf.multihead import KIND as MULTI_HEAD, multi_head_from_card
     from tasks.backbones.export import load_timm_card
 
-    assert cards._entry_points()["timm"].load() is load_timm_card  # pyproject.toml's [project.entry-points."kt.cards"]
+    loaders = {"timm": load_timm_card, REASSEMBLED: reassembled_from_card, ASSEMBLED: assembled_from_card,
+               MULTI_HEAD: multi_head_from_card}
+    assert {kind: cards._entry_points()[kind].load() for kind in loaders} == loaders
+    assert cards.kinds() == sorted(loaders)
 
 
 def test_stamp_writes_into_cards_only(tmp_path):

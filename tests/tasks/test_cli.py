@@ -46,6 +46,9 @@ def test_ddp_cpu_runs_two_processes_into_one_run_dir(tmp_path):
     assert (run / "metrics.csv").is_file() and list((run / "wandb").glob("offline-run-*"))
     summary = read_summary(run)
     assert summary["global_step"] == 2 and "test/acc" in summary["test"]
+    # two processes, one epoch line: it goes through the rank-zero logger (and rank 1 disables its bar)
+    epoch_lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("epoch 1/1 ")]
+    assert len(epoch_lines) == 1 and "train/loss=" in epoch_lines[0] and "val/acc=" in epoch_lines[0], epoch_lines
 
 
 @pytest.mark.slow

@@ -77,3 +77,36 @@ def test_every_chain_stage_composes(chain_name, tmp_path):
             cfg = compose_config(args, tmp_path)
             check_config(cfg, sections=("data", "model", "trainer", "callbacks", "logger"))
         assert cfg is not None
+
+
+# The originals' toolbox (DeRy configs/dery/imagenet/* + _base_/datasets/imagenet_bs64_swin_224.py;
+# KF cls/configs/_base_/datasets/cifar10_bs128.py): docs/dery.md and docs/kf.md have the tables.
+ORIGINAL_TOOLBOX = {
+    "dery_imagenet": {"ops": "increasing", "erase_p": 0.25, "mixup": (0.1, 1.0, 1.0, 0.5, 0.1), "smoothing": 0.0},
+    "kf_cifar10": {"ops": "plain", "erase_p": 0.2, "mixup": None, "smoothing": 0.1},
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(ORIGINAL_TOOLBOX))
+def test_original_recipes_compose_with_their_toolbox(experiment, tmp_path):
+    from hydra.utils import instantiate
+
+    from tasks.data.toolbox import MixupCutmix
+
+    want = ORIGINAL_TOOLBOX[experiment]
+    cfg = compose_config([f"experiment={experiment}"], tmp_path)
+    check_config(cfg)
+    rand_augment = instantiate(cfg.data.rand_augment)._transform(32)  # timm's RandAugment, as the run builds it
+    assert rand_augment.num_layers == 2
+    assert {(op.magnitude, op.magnitude_std) for op in rand_augment.ops} == {(9, 0.5)}
+    assert ("PosterizeIncreasing" in {op.name for op in rand_augment.ops}) == (want["ops"] == "increasing")
+    erasing = instantiate(cfg.data.random_erasing)
+    assert (erasing.probability, erasing.mode) == (want["erase_p"], "pixel")
+    mixup = cfg.model.get("mixup")
+    if want["mixup"] is None:
+        assert mixup is None
+    else:
+        timm_mixup = MixupCutmix(**mixup, num_classes=cfg.model.num_classes)._mixup
+        assert (timm_mixup.mixup_alpha, timm_mixup.cutmix_alpha, timm_mixup.mix_prob, timm_mixup.switch_prob,
+                timm_mixup.label_smoothing) == want["mixup"]
+    assert cfg.model.label_smoothing == want["smoothing"]

@@ -147,7 +147,7 @@ def test_kf_assemble_bad_key_value_and_file(tmp_path, capsys):
     assert code == 2 and "Unknown tasks ['low_hihg']; this network holds ['low_high']" in err
     card.write_bytes(JUNK)
     code, err = _exit(capsys, main, [str(card), "--tasks", "low_high", "--out", str(tmp_path / "o")])
-    assert code == 2 and f"Assembled network card {card} is a binary file" in err and not (tmp_path / "o").exists()
+    assert code == 2 and f"Export card {card} is a binary file" in err and not (tmp_path / "o").exists()
 
 
 def test_chain_bad_key_value_and_file_stop_before_the_chain_dir_exists(tmp_path, capsys):
@@ -221,4 +221,4 @@ def test_kt_report_and_kf_assemble_as_commands(tmp_path):
     card = tmp_path / "assembled.json"
     card.write_text("[]")
     result = run_cli([str(card), "--tasks", "a", "--out", str(tmp_path / "o")], module="kf.assemble")
-    assert f"Assembled network card {card} holds a list, not a mapping of keys" in _no_traceback(result)
+    assert f"Export card {card} holds a list, not a mapping of keys" in _no_traceback(result)

@@ -40,10 +40,11 @@ def test_checkpoint_loads_weights_only_and_export_reloads_with_timm(tmp_path):
     assert (run / "metrics.csv").is_file() and (run / "summary.json").is_file()
 
 
-def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("ema", [[], ["model.ema_decay=0.9"]], ids=["plain", "ema"])
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path, ema):
     common = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
               "trainer.num_sanity_val_steps=0", "logger=csv", "trainer.deterministic=true",
-              "trainer.enable_model_summary=false", "export=false"]
+              "trainer.enable_model_summary=false", "export=false", *ema]
     straight = run_in_process(common + ["trainer.max_epochs=2"], tmp_path / "straight")
     run_in_process(common + ["trainer.max_epochs=1"], tmp_path / "split")
     resumed = run_in_process(common + ["trainer.max_epochs=2", f"resume={tmp_path / 'split'}"], tmp_path / "split")
@@ -103,7 +104,27 @@ def test_wandb_run_id_is_kept_per_run_dir(tmp_path):
 
 
 def test_bf16_mixed_with_weight_ema(tmp_path):
-    summary = run_in_process(TINY + ["trainer.precision=bf16-mixed", "callbacks=ema"], tmp_path / "run")
-    ckpt = load_checkpoint(summary["checkpoints"]["last"])
-    assert "averaging_state" in ckpt and "current_model_state" in ckpt  # EMA weights are the checkpoint's state_dict
-    assert summary["test"]["test/acc"] >= 0.0
+    """model.ema_decay: the checkpoint holds the EMA beside the network, one update per optimiser
+    step; the test phase and the export use the EMA, not the network."""
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    summary = run_in_process(TINY + ["trainer.precision=bf16-mixed", "model.ema_decay=0.5"], run)
+    state = load_checkpoint(summary["checkpoints"]["last"])["state_dict"]
+    ema = {k.removeprefix("ema.model."): v for k, v in state.items() if k.startswith("ema.model.")}
+    net = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    assert ema.keys() == net.keys() and int(state["ema.num_updates"]) == summary["global_step"] == 2
+    exported = load_file(str(run / "export" / "model.safetensors"))
+    assert all(torch.equal(exported[k], v) for k, v in ema.items())
+    assert any(not torch.equal(v, net[k]) for k, v in ema.items() if v.is_floating_point() and "running" not in k)
+    data = DigitsDataModule(batch_size=64)
+    data.setup("test")
+    x, y = next(iter(data.test_dataloader()))
+    losses = {}
+    for name, weights in (("ema", ema), ("net", net)):
+        model = load_exported(run / "export").eval()
+        model.load_state_dict(weights)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            losses[name] = float(torch.nn.functional.cross_entropy(model(data.normalize(x)).float(), y))
+    assert summary["test"]["test/loss"] == pytest.approx(losses["ema"], abs=1e-4), losses
+    assert abs(losses["net"] - losses["ema"]) > 1e-2, losses

@@ -1,7 +1,8 @@
-"""ModelEMA: an exponential moving average of a model's parameters, kept as a frozen copy
-inside the LightningModule (so it is saved in checkpoints): the stage-1 student's, exported
-as the backbone, and the DDPM U-Net's, which samples and is exported. Buffers (BN
-statistics) are copied, not averaged, as the original's EMAHook."""
+"""ModelEMA: the one exponential moving average of a model's parameters, kept as a frozen copy
+inside the LightningModule (so it is saved in checkpoints and a resume continues it exactly):
+RepFusion's stage-1 student (exported as the backbone), the DDPM U-Net (samples and is
+exported) and a classifier's network with model.ema_decay (validated, tested and exported).
+Buffers (BN statistics) are copied, not averaged, as the original's EMAHook."""
 
 from __future__ import annotations
 
