@@ -47,7 +47,7 @@ def start(job: Job, log_dir: Path, env: dict[str, str]) -> tuple[subprocess.Pope
         handle.write(" ".join(command[1:]) + "\n\n")
         handle.flush()
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # its own process group: stopped with its children
+                                   process_group=0)  # its own process group (same session): stopped with its children
     print(f"[{time.strftime('%H:%M:%S')}] start {job.key}", flush=True)
     return process, time.monotonic()
 

@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     budget = args.budget_s if args.budget_s is not None else float("inf")
-    reserve = 0.0 if args.no_throughput else (args.throughput_s if args.throughput_s is not None
-                                              else min(120.0, budget / 4))
+    reserve = 0.0 if args.no_throughput or args.budget_s is None else (
+        args.throughput_s if args.throughput_s is not None else min(120.0, budget / 4))
     max_jobs = args.jobs or (2 if args.smoke else 8)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // max_jobs)))

@@ -147,12 +147,20 @@ def plain_step_flops(batch: int) -> float:
     return counter.get_total_flops()  # the augmentation's affine grid and the SGD update count no FLOPs here
 
 
-def smoke(tmp_path: Path, only: str, *extra: str) -> tuple[dict, str]:
+def smoke(tmp_path: Path, only: str, *extra: str, exit_code: int = 0) -> tuple[dict, str]:
     out = tmp_path / "out"
     command = [sys.executable, "-m", "benchmarks.gpu.studies", "--smoke", "--only", only, "--out", str(out), *extra]
     result = subprocess.run(command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == exit_code, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((out / "gpu_summary.json").read_text()), (out / "gpu_report.md").read_text()
+
+
+@needs_fashion
+def test_a_spent_budget_starts_nothing_and_still_writes_the_report(tmp_path):
+    summary, report = smoke(tmp_path, "kf", "--budget-s", "0.01", "--no-throughput", exit_code=1)
+    assert [j["state"] for j in summary["jobs"]] == ["not started"] * 4
+    assert summary["entries"]["kf"]["chain"]["unfinished"] == sorted(j["key"] for j in summary["jobs"])
+    assert "| kf | 0 of 4 | 0 / 0 / 4 |" in report and "- kf/groups/seed0: not started" in report
 
 
 @needs_fashion
