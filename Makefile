@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install train baseline fashion test test-fast bench gpu-smoke clean
+.PHONY: install train baseline fashion lint test test-fast bench gpu-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ fashion:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "No apt-get here. Download the four .gz files from" \
 	  "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ and set data.root=<folder>." >&2; exit 2; fi
+
+# ruff, configured in pyproject.toml: the lint rules and the format check (CI runs it before the tests).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test: $(STAMP)
 	$(PY) -m pytest -q

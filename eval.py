@@ -33,8 +33,9 @@ def _trainer(cfg: DictConfig, loggers: list):
 
     # Lightning asks for the run's ModelCheckpoint when a ckpt_path is given: a test does not save, so it is not needed.
     warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
-    return build("trainer", cfg.trainer, callbacks=[progress_bar()], logger=loggers or False,
-                 enable_checkpointing=False)
+    return build(
+        "trainer", cfg.trainer, callbacks=[progress_bar()], logger=loggers or False, enable_checkpointing=False
+    )
 
 
 def test(cfg: DictConfig, source) -> dict:
@@ -46,11 +47,14 @@ def test(cfg: DictConfig, source) -> dict:
     datamodule = build("data", data_node(cfg, source))
     datamodule.prepare_data()
     datamodule.setup("test")  # missing or broken data files stop here, before Lightning starts
-    expected = source.module.hparams.get("num_classes") or getattr(getattr(source.module, "net", None),
-                                                                    "num_classes", None)
+    expected = source.module.hparams.get("num_classes") or getattr(
+        getattr(source.module, "net", None), "num_classes", None
+    )
     if expected and getattr(datamodule, "num_classes", None) and datamodule.num_classes != expected:
-        raise UserError(f"The data has {datamodule.num_classes} classes but the network of ckpt={cfg.ckpt} "
-                        f"predicts {expected}. Test it on data with its own classes.")
+        raise UserError(
+            f"The data has {datamodule.num_classes} classes but the network of ckpt={cfg.ckpt} "
+            f"predicts {expected}. Test it on data with its own classes."
+        )
     loggers = build_group("logger", cfg.get("logger"))
     try:
         trainer = _trainer(cfg, loggers)
@@ -74,10 +78,16 @@ def predict(cfg: DictConfig, source, out: Path) -> dict:
     paths = list_images(root)
     trainer = _trainer(cfg, [])
     if trainer.world_size > 1:  # trainer.predict returns each process's share only
-        raise UserError(f"mode=predict runs on one device; this trainer has {trainer.world_size} processes. "
-                        "Set trainer.devices=1 trainer.num_nodes=1.")
-    outputs = trainer.predict(source.module, dataloaders=image_loader(paths, source.preprocessing, cfg.batch_size),
-                              ckpt_path=source.checkpoint, weights_only=True)
+        raise UserError(
+            f"mode=predict runs on one device; this trainer has {trainer.world_size} processes. "
+            "Set trainer.devices=1 trainer.num_nodes=1."
+        )
+    outputs = trainer.predict(
+        source.module,
+        dataloaders=image_loader(paths, source.preprocessing, cfg.batch_size),
+        ckpt_path=source.checkpoint,
+        weights_only=True,
+    )
     logits = class_scores(outputs, len(paths))
     text = predictions_csv(paths, root, logits, cfg.top_k, source.class_names)
     csv_path = files.write_text(out / "predictions.csv", text)  # a temp file, then a rename
@@ -97,15 +107,18 @@ def evaluate(cfg: DictConfig) -> dict:
     start = time.time()
     check_config(cfg, ("data", "trainer", "logger"), command="eval")  # preflight did this for the command line
     if cfg.mode == "test" and cfg.get("data_dir"):
-        raise UserError(f"data_dir={cfg.data_dir} is read by mode=predict only; add mode=predict, or drop data_dir "
-                        "to test on data=<group>.")
+        raise UserError(
+            f"data_dir={cfg.data_dir} is read by mode=predict only; add mode=predict, or drop data_dir "
+            "to test on data=<group>."
+        )
     if cfg.mode == "predict" and not cfg.get("data_dir"):
         raise UserError("mode=predict needs the folder of images: data_dir=<folder>.")
     out = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     source = resolve(str(cfg.ckpt))
-    log.info("ckpt=%s: %s %s%s", cfg.ckpt, source.kind, source.path,
-             f" (run {source.run_dir})" if source.run_dir else "")
+    log.info(
+        "ckpt=%s: %s %s%s", cfg.ckpt, source.kind, source.path, f" (run {source.run_dir})" if source.run_dir else ""
+    )
     result = test(cfg, source) if cfg.mode == "test" else predict(cfg, source, out)
     log.info("%s", result.get("test") or f"{result.get('images')} predictions in {result.get('predictions')}")
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}

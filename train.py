@@ -48,8 +48,9 @@ def train(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("fit")  # missing or broken data files stop here; Lightning's own setup call is then a no-op
     loggers = build_group("logger", cfg.get("logger"))
-    trainer = build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                    **trainer_plugins(cfg.trainer))
+    trainer = build(
+        "trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, **trainer_plugins(cfg.trainer)
+    )
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -65,8 +66,14 @@ def train(cfg: DictConfig) -> dict:
         exports = {}
         hydra_cfg = HydraConfig.get()
         if cfg.get("export") and hasattr(model, "export_artifacts") and trainer.is_global_zero:
-            run = {"task_name": cfg.task_name, "experiment": hydra_cfg.runtime.choices.get("experiment"),
-                   "run_dir": str(out), "seed": cfg.seed, "test": test_metrics, "overrides": list(hydra_cfg.overrides.task)}
+            run = {
+                "task_name": cfg.task_name,
+                "experiment": hydra_cfg.runtime.choices.get("experiment"),
+                "run_dir": str(out),
+                "seed": cfg.seed,
+                "test": test_metrics,
+                "overrides": list(hydra_cfg.overrides.task),
+            }
             # all or nothing (a temp folder, then a rename); the run's and the data's fields go into the export's card
             exports = export_run(model, out / "export", run, data_config(datamodule))
         summary = {

@@ -23,7 +23,9 @@ BATCH = 64
 
 
 def make_data() -> DigitsDataModule:
-    dm = DigitsDataModule(batch_size=BATCH, seed=0, batch_augment=RandomAffine(degrees=10, translate_px=2, scale=(0.9, 1.1)))
+    dm = DigitsDataModule(
+        batch_size=BATCH, seed=0, batch_augment=RandomAffine(degrees=10, translate_px=2, scale=(0.9, 1.1))
+    )
     dm.setup("fit")
     return dm
 
@@ -31,9 +33,12 @@ def make_data() -> DigitsDataModule:
 def lightning_run(steps: int):
     torch.manual_seed(0)
     dm = make_data()
-    module = ClassificationModule(backbone={"name": "resnet18"}, num_classes=10,
-                                  optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True),
-                                  scheduler=functools.partial(cosine, warmup_epochs=1))
+    module = ClassificationModule(
+        backbone={"name": "resnet18"},
+        num_classes=10,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True),
+        scheduler=functools.partial(cosine, warmup_epochs=1),
+    )
 
     def run():
         return fit_seconds(module, dm, steps)
@@ -76,15 +81,21 @@ def plain_run(steps: int):
 
 def main() -> None:
     args = step_args(__doc__)
-    times = side_by_side({"lightning": lightning_run(args.steps), "plain_pytorch": plain_run(args.steps)}, rounds=args.rounds)
+    times = side_by_side(
+        {"lightning": lightning_run(args.steps), "plain_pytorch": plain_run(args.steps)}, rounds=args.rounds
+    )
     images = args.steps * BATCH
     throughput = {name: images / seconds for name, seconds in times.items()}
-    record("classifier_throughput", {
-        "what": "ResNet-18 on digits 32x32, batch 64, SGD + cosine, train-time augmentation, CPU",
-        "steps_per_round": args.steps, "rounds": args.rounds,
-        "images_per_second": throughput,
-        "ratio_lightning_over_plain": throughput["lightning"] / throughput["plain_pytorch"],
-    })
+    record(
+        "classifier_throughput",
+        {
+            "what": "ResNet-18 on digits 32x32, batch 64, SGD + cosine, train-time augmentation, CPU",
+            "steps_per_round": args.steps,
+            "rounds": args.rounds,
+            "images_per_second": throughput,
+            "ratio_lightning_over_plain": throughput["lightning"] / throughput["plain_pytorch"],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ import logging
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -46,13 +46,26 @@ class _TrainLoopTimer(pl.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def fit_seconds(module: pl.LightningModule, datamodule: pl.LightningDataModule, steps: int, **trainer_kwargs) -> Measured:
+def fit_seconds(
+    module: pl.LightningModule, datamodule: pl.LightningDataModule, steps: int, **trainer_kwargs
+) -> Measured:
     """One epoch of `steps` training batches on the CPU under a fresh Trainer (no logger,
     checkpoints, bar or validation); returns the seconds of its training steps."""
     timer = _TrainLoopTimer()
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
-                         num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[timer], **trainer_kwargs)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        **trainer_kwargs,
+    )
     trainer.fit(module, datamodule=datamodule)
     return Measured(timer.seconds)
 
@@ -82,11 +95,17 @@ def step_args(description: str) -> argparse.Namespace:
 def record(name: str, result: dict, path: Path | None = None) -> Path:
     """Write benchmarks/results/<name>.json (or `path`) with the machine it ran on, and print it."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "when": datetime.now().isoformat(timespec="seconds"),
-               "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                           "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-                           "torch": torch.__version__},
-               **result}
+    payload = {
+        "benchmark": name,
+        "when": datetime.now().isoformat(timespec="seconds"),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "torch": torch.__version__,
+        },
+        **result,
+    }
     path = Path(path) if path is not None else RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     print(json.dumps(payload, indent=2))

@@ -5,7 +5,8 @@ Zoos: the first 3, 6, 9 and 12 members of conf/dery/zoo/random12.yaml (random in
 family, 32 px) at K = 4 with same-stage equivalence sets (block k of every member in set k:
 the most valid candidates a partition allows), and, with --partition, a real partition run
 (the digits zoo of `python -m tasks.chain dery_digits`) at its chain's budgets, and its
-trained members with same-stage sets. NASWOT batches: 5 x 32 class-stratified digits, as the search uses. Side by side per zoo:
+trained members with same-stage sets. NASWOT batches: 5 x 32 class-stratified digits, as the search
+uses. Side by side per zoo:
   plan_s        exact parameters and FLOPs of every valid candidate (the enumeration)
   tree_s        NASWOT of every feasible candidate through the prefix tree (no cache)
   alone_s_per   NASWOT of one candidate scored alone (a random sample of --alone of them),
@@ -48,8 +49,9 @@ def stage_sets(members) -> dict:
     out = {"K": 4, "members": {}}
     for name, m in members.items():
         cuts = MemberNodes.of(name, m.node_params, 4, 0.2).feasible[0]
-        out["members"][name] = {"blocks": [{"stage": k, "start": int(cuts[k]), "end": int(cuts[k + 1]) - 1, "set": k}
-                                           for k in range(4)]}
+        out["members"][name] = {
+            "blocks": [{"stage": k, "start": int(cuts[k]), "end": int(cuts[k + 1]) - 1, "set": k} for k in range(4)]
+        }
     return out
 
 
@@ -78,18 +80,32 @@ def measure(label: str, pool: Pool, planner: Planner, members, batches, budget: 
     milp_s = time.perf_counter() - start
     top5 = set(np.argsort(scores)[::-1][:5].tolist())
     hits = 0
-    for seed in range(args.seeds):   # the random search's draw, scored with the same (cached) scores
+    for seed in range(args.seeds):  # the random search's draw, scored with the same (cached) scores
         drawn = np.random.default_rng(seed).choice(len(feasible), size=min(500, len(feasible)), replace=False)
         hits += int(drawn[np.argmax(np.asarray(scores)[drawn])] in top5)
-    row = {"zoo": label, "members": len(members), "budget": budget.describe(), "combinations": pool.size(),
-           "valid": len(plans), "feasible": len(feasible), "plan_s": plan_s, "tree_s": tree_s,
-           "tree_ms_per_candidate": 1e3 * tree_s / len(feasible), "evaluated_stages": tree.evaluated_stages,
-           "stages_alone": 5 * len(feasible), "alone_sample": len(sample), "alone_s_per_candidate": alone_s,
-           "tree_speedup": alone_s * len(feasible) / tree_s,
-           "tree_equals_alone": all(scores[i] == a for i, a in zip(sample, alone)),
-           "milp_top20_s": milp_s, "random500_top5": f"{hits}/{args.seeds}", "random500_top5_rate": hits / args.seeds,
-           "random500_top5_exact": top5_probability(len(feasible)), "best_naswot": float(max(scores)),
-           "best": pool.label(feasible[int(np.argmax(scores))].blocks)}
+    row = {
+        "zoo": label,
+        "members": len(members),
+        "budget": budget.describe(),
+        "combinations": pool.size(),
+        "valid": len(plans),
+        "feasible": len(feasible),
+        "plan_s": plan_s,
+        "tree_s": tree_s,
+        "tree_ms_per_candidate": 1e3 * tree_s / len(feasible),
+        "evaluated_stages": tree.evaluated_stages,
+        "stages_alone": 5 * len(feasible),
+        "alone_sample": len(sample),
+        "alone_s_per_candidate": alone_s,
+        "tree_speedup": alone_s * len(feasible) / tree_s,
+        "tree_equals_alone": all(scores[i] == a for i, a in zip(sample, alone)),
+        "milp_top20_s": milp_s,
+        "random500_top5": f"{hits}/{args.seeds}",
+        "random500_top5_rate": hits / args.seeds,
+        "random500_top5_exact": top5_probability(len(feasible)),
+        "best_naswot": float(max(scores)),
+        "best": pool.label(feasible[int(np.argmax(scores))].blocks),
+    }
     print(row, flush=True)
     return row
 
@@ -103,8 +119,12 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     synthetic = [r for r in rows if r["zoo"].startswith("random12")]
     ax.plot([r["feasible"] for r in synthetic], [r["tree_s"] for r in synthetic], "o-", label="prefix tree (exact)")
-    ax.plot([r["feasible"] for r in synthetic], [r["alone_s_per_candidate"] * r["feasible"] for r in synthetic], "s--",
-            label="each candidate alone (sampled)")
+    ax.plot(
+        [r["feasible"] for r in synthetic],
+        [r["alone_s_per_candidate"] * r["feasible"] for r in synthetic],
+        "s--",
+        label="each candidate alone (sampled)",
+    )
     for r in rows:
         if not r["zoo"].startswith("random12"):
             ax.plot(r["feasible"], r["tree_s"], "k^")
@@ -127,11 +147,16 @@ def main() -> None:
     parser.add_argument("--alone", type=int, default=100, help="candidates scored alone, for the per-candidate time")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--partition", default=None, help="a dery.partition run dir (e.g. the digits chain's)")
-    parser.add_argument("--budgets", default="",
-                        help="parameter budgets for --partition, comma-separated ('none': unbounded)")
+    parser.add_argument(
+        "--budgets", default="", help="parameter budgets for --partition, comma-separated ('none': unbounded)"
+    )
     parser.add_argument("--name", default="dery_search")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the 32 px networks' small ops "
-                                                               "gain nothing from a second one)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (the 32 px networks' small ops gain nothing from a second one)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = OmegaConf.load(CONF / "data" / "digits.yaml")
@@ -150,15 +175,41 @@ def main() -> None:
         members = zoo_members(zoo_json)
         pool, planner = Pool(partition, members), Planner(members, zoo_json["input_size"], 10)
         for value in [None if b == "none" else float(b) for b in args.budgets.split(",") if b] or [None]:
-            rows.append(measure(f"partition <= {value:.3g}" if value else "partition", pool, planner, members, batches,
-                                Budget(params=value), args))
+            rows.append(
+                measure(
+                    f"partition <= {value:.3g}" if value else "partition",
+                    pool,
+                    planner,
+                    members,
+                    batches,
+                    Budget(params=value),
+                    args,
+                )
+            )
         # the same (trained) members with same-stage sets: every combination the topology rule allows
-        rows.append(measure("partition's zoo, same-stage sets", Pool(stage_sets(members), members), planner, members,
-                            batches, Budget(), args))
+        rows.append(
+            measure(
+                "partition's zoo, same-stage sets",
+                Pool(stage_sets(members), members),
+                planner,
+                members,
+                batches,
+                Budget(),
+                args,
+            )
+        )
     if any(r["zoo"].startswith("random12") for r in rows):
         plot(rows, RESULTS / f"{args.name}.png")
-    record(args.name, {"K": 4, "proxy": "NASWOT, 5 x 32 stratified digits, seed 0", "threads": args.threads,
-                       "load_average": list(os.getloadavg()), "rows": rows})
+    record(
+        args.name,
+        {
+            "K": 4,
+            "proxy": "NASWOT, 5 x 32 stratified digits, seed 0",
+            "threads": args.threads,
+            "load_average": list(os.getloadavg()),
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,18 @@ DIGITS_ZOO = {  # timm arch, kwargs
     "mobilenet": ("mobilenetv3_large_075", {}),
     "regnet": ("regnetx_002", {}),
     "convnext": ("convnext_atto", {}),
-    "vit": ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "embed_dim": 128, "num_heads": 4, "depth": 6,
-            "global_pool": "avg", "class_token": False}),
+    "vit": (
+        "vit_tiny_patch16_224",
+        {
+            "img_size": 32,
+            "patch_size": 8,
+            "embed_dim": 128,
+            "num_heads": 4,
+            "depth": 6,
+            "global_pool": "avg",
+            "class_token": False,
+        },
+    ),
 }
 
 
@@ -33,7 +43,10 @@ def representation_widths() -> list[list[int]]:
     from dery.similarity import rep_dims
     from dery.zoo import load_member
 
-    return [rep_dims(load_member(n, {"arch": a, "kwargs": k, "weights": "random"}, (3, 32, 32))) for n, (a, k) in DIGITS_ZOO.items()]
+    return [
+        rep_dims(load_member(n, {"arch": a, "kwargs": k, "weights": "random"}, (3, 32, 32)))
+        for n, (a, k) in DIGITS_ZOO.items()
+    ]
 
 
 def per_pair_loop(members: list[list[torch.Tensor]], chunk: int = 2048) -> torch.Tensor:
@@ -62,11 +75,22 @@ def main() -> None:
         vectorised = cka_matrix(flat)
         looped = per_pair_loop(members)
         error = float((vectorised - looped).abs().max())  # one 2048-chunk covers all samples: both exact
-        times = side_by_side({"vectorised": lambda: cka_matrix(flat), "per_pair_loop": lambda: per_pair_loop(members)},
-                             rounds=args.rounds, warmup=0)
-        rows.append({"members": count, "representations": len(flat), "pairs": len(flat) * (len(flat) + 1) // 2,
-                     "vectorised_s": times["vectorised"], "per_pair_loop_s": times["per_pair_loop"],
-                     "speedup": times["per_pair_loop"] / times["vectorised"], "max_abs_difference": error})
+        times = side_by_side(
+            {"vectorised": lambda: cka_matrix(flat), "per_pair_loop": lambda: per_pair_loop(members)},
+            rounds=args.rounds,
+            warmup=0,
+        )
+        rows.append(
+            {
+                "members": count,
+                "representations": len(flat),
+                "pairs": len(flat) * (len(flat) + 1) // 2,
+                "vectorised_s": times["vectorised"],
+                "per_pair_loop_s": times["per_pair_loop"],
+                "speedup": times["per_pair_loop"] / times["vectorised"],
+                "max_abs_difference": error,
+            }
+        )
         print(rows[-1], flush=True)
     record("dery_similarity", {"samples": args.samples, "chunk": 2048, "dtype": "float64", "rows": rows})
 

@@ -42,8 +42,15 @@ def save_teacher(folder: str) -> str:
 def lightning_run(card: str, steps: int):
     torch.manual_seed(0)
     dm = make_data()
-    module = KFModule(teacher={"source": card}, ckn=CKN, tsn=TSN, optimizer=OPTIMIZER, scheduler=SCHEDULER,
-                      probe_tasks=None, leakage=False)
+    module = KFModule(
+        teacher={"source": card},
+        ckn=CKN,
+        tsn=TSN,
+        optimizer=OPTIMIZER,
+        scheduler=SCHEDULER,
+        probe_tasks=None,
+        leakage=False,
+    )
 
     def run():
         return fit_seconds(module, dm, steps, gradient_clip_val=CLIP)
@@ -84,7 +91,9 @@ def plain_run(card: str, steps: int):
             z, ckn_stages = factors.common(x, with_stages=True)
             h = factors.specific(x)
             logits = factors.logits(z, h)
-            infomax = torch.stack([infomax_loss(p(t.mean((2, 3))), c) for p, t, c in zip(projections, stages, ckn_stages)]).mean()
+            infomax = torch.stack(
+                [infomax_loss(p(t.mean((2, 3))), c) for p, t, c in zip(projections, stages, ckn_stages)]
+            ).mean()
             probs = teacher_task_probs([teacher_logits], matches, T)
             ce = sum(label_smooth_ce(lg, targets[:, k]) for k, lg in enumerate(logits))
             aux = sum(label_smooth_ce(head(h[k]), targets[:, k]) for k, head in enumerate(aux_heads))
@@ -105,15 +114,23 @@ def main() -> None:
     args = step_args(__doc__)
     with tempfile.TemporaryDirectory() as folder:
         card = save_teacher(folder)
-        times = side_by_side({"lightning": lightning_run(card, args.steps), "plain_pytorch": plain_run(card, args.steps)},
-                             rounds=args.rounds)
+        times = side_by_side(
+            {"lightning": lightning_run(card, args.steps), "plain_pytorch": plain_run(card, args.steps)},
+            rounds=args.rounds,
+        )
     steps_per_second = {name: args.steps / seconds for name, seconds in times.items()}
-    record("kf_step", {
-        "what": f"KF training (ResNet-18 teacher -> ResNet-18 CKN + 10 vmapped ResNet-10t TSNs, 10 one-vs-rest tasks), "
-                f"digits 32x32, batch {BATCH}, CPU",
-        "steps_per_round": args.steps, "rounds": args.rounds, "steps_per_second": steps_per_second,
-        "ratio_lightning_over_plain": steps_per_second["lightning"] / steps_per_second["plain_pytorch"],
-    })
+    record(
+        "kf_step",
+        {
+            "what": "KF training (ResNet-18 teacher -> ResNet-18 CKN + 10 vmapped ResNet-10t TSNs, "
+            "10 one-vs-rest tasks), "
+            f"digits 32x32, batch {BATCH}, CPU",
+            "steps_per_round": args.steps,
+            "rounds": args.rounds,
+            "steps_per_second": steps_per_second,
+            "ratio_lightning_over_plain": steps_per_second["lightning"] / steps_per_second["plain_pytorch"],
+        },
+    )
 
 
 if __name__ == "__main__":

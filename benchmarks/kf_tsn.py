@@ -40,11 +40,16 @@ def main() -> None:
         runs[f"{label} x{args.tasks} vmap"] = lambda tsns=tsns: run_stacked(tsns, x).sum().backward()
     times = side_by_side(runs, rounds=args.rounds)
     base = times["resnet18 x1"]
-    record("kf_tsn", {
-        "what": f"forward + backward, batch {BATCH} of 32x32 images, CPU; TSN = timm backbone + Linear(-> 512)",
-        "rounds": args.rounds, "seconds": times, "relative_to_resnet18": {k: v / base for k, v in times.items()},
-        "parameters_per_tsn": sizes,
-    })
+    record(
+        "kf_tsn",
+        {
+            "what": f"forward + backward, batch {BATCH} of 32x32 images, CPU; TSN = timm backbone + Linear(-> 512)",
+            "rounds": args.rounds,
+            "seconds": times,
+            "relative_to_resnet18": {k: v / base for k, v in times.items()},
+            "parameters_per_tsn": sizes,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -53,16 +53,25 @@ def main() -> None:
         return child(args.child, args.steps)
     peaks = {}
     for kind in CANDIDATES:
-        out = subprocess.run([sys.executable, "-m", "benchmarks.repfusion_memory", "--child", kind, "--steps", str(args.steps)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.repfusion_memory", "--child", kind, "--steps", str(args.steps)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         peaks[kind] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
-    record("repfusion_memory", {
-        "what": f"peak RSS (MB) of a fresh process: {args.steps} training steps of ResNet-18 on digits 32x32, batch 64, CPU; "
-                "stage1 adds the digits-teacher U-Net (truncated, no_grad), the rl policy, probe, adapter and the EMA copy",
-        "steps": args.steps, "peak_rss_mb": peaks,
-        "training_increment_mb": {k: peaks[k] - peaks["idle"] for k in ("student_only", "stage1")},
-        "ratio_stage1_over_student_only": peaks["stage1"] / peaks["student_only"],
-    })
+    record(
+        "repfusion_memory",
+        {
+            "what": f"peak RSS (MB) of a fresh process: {args.steps} training steps of ResNet-18 on digits 32x32, "
+            "batch 64, CPU; "
+            "stage1 adds the digits-teacher U-Net (truncated, no_grad), the rl policy, probe, adapter and the EMA copy",
+            "steps": args.steps,
+            "peak_rss_mb": peaks,
+            "training_increment_mb": {k: peaks[k] - peaks["idle"] for k in ("student_only", "stage1")},
+            "ratio_stage1_over_student_only": peaks["stage1"] / peaks["student_only"],
+        },
+    )
 
 
 if __name__ == "__main__":

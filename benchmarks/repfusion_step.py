@@ -32,8 +32,15 @@ SCHEDULER = functools.partial(multistep, milestones=(10, 15))
 
 def make_module(teacher_dir: str) -> RepFusionModule:
     torch.manual_seed(0)
-    return RepFusionModule(student={"name": "resnet18"}, teacher=DiffusionTeacher(teacher_dir), distill_loss=HintLoss,
-                           timesteps=TimestepPolicy, num_classes=10, optimizer=OPTIMIZER, scheduler=SCHEDULER)
+    return RepFusionModule(
+        student={"name": "resnet18"},
+        teacher=DiffusionTeacher(teacher_dir),
+        distill_loss=HintLoss,
+        timesteps=TimestepPolicy,
+        num_classes=10,
+        optimizer=OPTIMIZER,
+        scheduler=SCHEDULER,
+    )
 
 
 def lightning_run(teacher_dir: str, steps: int):
@@ -72,7 +79,12 @@ def plain_run(teacher_dir: str, steps: int):
             with torch.no_grad():
                 f_t = teacher(x, draw.t, generator)
             terms = policy.losses(draw, f_t, y)
-            loss = loss_fn(stage_features(student, x, -1)[0], f_t) + terms["loss_probe"] + terms["loss_policy"] + terms["loss_entropy"]
+            loss = (
+                loss_fn(stage_features(student, x, -1)[0], f_t)
+                + terms["loss_probe"]
+                + terms["loss_policy"]
+                + terms["loss_entropy"]
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -89,15 +101,23 @@ def main() -> None:
     args = step_args(__doc__)
     with tempfile.TemporaryDirectory() as folder:
         save_teacher(folder, ARCHITECTURES["digits_16px"])
-        times = side_by_side({"lightning": lightning_run(folder, args.steps), "plain_pytorch": plain_run(folder, args.steps)},
-                             rounds=args.rounds)
+        times = side_by_side(
+            {"lightning": lightning_run(folder, args.steps), "plain_pytorch": plain_run(folder, args.steps)},
+            rounds=args.rounds,
+        )
     steps_per_second = {name: args.steps / seconds for name, seconds in times.items()}
-    record("repfusion_step", {
-        "what": f"RepFusion stage 1 training steps (ResNet-18 student, digits-teacher U-Net, rl policy, hint loss), digits 32x32, "
-                f"batch {BATCH}, CPU",
-        "steps_per_round": args.steps, "rounds": args.rounds, "steps_per_second": steps_per_second,
-        "ratio_lightning_over_plain": steps_per_second["lightning"] / steps_per_second["plain_pytorch"],
-    })
+    record(
+        "repfusion_step",
+        {
+            "what": "RepFusion stage 1 training steps (ResNet-18 student, digits-teacher U-Net, rl policy, hint loss), "
+            "digits 32x32, "
+            f"batch {BATCH}, CPU",
+            "steps_per_round": args.steps,
+            "rounds": args.rounds,
+            "steps_per_second": steps_per_second,
+            "ratio_lightning_over_plain": steps_per_second["lightning"] / steps_per_second["plain_pytorch"],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -19,12 +19,25 @@ from repfusion.teacher import DiffusionTeacher
 
 # The digits teacher (conf/model/ddpm.yaml + experiment ddpm_digits) and google/ddpm-cifar10-32's config.
 ARCHITECTURES = {
-    "digits_16px": dict(sample_size=16, block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8,
-                        down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3),
-    "ddpm_cifar10_32px": dict(sample_size=32, block_out_channels=(128, 256, 256, 256), layers_per_block=2,
-                              down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-                              up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-                              downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6),
+    "digits_16px": dict(
+        sample_size=16,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D",) * 3,
+        up_block_types=("UpBlock2D",) * 3,
+    ),
+    "ddpm_cifar10_32px": dict(
+        sample_size=32,
+        block_out_channels=(128, 256, 256, 256),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        downsample_padding=0,
+        flip_sin_to_cos=False,
+        freq_shift=1,
+        norm_eps=1e-6,
+    ),
 }
 
 
@@ -53,11 +66,23 @@ def main() -> None:
             t = torch.randint(0, 1000, (args.batch,), generator=torch.Generator().manual_seed(1))
             with torch.no_grad():
                 assert torch.equal(truncated(x, t), full(x, t)), "truncation changed the feature"
-                times = side_by_side({"truncated": lambda: truncated(x, t), "full": lambda: full(x, t)}, rounds=args.rounds)
-        results[name] = {"feature": [truncated.channels, *truncated.feature_size], "seconds_per_batch": times,
-                         "speedup_truncated_over_full": times["full"] / times["truncated"]}
-    record("repfusion_teacher", {"what": f"teacher feature (mid_block.resnets.1.conv2) for a batch of {args.batch}, "
-                                         "truncated vs full U-Net forward, no_grad, CPU", "rounds": args.rounds, **results})
+                times = side_by_side(
+                    {"truncated": lambda: truncated(x, t), "full": lambda: full(x, t)}, rounds=args.rounds
+                )
+        results[name] = {
+            "feature": [truncated.channels, *truncated.feature_size],
+            "seconds_per_batch": times,
+            "speedup_truncated_over_full": times["full"] / times["truncated"],
+        }
+    record(
+        "repfusion_teacher",
+        {
+            "what": f"teacher feature (mid_block.resnets.1.conv2) for a batch of {args.batch}, "
+            "truncated vs full U-Net forward, no_grad, CPU",
+            "rounds": args.rounds,
+            **results,
+        },
+    )
 
 
 if __name__ == "__main__":

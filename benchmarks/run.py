@@ -11,7 +11,9 @@ SKIP = {"common", "run", "startup_plain"}  # startup_plain is one side of the st
 
 
 def main() -> None:
-    names = sys.argv[1:] or sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in SKIP)
+    names = sys.argv[1:] or sorted(
+        m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in SKIP
+    )
     for name in names:
         print(f"\n=== benchmark: {name}", flush=True)
         module = importlib.import_module(f"benchmarks.{name}")

@@ -44,8 +44,10 @@ def digits(size: int = 32):
     idx = list(range(len(y)))
     rest, test = train_test_split(idx, test_size=0.15, stratify=y, random_state=0)
     train, val = train_test_split(rest, test_size=0.15 / 0.85, stratify=y[rest], random_state=0)
-    return {name: (x[sorted(ids)].contiguous(), y[sorted(ids)]) for name, ids in
-            (("train", train), ("val", val), ("test", test))}
+    return {
+        name: (x[sorted(ids)].contiguous(), y[sorted(ids)])
+        for name, ids in (("train", train), ("val", val), ("test", test))
+    }
 
 
 def affine(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -61,8 +63,13 @@ def affine(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def loader(split: tuple[torch.Tensor, torch.Tensor], shuffle: torch.Generator | None = None) -> DataLoader:
     """Batches of 64 as a plain PyTorch user writes them; training shuffles and drops the last partial batch."""
-    return DataLoader(TensorDataset(*split), batch_size=64, shuffle=shuffle is not None, generator=shuffle,
-                      drop_last=shuffle is not None)
+    return DataLoader(
+        TensorDataset(*split),
+        batch_size=64,
+        shuffle=shuffle is not None,
+        generator=shuffle,
+        drop_last=shuffle is not None,
+    )
 
 
 def evaluate(model: torch.nn.Module, split: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
@@ -119,8 +126,14 @@ def main() -> None:
             correct += (logits.detach().argmax(1) == yb).sum().item()
             seen += len(yb)
         val = evaluate(model, data["val"])
-        rows.append({"epoch": epoch, "train_loss": loss.item(), "train_acc": correct / seen,
-                     **{f"val_{k}": v for k, v in val.items()}})
+        rows.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss.item(),
+                "train_acc": correct / seen,
+                **{f"val_{k}": v for k, v in val.items()},
+            }
+        )
         state = {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
         torch.save(state, out / "checkpoints" / "last.ckpt")
         if val["loss"] < best[0]:

@@ -24,6 +24,7 @@ def step(model: torch.nn.Module, x: torch.Tensor, stop_early: bool):
         model.zero_grad(set_to_none=True)
         feature = stage_features(model, x, -2, stop_early=stop_early)[0]
         feature.float().pow(2).mean().backward()
+
     return run
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -32,9 +33,16 @@ def run_stage(stage: str, cfg: DictConfig, body: Callable[[DictConfig, Path], di
     except UserError as err:
         print(f"\nerror: {err}", file=sys.stderr)
         sys.exit(2)
-    summary = {"task_name": cfg.task_name, "stage": stage, "run_dir": str(out), "seed": cfg.get("seed"),
-               "overrides": list(hydra_cfg.overrides.task), **result,
-               "wall_time_s": time.time() - start, "finished": datetime.now().isoformat(timespec="seconds")}
+    summary = {
+        "task_name": cfg.task_name,
+        "stage": stage,
+        "run_dir": str(out),
+        "seed": cfg.get("seed"),
+        "overrides": list(hydra_cfg.overrides.task),
+        **result,
+        "wall_time_s": time.time() - start,
+        "finished": datetime.now().isoformat(timespec="seconds"),
+    }
     write_summary(out / "summary.json", summary)
     print(f"{stage} done in {summary['wall_time_s']:.1f} s: {out}")
     return summary

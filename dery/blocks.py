@@ -7,8 +7,8 @@ typo makes S = 0 for any two blocks at different stage positions."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -16,9 +16,9 @@ import numpy as np
 @dataclass(frozen=True)
 class Block:
     member: str
-    stage: int   # position k of the block inside its member (0..K-1)
-    start: int   # first node index
-    end: int     # last node index (inclusive)
+    stage: int  # position k of the block inside its member (0..K-1)
+    start: int  # first node index
+    end: int  # last node index (inclusive)
 
     @property
     def size(self) -> int:
@@ -37,8 +37,11 @@ class BlockSimilarity:
 
     def _index(self, blocks: Sequence[Block]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         base = np.array([self.offsets[b.member] for b in blocks])
-        return (base + np.array([b.start for b in blocks]), base + np.array([b.end + 1 for b in blocks]),
-                np.array([b.stage for b in blocks]))
+        return (
+            base + np.array([b.start for b in blocks]),
+            base + np.array([b.end + 1 for b in blocks]),
+            np.array([b.stage for b in blocks]),
+        )
 
     def matrix(self, rows: Sequence[Block], cols: Sequence[Block]) -> np.ndarray:
         """(len(rows), len(cols)) block similarities, in [0, 2]."""

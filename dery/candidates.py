@@ -15,8 +15,9 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -38,15 +39,20 @@ class Budget:
     min_flops: float | None = None
 
     def admits(self, params: float, flops: float) -> bool:
-        return ((self.params is None or params <= self.params) and (self.flops is None or flops <= self.flops)
-                and (self.min_params is None or params > self.min_params)
-                and (self.min_flops is None or flops > self.min_flops))
+        return (
+            (self.params is None or params <= self.params)
+            and (self.flops is None or flops <= self.flops)
+            and (self.min_params is None or params > self.min_params)
+            and (self.min_flops is None or flops > self.min_flops)
+        )
 
     def describe(self) -> str:
-        parts = [f"params <= {self.params:,.0f}" if self.params is not None else "",
-                 f"FLOPs <= {self.flops:,.0f}" if self.flops is not None else "",
-                 f"params > {self.min_params:,.0f}" if self.min_params is not None else "",
-                 f"FLOPs > {self.min_flops:,.0f}" if self.min_flops is not None else ""]
+        parts = [
+            f"params <= {self.params:,.0f}" if self.params is not None else "",
+            f"FLOPs <= {self.flops:,.0f}" if self.flops is not None else "",
+            f"params > {self.min_params:,.0f}" if self.min_params is not None else "",
+            f"FLOPs > {self.min_flops:,.0f}" if self.min_flops is not None else "",
+        ]
         return ", ".join(p for p in parts if p) or "no budget"
 
 
@@ -92,9 +98,11 @@ class Pool:
 def infeasible(budget: Budget, plans: list[Plan]) -> UserError:
     """The error for a budget no valid network meets: names the smallest feasible budget."""
     if not plans:
-        return UserError("No valid candidate exists: every combination reuses an equivalence set or breaks the "
-                         "topology rule. Set topology_rule=false, or partition with other settings "
-                         "(K, same_stage_only).")
+        return UserError(
+            "No valid candidate exists: every combination reuses an equivalence set or breaks the "
+            "topology rule. Set topology_rule=false, or partition with other settings "
+            "(K, same_stage_only)."
+        )
     fit_flops = [p for p in plans if budget.flops is None or p.flops <= budget.flops] or plans
     fit_params = [p for p in plans if budget.params is None or p.params <= budget.params] or plans
     small_p = min(fit_flops, key=lambda p: p.params)
@@ -103,7 +111,9 @@ def infeasible(budget: Budget, plans: list[Plan]) -> UserError:
         f"No reassembled network fits the budget ({budget.describe()}). The smallest feasible network has "
         f"{small_p.params:,} parameters ({small_p.flops:,} FLOPs); the cheapest in FLOPs has {small_f.flops:,} FLOPs "
         f"({small_f.params:,} parameters). Raise the budget to at least budget.params={small_p.params}"
-        + (f" budget.flops={small_p.flops}" if budget.flops is not None else "") + ".")
+        + (f" budget.flops={small_p.flops}" if budget.flops is not None else "")
+        + "."
+    )
 
 
 def exhaustive(pool: Pool, planner: Planner, budget: Budget) -> tuple[list[Plan], list[Plan]]:
@@ -113,8 +123,9 @@ def exhaustive(pool: Pool, planner: Planner, budget: Budget) -> tuple[list[Plan]
     return feasible, plans
 
 
-def sample_feasible(pool: Pool, planner: Planner, budget: Budget, count: int, rng: np.random.Generator,
-                    max_draws: int) -> list[Plan]:
+def sample_feasible(
+    pool: Pool, planner: Planner, budget: Budget, count: int, rng: np.random.Generator, max_draws: int
+) -> list[Plan]:
     """Up to `count` distinct feasible plans drawn uniformly (rejection sampling from all
     combinations: uniform on the feasible set), for zoos too large to enumerate."""
     found: dict[tuple[Block, ...], Plan] = {}
@@ -130,8 +141,9 @@ def sample_feasible(pool: Pool, planner: Planner, budget: Budget, count: int, rn
     return list(found.values())
 
 
-def random_search(pool: Pool, planner: Planner, budget: Budget, count: int, rng: np.random.Generator,
-                  enumerate_limit: int = 200_000) -> tuple[list[Plan], list[Plan]]:
+def random_search(
+    pool: Pool, planner: Planner, budget: Budget, count: int, rng: np.random.Generator, enumerate_limit: int = 200_000
+) -> tuple[list[Plan], list[Plan]]:
     """The paper's random search: (`count` feasible plans drawn uniformly without replacement,
     every valid plan when the zoo was enumerated, else [])."""
     if pool.size() > enumerate_limit:
@@ -141,15 +153,18 @@ def random_search(pool: Pool, planner: Planner, budget: Budget, count: int, rng:
     return [feasible[i] for i in sorted(picks)], plans
 
 
-def search(pool: Pool, planner: Planner, budget: Budget, mode: str, count: int, seed: int,
-           enumerate_limit: int = 200_000) -> tuple[list[Plan], dict[str, Any]]:
+def search(
+    pool: Pool, planner: Planner, budget: Budget, mode: str, count: int, seed: int, enumerate_limit: int = 200_000
+) -> tuple[list[Plan], dict[str, Any]]:
     """The feasible plans NASWOT scores, and how they were found."""
     if mode not in MODES:
         raise UserError(f"search mode '{mode}' is unknown; use one of {list(MODES)}.")
     size = pool.size()
     if mode == "exhaustive" and size > enumerate_limit:
-        raise UserError(f"mode=exhaustive would plan {size:,} combinations, above enumerate_limit={enumerate_limit:,}. "
-                        "Use mode=random (the paper's search), or raise enumerate_limit.")
+        raise UserError(
+            f"mode=exhaustive would plan {size:,} combinations, above enumerate_limit={enumerate_limit:,}. "
+            "Use mode=random (the paper's search), or raise enumerate_limit."
+        )
     start = time.perf_counter()
     info: dict[str, Any] = {"mode": mode, "combinations": size}
     plans: list[Plan] = []
@@ -163,9 +178,10 @@ def search(pool: Pool, planner: Planner, budget: Budget, mode: str, count: int, 
         info["valid"] = len(plans)
         info["feasible"] = sum(1 for p in plans if budget.admits(p.params, p.flops))
     if not chosen:
-        if not plans:   # not enumerated: the cheapest networks from the exact MILP
-            plans = (milp(pool, planner, Budget(), 1, minimise=True)
-                     + milp(pool, planner, Budget(flops=budget.flops), 1, minimise=True))
+        if not plans:  # not enumerated: the cheapest networks from the exact MILP
+            plans = milp(pool, planner, Budget(), 1, minimise=True) + milp(
+                pool, planner, Budget(flops=budget.flops), 1, minimise=True
+            )
         raise infeasible(budget, plans)
     info["scored"] = len(chosen)
     info["search_s"] = time.perf_counter() - start

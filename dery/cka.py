@@ -9,7 +9,7 @@ comparison and the benchmark."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -30,9 +30,9 @@ def chunked_cka(x: torch.Tensor, y: torch.Tensor, chunk: int = 2048) -> float:
     """The original's estimate: sample-space CKA on consecutive chunks, averaged."""
     values = []
     for start in range(0, x.shape[0], chunk):
-        k = _gram(centre(x[start:start + chunk]))
-        l = _gram(centre(y[start:start + chunk]))
-        values.append(float((k * l).sum() / (k.norm() * l.norm())))
+        k = _gram(centre(x[start : start + chunk]))
+        m = _gram(centre(y[start : start + chunk]))
+        values.append(float((k * m).sum() / (k.norm() * m.norm())))
     return sum(values) / len(values)
 
 
@@ -62,8 +62,8 @@ def _hsic_sample_space(xs: list[torch.Tensor], memory_bytes: int) -> torch.Tenso
         for cols in groups[a:]:
             right = left if cols is rows else torch.stack([_gram(xs[j]).flatten() for j in cols])
             block = left @ right.T
-            hsic[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = block
-            hsic[cols[0]:cols[-1] + 1, rows[0]:rows[-1] + 1] = block.T
+            hsic[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = block
+            hsic[cols[0] : cols[-1] + 1, rows[0] : rows[-1] + 1] = block.T
     return hsic
 
 
@@ -74,12 +74,13 @@ def _hsic_feature_space(xs: list[torch.Tensor], memory_bytes: int) -> torch.Tens
     hsic = torch.zeros(len(xs), len(xs), dtype=torch.float64, device=z.device)
     row_limit = max(max(dims), memory_bytes // (8 * z.shape[1]))
     for rows in _chunks(dims, row_limit):
-        lo = sum(dims[:rows[0]])
+        lo = sum(dims[: rows[0]])
         hi = lo + sum(dims[i] for i in rows)
         squared = (z[:, lo:hi].T @ z).square()  # (rows' features, all features)
         per_col = torch.zeros(hi - lo, len(xs), dtype=torch.float64, device=z.device).index_add_(1, owner, squared)
-        hsic[rows[0]:rows[-1] + 1] = torch.zeros(len(rows), len(xs), dtype=torch.float64, device=z.device).index_add_(
-            0, owner[lo:hi] - rows[0], per_col)
+        hsic[rows[0] : rows[-1] + 1] = torch.zeros(len(rows), len(xs), dtype=torch.float64, device=z.device).index_add_(
+            0, owner[lo:hi] - rows[0], per_col
+        )
     return hsic
 
 

@@ -15,4 +15,3 @@ def count_flops(module: nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor]:
     with torch.no_grad(), counter:
         out = module(x)
     return int(counter.get_total_flops()), out
-

@@ -31,7 +31,7 @@ class StateGraph:
 
 
 def _block_params(planner: Planner, block: Block) -> int:
-    return int(sum(planner.members[block.member].node_params[block.start:block.end + 1]))
+    return int(sum(planner.members[block.member].node_params[block.start : block.end + 1]))
 
 
 def state_graph(pool, planner: Planner) -> StateGraph:
@@ -56,7 +56,7 @@ def state_graph(pool, planner: Planner) -> StateGraph:
         params, flops, shape = planner.part_cost(planner.stem(block), planner.input_size)
         enter(0, block, shape, None, params, flops)
     done = 0
-    while done < len(graph.states):   # states are appended stage by stage
+    while done < len(graph.states):  # states are appended stage by stage
         k, block, shape = graph.states[done]
         out = planner.block_cost(block, shape)[1]
         if k == pool.K - 1:
@@ -73,10 +73,12 @@ def state_graph(pool, planner: Planner) -> StateGraph:
     return graph
 
 
-def milp(pool, planner: Planner, budget, limit: int, minimise: bool = False,
-         graph: StateGraph | None = None) -> list[Plan]:
+def milp(
+    pool, planner: Planner, budget, limit: int, minimise: bool = False, graph: StateGraph | None = None
+) -> list[Plan]:
     """Up to `limit` feasible plans, most parameters first (fewest with `minimise`)."""
-    from scipy.optimize import Bounds, LinearConstraint, milp as solve
+    from scipy.optimize import Bounds, LinearConstraint
+    from scipy.optimize import milp as solve
     from scipy.sparse import csr_matrix, vstack
 
     graph = graph or state_graph(pool, planner)
@@ -95,14 +97,19 @@ def milp(pool, planner: Planner, budget, limit: int, minimise: bool = False,
             balance[dst][j] = balance[dst].get(j, 0) + 1
             entering.setdefault(graph.states[dst][1], []).append(j)
     rows += [(row, 0, 0) for row in balance]
-    for g in sorted(set(pool.sets.values())):   # each set at most once
+    for g in sorted(set(pool.sets.values())):  # each set at most once
         row = {j: 1 for b, js in entering.items() if pool.set_of(b) == g for j in js}
         if row:
             rows.append((row, -np.inf, 1))
     for r, (ceiling, floor) in enumerate(((budget.params, budget.min_params), (budget.flops, budget.min_flops))):
-        if ceiling is not None or floor is not None:   # lower bounds are strict (the original's minC < params)
-            rows.append(({j: cost[r, j] for j in range(n) if cost[r, j]},
-                         -np.inf if floor is None else np.floor(floor) + 1, np.inf if ceiling is None else ceiling))
+        if ceiling is not None or floor is not None:  # lower bounds are strict (the original's minC < params)
+            rows.append(
+                (
+                    {j: cost[r, j] for j in range(n) if cost[r, j]},
+                    -np.inf if floor is None else np.floor(floor) + 1,
+                    np.inf if ceiling is None else ceiling,
+                )
+            )
 
     def matrix(entries: list[tuple[dict[int, float], float, float]]) -> csr_matrix:
         data = [(i, col, v) for i, (row, _, _) in enumerate(entries) for col, v in row.items()]
@@ -114,10 +121,12 @@ def milp(pool, planner: Planner, budget, limit: int, minimise: bool = False,
     found: list[Plan] = []
     cuts: list[csr_matrix] = []
     while len(found) < limit:
-        constraint = LinearConstraint(vstack([base, *cuts]) if cuts else base, lower + [-np.inf] * len(cuts),
-                                      upper + [pool.K - 1] * len(cuts))
-        result = solve(objective, constraints=constraint, integrality=np.ones(n),
-                       bounds=Bounds(np.zeros(n), np.ones(n)))
+        constraint = LinearConstraint(
+            vstack([base, *cuts]) if cuts else base, lower + [-np.inf] * len(cuts), upper + [pool.K - 1] * len(cuts)
+        )
+        result = solve(
+            objective, constraints=constraint, integrality=np.ones(n), bounds=Bounds(np.zeros(n), np.ones(n))
+        )
         if result.status != 0 or result.x is None:
             break
         used = [j for j in range(n) if result.x[j] > 0.5]
@@ -125,9 +134,10 @@ def milp(pool, planner: Planner, budget, limit: int, minimise: bool = False,
         blocks = sorted((graph.states[t][1] for t in targets), key=lambda b: b.stage)
         plan = planner.plan(blocks)
         if (plan.params, plan.flops) != (int(cost[0, used].sum()), int(cost[1, used].sum())):
-            raise RuntimeError(f"MILP costs {cost[:, used].sum(1)} differ from the plan's "
-                               f"{(plan.params, plan.flops)} for {blocks}")
-        if budget.admits(plan.params, plan.flops):   # guards against the solver's row tolerance
+            raise RuntimeError(
+                f"MILP costs {cost[:, used].sum(1)} differ from the plan's {(plan.params, plan.flops)} for {blocks}"
+            )
+        if budget.admits(plan.params, plan.flops):  # guards against the solver's row tolerance
             found.append(plan)
-        cuts.append(matrix([({j: 1 for b in blocks for j in entering[b]}, 0, 0)]))   # never these blocks again
+        cuts.append(matrix([({j: 1 for b in blocks for j in entering[b]}, 0, 0)]))  # never these blocks again
     return found

@@ -11,8 +11,9 @@ Everything else (loss, metrics, optimiser, schedule) is the ClassificationModule
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -51,15 +52,24 @@ class ReassembledModule(ClassificationModule):
             raise UserError(f"model.init='{init}' is unknown; use one of {list(INITS)}.")
         if init == "random" and mode == "frozen":
             raise UserError("model.init=random with model.mode=frozen would freeze random blocks; use model.mode=full.")
-        super().__init__({"spec": spec, "mode": mode, "update_block_bn": update_block_bn, "init": init}, num_classes,
-                         optimizer, scheduler, label_smoothing, mixup, ema_decay)
+        super().__init__(
+            {"spec": spec, "mode": mode, "update_block_bn": update_block_bn, "init": init},
+            num_classes,
+            optimizer,
+            scheduler,
+            label_smoothing,
+            mixup,
+            ema_decay,
+        )
 
     def build_net(self, backbone: dict[str, Any], num_classes: int) -> torch.nn.Module:
         self.spec = load_spec(backbone["spec"])
         if self.spec["num_classes"] != num_classes:
-            raise UserError(f"The spec {backbone['spec']} was searched with a {self.spec['num_classes']}-class head "
-                            f"(its budget counts it) but model.num_classes={num_classes}. "
-                            f"Re-run dery.search with num_classes={num_classes}.")
+            raise UserError(
+                f"The spec {backbone['spec']} was searched with a {self.spec['num_classes']}-class head "
+                f"(its budget counts it) but model.num_classes={num_classes}. "
+                f"Re-run dery.search with num_classes={num_classes}."
+            )
         from_zoo = backbone.get("init", "zoo") == "zoo"
         net = build_network(self.spec, pretrained=from_zoo, random_seed=None if from_zoo else torch.initial_seed())
         return net.freeze_blocks(backbone["mode"] == "frozen", backbone["update_block_bn"])
@@ -76,12 +86,21 @@ class ReassembledModule(ClassificationModule):
         weights = export_dir / "model.safetensors"
         state = self.evaluated_net.state_dict()  # the EMA with model.ema_decay
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(weights))
-        card = write_card(export_dir, KIND, {
-            "weights": weights.name, "mode": self.hparams.backbone["mode"],
-            "init": self.hparams.backbone.get("init", "zoo"),
-            "params": self.spec["params"], "flops": self.spec["flops"],
-            "trainable_params": count_parameters(self.net, trainable_only=True),
-            "load": f"dery.module.load_reassembled('{export_dir}')", "spec": self.spec}, name="model.json")
+        card = write_card(
+            export_dir,
+            KIND,
+            {
+                "weights": weights.name,
+                "mode": self.hparams.backbone["mode"],
+                "init": self.hparams.backbone.get("init", "zoo"),
+                "params": self.spec["params"],
+                "flops": self.spec["flops"],
+                "trainable_params": count_parameters(self.net, trainable_only=True),
+                "load": f"dery.module.load_reassembled('{export_dir}')",
+                "spec": self.spec,
+            },
+            name="model.json",
+        )
         return {"weights": str(weights), "card": str(card)}
 
 

@@ -6,7 +6,7 @@ Layouts: `nchw` (CNN maps), `tokens` (B, N, C: ViT), `nhwc` (B, H, W, C: timm Sw
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 
@@ -31,6 +31,7 @@ def _regnet(model) -> list[str]:
 def _staged(stages_attr: str) -> Callable[[nn.Module], list[str]]:
     """ConvNeXt `stages.i` / Swin `layers.i`: the stage's down-sampling (when it has one)
     is a node of its own, then every block."""
+
     def find(model) -> list[str]:
         names = []
         for i, stage in enumerate(getattr(model, stages_attr)):
@@ -39,6 +40,7 @@ def _staged(stages_attr: str) -> Callable[[nn.Module], list[str]]:
                 names.append(f"{stages_attr}.{i}.downsample")
             names += _children(stage.blocks, f"{stages_attr}.{i}.blocks")
         return names
+
     return find
 
 

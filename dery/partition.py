@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import hydra
 import numpy as np
@@ -46,7 +47,7 @@ class MemberNodes:
     feasible: np.ndarray  # (F, K + 1) boundaries 0 = c0 < c1 < .. < cK = N
 
     @classmethod
-    def of(cls, name: str, node_params: Sequence[int], K: int, eps: float) -> "MemberNodes":
+    def of(cls, name: str, node_params: Sequence[int], K: int, eps: float) -> MemberNodes:
         params = np.asarray(node_params, dtype=np.int64)
         n = len(params)
         if n < K:
@@ -61,7 +62,7 @@ class MemberNodes:
         return cls(name, params, cap, cuts[largest <= cap])
 
     def block_params(self, start: int, end: int) -> int:
-        return int(self.params[start:end + 1].sum())
+        return int(self.params[start : end + 1].sum())
 
     def fits(self, start: int, end: int) -> bool:
         return end >= start and self.block_params(start, end) <= self.cap
@@ -106,8 +107,9 @@ def _medoids(sim: BlockSimilarity, blocks: list[Block], assign: np.ndarray, K: i
     return anchors
 
 
-def _refine(sim: BlockSimilarity, member: MemberNodes, cuts: list[int], groups: Sequence[int],
-            anchors: list[Block]) -> bool:
+def _refine(
+    sim: BlockSimilarity, member: MemberNodes, cuts: list[int], groups: Sequence[int], anchors: list[Block]
+) -> bool:
     """One left-to-right pass of one-node boundary moves for one member; True if any moved."""
     moved = False
     for k in range(len(cuts) - 2):
@@ -116,8 +118,9 @@ def _refine(sim: BlockSimilarity, member: MemberNodes, cuts: list[int], groups: 
         for cut in (cuts[k + 1], cuts[k + 1] + 1, cuts[k + 1] - 1):  # keep, forward, backward
             if not (member.fits(cuts[k], cut - 1) and member.fits(cut, cuts[k + 2] - 1)):
                 continue
-            score = (sim(Block(member.name, k, cuts[k], cut - 1), a)
-                     + sim(Block(member.name, k + 1, cut, cuts[k + 2] - 1), b))
+            score = sim(Block(member.name, k, cuts[k], cut - 1), a) + sim(
+                Block(member.name, k + 1, cut, cuts[k + 2] - 1), b
+            )
             if best_score is None or score > best_score + 1e-12:
                 best, best_score = cut, score
         if best != cuts[k + 1]:
@@ -125,16 +128,17 @@ def _refine(sim: BlockSimilarity, member: MemberNodes, cuts: list[int], groups: 
     return moved
 
 
-def partition_once(sim: BlockSimilarity, members: list[MemberNodes], K: int, rng: np.random.Generator, max_iter: int,
-                   kind: str) -> tuple[float, dict[str, list[int]], np.ndarray, list[Block], int]:
+def partition_once(
+    sim: BlockSimilarity, members: list[MemberNodes], K: int, rng: np.random.Generator, max_iter: int, kind: str
+) -> tuple[float, dict[str, list[int]], np.ndarray, list[Block], int]:
     cuts = {m.name: [int(c) for c in m.feasible[rng.integers(len(m.feasible))]] for m in members}
     blocks = [b for m in members for b in blocks_of(m.name, cuts[m.name])]
     anchors = [blocks[i] for i in rng.choice(len(blocks), size=K, replace=False)]
     assign = _reassign(sim, blocks, anchors)
-    for iteration in range(1, max_iter + 1):
+    for iteration in range(1, max_iter + 1):  # noqa: B007  (returned after the loop)
         moved = False
         for i, m in enumerate(members):
-            moved |= _refine(sim, m, cuts[m.name], assign[i * K:(i + 1) * K], anchors)
+            moved |= _refine(sim, m, cuts[m.name], assign[i * K : (i + 1) * K], anchors)
         blocks = [b for m in members for b in blocks_of(m.name, cuts[m.name])]
         new_assign = _reassign(sim, blocks, anchors)
         new_anchors = _medoids(sim, blocks, new_assign, K)
@@ -145,8 +149,16 @@ def partition_once(sim: BlockSimilarity, members: list[MemberNodes], K: int, rng
     return objective(sim, blocks, assign, anchors, kind), cuts, assign, anchors, iteration
 
 
-def partition(sim: BlockSimilarity, node_params: dict[str, Sequence[int]], K: int = 4, eps: float = 0.2,
-              restarts: int = 200, max_iter: int = 200, seed: int = 0, kind: str = "anchor") -> dict[str, Any]:
+def partition(
+    sim: BlockSimilarity,
+    node_params: dict[str, Sequence[int]],
+    K: int = 4,
+    eps: float = 0.2,
+    restarts: int = 200,
+    max_iter: int = 200,
+    seed: int = 0,
+    kind: str = "anchor",
+) -> dict[str, Any]:
     """The best partition over `restarts` random starts; reproducible from `seed`."""
     if kind not in OBJECTIVES:
         raise UserError(f"objective='{kind}' is unknown; use one of {list(OBJECTIVES)}.")
@@ -163,10 +175,22 @@ def partition(sim: BlockSimilarity, node_params: dict[str, Sequence[int]], K: in
         if best is None or result[0] > best[0] + 1e-12:
             best = (*result, restart)
     score, cuts, assign, anchors, iterations, restart = best
-    return {"K": K, "eps": eps, "seed": seed, "restarts": restarts, "objective": score, "objective_kind": kind,
-            "same_stage_only": sim.same_stage_only, "best_restart": restart, "iterations": iterations,
-            "cuts": cuts, "assign": [int(a) for a in assign], "anchors": [(a.member, a.stage) for a in anchors],
-            "caps": {m.name: m.cap for m in members}, "history": history}
+    return {
+        "K": K,
+        "eps": eps,
+        "seed": seed,
+        "restarts": restarts,
+        "objective": score,
+        "objective_kind": kind,
+        "same_stage_only": sim.same_stage_only,
+        "best_restart": restart,
+        "iterations": iterations,
+        "cuts": cuts,
+        "assign": [int(a) for a in assign],
+        "anchors": [(a.member, a.stage) for a in anchors],
+        "caps": {m.name: m.cap for m in members},
+        "history": history,
+    }
 
 
 def describe(result: dict[str, Any], zoo: dict[str, Any]) -> dict[str, Any]:
@@ -180,18 +204,32 @@ def describe(result: dict[str, Any], zoo: dict[str, Any]) -> dict[str, Any]:
         blocks = []
         for b in blocks_of(name, cuts):
             group = result["assign"][i * K + b.stage]
-            blocks.append({"stage": b.stage, "start": b.start, "end": b.end, "nodes": info["nodes"][b.start:b.end + 1],
-                           "params": int(sum(info["node_params"][b.start:b.end + 1])), "set": group,
-                           "in_shape": info["in_shapes"][b.start], "out_shape": info["out_shapes"][b.end]})
+            blocks.append(
+                {
+                    "stage": b.stage,
+                    "start": b.start,
+                    "end": b.end,
+                    "nodes": info["nodes"][b.start : b.end + 1],
+                    "params": int(sum(info["node_params"][b.start : b.end + 1])),
+                    "set": group,
+                    "in_shape": info["in_shapes"][b.start],
+                    "out_shape": info["out_shapes"][b.end],
+                }
+            )
             out["sets"][group]["blocks"].append({"member": name, "stage": b.stage})
-        out["members"][name] = {"cuts": list(cuts), "cap": result["caps"][name],
-                                "params": int(sum(info["node_params"])), "blocks": blocks}
+        out["members"][name] = {
+            "cuts": list(cuts),
+            "cap": result["caps"][name],
+            "params": int(sum(info["node_params"])),
+            "blocks": blocks,
+        }
     return out
 
 
 def load_similarity(run_dir: str | Path) -> tuple[dict[str, Any], np.ndarray, dict[str, Any]]:
-    summary = read_stage(run_dir, "similarity",
-                         "python -m dery.similarity zoo.members.<name>.weights=... (see docs/dery.md)")
+    summary = read_stage(
+        run_dir, "similarity", "python -m dery.similarity zoo.members.<name>.weights=... (see docs/dery.md)"
+    )
     zoo = read_json(summary["zoo"], "The similarity run's zoo.json")
     cka = read_safetensors(summary["similarity"], "The similarity run's matrix")["cka"].numpy()
     return summary, cka, zoo
@@ -202,14 +240,21 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
     sim = BlockSimilarity(cka, zoo["offsets"], cfg.same_stage_only)
     node_params = {name: m["node_params"] for name, m in zoo["members"].items()}
     result = partition(sim, node_params, cfg.K, cfg.eps, cfg.restarts, cfg.max_iter, cfg.seed, cfg.objective)
-    saved = {"similarity_run": str(Path(str(cfg.similarity)).expanduser().resolve()), "zoo": summary["zoo"],
-             **describe(result, zoo)}
+    saved = {
+        "similarity_run": str(Path(str(cfg.similarity)).expanduser().resolve()),
+        "zoo": summary["zoo"],
+        **describe(result, zoo),
+    }
     path = out / "partition.json"
     path.write_text(json.dumps(saved, indent=2))
     plot = plot_partition(saved, out / "plots" / "partition.png")
-    return {"partition": str(path), "plots": [str(plot)], "objective": saved["objective"],
-            "best_restart": saved["best_restart"],
-            "sets": [[f"{b['member']}[{b['stage']}]" for b in s["blocks"]] for s in saved["sets"]]}
+    return {
+        "partition": str(path),
+        "plots": [str(plot)],
+        "objective": saved["objective"],
+        "best_restart": saved["best_restart"],
+        "sets": [[f"{b['member']}[{b['stage']}]" for b in s["blocks"]] for s in saved["sets"]],
+    }
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="dery/partition")

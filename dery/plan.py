@@ -7,8 +7,9 @@ the parts add up to the whole network exactly (tests/dery/test_search.py builds 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -28,7 +29,7 @@ class Unbuildable(Exception):
 @dataclass
 class Plan:
     blocks: list[Block]
-    parts: list[dict[str, Any]]           # stem, K - 1 adapters, head
+    parts: list[dict[str, Any]]  # stem, K - 1 adapters, head
     shapes: list[list[int]] = field(default_factory=list)  # input shape of every block, then the head's
     params: int = 0
     flops: int = 0
@@ -82,16 +83,27 @@ class Planner:
         stride = 1
         while stride * 2 * height <= self.input_size[1]:  # a power of two, as the stem's pools give
             stride *= 2
-        return {"kind": "stem", "channels": member.in_channels(first.start), "stride": stride,
-                "in_chans": self.input_size[0], "layout": member.layout}
+        return {
+            "kind": "stem",
+            "channels": member.in_channels(first.start),
+            "stride": stride,
+            "in_chans": self.input_size[0],
+            "layout": member.layout,
+        }
 
     def adapter(self, prev: Block, nxt: Block, shape: tuple[int, ...]) -> dict[str, Any]:
         src, dst = self.members[prev.member], self.members[nxt.member]
         current, expected = grid(shape, src.layout)[0], dst.in_grid(nxt.start)[0]
         stride = max(1, current // expected)
         kind = "linear" if stride == 1 and src.layout != "nchw" and dst.layout != "nchw" else "conv"
-        return {"kind": kind, "in": channels(shape, src.layout), "out": dst.in_channels(nxt.start), "stride": stride,
-                "src": src.layout, "dst": dst.layout}
+        return {
+            "kind": kind,
+            "in": channels(shape, src.layout),
+            "out": dst.in_channels(nxt.start),
+            "stride": stride,
+            "src": src.layout,
+            "dst": dst.layout,
+        }
 
     def head(self, last: Block, shape: tuple[int, ...]) -> dict[str, Any]:
         layout = self.members[last.member].layout
@@ -109,7 +121,7 @@ class Planner:
             plan.shapes.append(list(shape))
             block_flops, shape = self.block_cost(block, shape)
             member = self.members[block.member]
-            plan.block_params += sum(member.node_params[block.start:block.end + 1])
+            plan.block_params += sum(member.node_params[block.start : block.end + 1])
             plan.params += params
             plan.flops += flops + block_flops
         head = self.head(blocks[-1], shape)

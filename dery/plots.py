@@ -4,8 +4,9 @@ reassembled architecture. Saved as PNG (non-training stages write their run's pl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import matplotlib
 
@@ -48,7 +49,7 @@ def plot_partition(partition: Mapping[str, Any], path: Path) -> Path:
     """One row per member: its nodes left to right, split into K blocks, coloured by set."""
     members = partition["members"]
     fig, ax = plt.subplots(figsize=(10, 0.55 * len(members) + 1.2))
-    for row, (name, info) in enumerate(members.items()):
+    for row, info in enumerate(members.values()):
         total = sum(len(b["nodes"]) for b in info["blocks"])
         x = 0.0
         for block in info["blocks"]:
@@ -62,14 +63,21 @@ def plot_partition(partition: Mapping[str, Any], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("nodes of the member, in forward order (fraction)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=SET_COLOURS[k % len(SET_COLOURS)]) for k in range(partition["K"])]
-    ax.legend(handles, [f"set {k}" for k in range(partition["K"])], ncol=partition["K"], loc="upper center",
-              bbox_to_anchor=(0.5, -0.18), fontsize=8)
-    ax.set_title(f"DeRy partition: K={partition['K']}, objective {partition['objective']:.3f} "
-                 f"(seed {partition['seed']})")
+    ax.legend(
+        handles,
+        [f"set {k}" for k in range(partition["K"])],
+        ncol=partition["K"],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.18),
+        fontsize=8,
+    )
+    ax.set_title(
+        f"DeRy partition: K={partition['K']}, objective {partition['objective']:.3f} (seed {partition['seed']})"
+    )
     return _save(fig, path)
 
 
-def architecture_figure(spec: Mapping[str, Any]) -> "plt.Figure":
+def architecture_figure(spec: Mapping[str, Any]) -> plt.Figure:
     """Boxes left to right: stem, (block, adapter)*, head, with shapes and parameters."""
     items = [("stem", f"{spec['stem']['channels']}ch /{spec['stem']['stride']}", "#dddddd")]
     for k, block in enumerate(spec["blocks"]):
@@ -103,8 +111,9 @@ def plot_architecture(spec: Mapping[str, Any], path: Path) -> Path:
 def plot_candidates(table: list[dict], best: int, path: Path) -> Path:
     """NASWOT against parameters of the scored candidates; the chosen one in red."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.scatter([r["params"] / 1e6 for r in table], [r["naswot"] for r in table], s=10, alpha=0.6,
-               label="feasible candidates")
+    ax.scatter(
+        [r["params"] / 1e6 for r in table], [r["naswot"] for r in table], s=10, alpha=0.6, label="feasible candidates"
+    )
     ax.scatter([table[best]["params"] / 1e6], [table[best]["naswot"]], s=60, color="red", label="chosen")
     ax.set_xlabel("parameters (M)")
     ax.set_ylabel("NASWOT")

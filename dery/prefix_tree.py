@@ -17,8 +17,9 @@ import json
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,13 +59,14 @@ def seeded_part(part: Mapping[str, Any], seed: int, position: int) -> nn.Module:
 
 def candidate_network(plan: Plan, members: Mapping[str, Member], seed: int) -> ReassembledNet:
     """The network of a plan with the parts the proxy scores (blocks copied from the zoo)."""
-    blocks = [node_block(members[b.member].model, members[b.member].nodes[b.start:b.end + 1]) for b in plan.blocks]
+    blocks = [node_block(members[b.member].model, members[b.member].nodes[b.start : b.end + 1]) for b in plan.blocks]
     parts = [seeded_part(p, seed, k) for k, p in enumerate(plan.parts)]
     return ReassembledNet(parts[0], blocks, parts[1:-1], parts[-1], plan.parts[0]["layout"])
 
 
-def _run_stage(part: nn.Module, block: nn.Module | None, x: torch.Tensor, seed: int,
-               stem_layout: str | None) -> torch.Tensor:
+def _run_stage(
+    part: nn.Module, block: nn.Module | None, x: torch.Tensor, seed: int, stem_layout: str | None
+) -> torch.Tensor:
     with torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
         _manual_seed(seed, x.device)
         h = part(x)
@@ -121,8 +123,9 @@ class ScoreCache:
 class PrefixTree:
     """Scores plans by NASWOT, each shared prefix of blocks evaluated once."""
 
-    def __init__(self, members: Mapping[str, Member], batches: Sequence[torch.Tensor], seed: int,
-                 hooks: str = "default"):
+    def __init__(
+        self, members: Mapping[str, Member], batches: Sequence[torch.Tensor], seed: int, hooks: str = "default"
+    ):
         self.members, self.batches, self.seed, self.hooks = members, list(batches), seed, hooks
         self._blocks: dict[Block, nn.Module] = {}
         self.evaluated_stages = 0
@@ -130,7 +133,7 @@ class PrefixTree:
     def _block(self, block: Block) -> nn.Module:
         if block not in self._blocks:
             member = self.members[block.member]
-            module = node_block(member.model, member.nodes[block.start:block.end + 1])
+            module = node_block(member.model, member.nodes[block.start : block.end + 1])
             self._blocks[block] = module.to(self.batches[0].device).train()
         return self._blocks[block]
 
@@ -175,7 +178,7 @@ class PrefixTree:
             if k + 1 < len(first.blocks):
                 self._descend(group, k + 1, outputs, sums, cache, bar)
                 continue
-            _, final = self._stage(first.parts[k + 1], k + 1, None, outputs, sums, None)   # the head
+            _, final = self._stage(first.parts[k + 1], k + 1, None, outputs, sums, None)  # the head
             cache.scores[candidate_key(first.blocks)] = float(np.mean([log_det_score(K) for K in final]))
             bar.update(1)
             cache.save()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from omegaconf import DictConfig
@@ -67,8 +67,14 @@ def without_augmentation(dataset: Dataset, datamodule) -> Dataset:
 class Probe:
     """`num_images` (all when None) class-stratified images of `split`, not augmented."""
 
-    def __init__(self, data_cfg: DictConfig, split: str = "train", num_images: int | None = None, batch_size: int = 128,
-                 seed: int = 0):
+    def __init__(
+        self,
+        data_cfg: DictConfig,
+        split: str = "train",
+        num_images: int | None = None,
+        batch_size: int = 128,
+        seed: int = 0,
+    ):
         if split not in SPLITS:
             raise UserError(f"probe.split='{split}' is not a split; use one of {list(SPLITS)}.")
         self.datamodule = build("data", data_cfg)
@@ -86,8 +92,12 @@ class Probe:
 
     def batches(self, batch_size: int | None = None, limit: int | None = None) -> Iterator[torch.Tensor]:
         """Normalised image batches (no augmentation), at most `limit` of them."""
-        loader = DataLoader(Subset(self.dataset, self.indices), batch_size=batch_size or self.batch_size, shuffle=False,
-                            num_workers=getattr(self.datamodule, "num_workers", 0))
+        loader = DataLoader(
+            Subset(self.dataset, self.indices),
+            batch_size=batch_size or self.batch_size,
+            shuffle=False,
+            num_workers=getattr(self.datamodule, "num_workers", 0),
+        )
         for i, (x, *_) in enumerate(loader):
             if limit is not None and i >= limit:
                 return

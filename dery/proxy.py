@@ -17,13 +17,13 @@ Differences from the original, for every family to count:
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-ATTENTION = ("Attention", "WindowAttention")   # timm ViT / Swin, for the original's Attention, ShiftWindowMSA
+ATTENTION = ("Attention", "WindowAttention")  # timm ViT / Swin, for the original's Attention, ShiftWindowMSA
 HOOK_SETS = ("default", "original")
 
 
@@ -31,9 +31,26 @@ def _classes(hooks: str) -> tuple[type, ...]:
     from timm.layers import activations as timm_act
     from timm.layers import activations_me as timm_me
 
-    original = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.PReLU, nn.Hardswish, nn.ELU, nn.SELU, nn.Mish, nn.Linear, nn.Dropout,
-                timm_act.GELU, timm_act.GELUTanh, timm_act.QuickGELU, timm_act.Mish, timm_act.HardSwish,
-                timm_act.PReLU, timm_me.MishMe, timm_me.HardSwishMe)
+    original = (
+        nn.ReLU,
+        nn.LeakyReLU,
+        nn.GELU,
+        nn.PReLU,
+        nn.Hardswish,
+        nn.ELU,
+        nn.SELU,
+        nn.Mish,
+        nn.Linear,
+        nn.Dropout,
+        timm_act.GELU,
+        timm_act.GELUTanh,
+        timm_act.QuickGELU,
+        timm_act.Mish,
+        timm_act.HardSwish,
+        timm_act.PReLU,
+        timm_me.MishMe,
+        timm_me.HardSwishMe,
+    )
     if hooks == "original":
         return original
     if hooks == "default":
@@ -51,8 +68,10 @@ def batch_codes(out: torch.Tensor, batch: int) -> torch.Tensor:
     leading dim of batch * windows (batch-major, as timm's window_partition lays it out)
     folds into the sample's row."""
     if out.dim() == 0 or out.shape[0] % batch:
-        raise ValueError(f"a hooked output of shape {tuple(out.shape)} does not lead with the batch ({batch}) "
-                         "or a batch-major multiple of it")
+        raise ValueError(
+            f"a hooked output of shape {tuple(out.shape)} does not lead with the batch ({batch}) "
+            "or a batch-major multiple of it"
+        )
     return torch.where(out.detach().reshape(batch, -1) > 0, 1.0, -1.0)
 
 
@@ -69,7 +88,7 @@ class CodeKernel:
     def _hook(self, _module, _inputs, output) -> None:
         out = output[0] if isinstance(output, (tuple, list)) else output
         signs = batch_codes(out, self.kernel.shape[0])
-        exact = signs.shape[1] < 2**24   # float32 sums of +-1 are exact below 2^24
+        exact = signs.shape[1] < 2**24  # float32 sums of +-1 are exact below 2^24
         signs = signs.to(torch.float32 if exact else torch.float64)
         self.kernel += ((signs @ signs.T).to(torch.float64) + signs.shape[1]) / 2
 

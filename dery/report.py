@@ -14,7 +14,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-
 from tasks.files import read_json, read_yaml
 from tasks.study import Estimate
 
@@ -43,21 +42,26 @@ def _accuracy(values: list[float]) -> tuple[str, str, str]:
 
 def table(chain_dir: Path) -> str:
     runs = _summaries(chain_dir)
-    lines = ["| network | parameters | trainable | MFLOPs | n | test acc mean ± std | 95 % CI |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| network | parameters | trainable | MFLOPs | n | test acc mean ± std | 95 % CI |",
+        "|---|---|---|---|---|---|---|",
+    ]
     similarity = next((s[0] for s in runs.values() if s[0].get("stage") == "similarity"), None)
     if similarity:
         for name, member in read_json(similarity["zoo"], "The similarity run's zoo.json")["members"].items():
             acc = [member["accuracy"]] if member.get("accuracy") is not None else []
             flops = f"{member['flops'] / 1e6:.1f}" if member.get("flops") else "–"
-            lines.append(f"| zoo: {name} ({member['arch']}) | {member['params'] / 1e6:.3f}M | all | {flops} | "
-                         + " | ".join(_accuracy(acc)) + " |")
+            lines.append(
+                f"| zoo: {name} ({member['arch']}) | {member['params'] / 1e6:.3f}M | all | {flops} | "
+                + " | ".join(_accuracy(acc))
+                + " |"
+            )
     trained = []
     for stage, summaries in runs.items():
         spec_path = _option(summaries[0], "model.spec")
         if spec_path and Path(spec_path).is_file():
             trained.append((stage, summaries, read_yaml(spec_path, "DeRy spec")))
-    for stage, summaries, spec in sorted(trained, key=lambda t: (t[2]["params"], t[0])):
+    for _stage, summaries, spec in sorted(trained, key=lambda t: (t[2]["params"], t[0])):
         mode = _option(summaries[0], "model.mode") or "frozen"
         init = _option(summaries[0], "model.init") or "zoo"
         trainable = spec["new_params"] if mode == "frozen" else spec["params"]
@@ -66,8 +70,10 @@ def table(chain_dir: Path) -> str:
         kind = f"{mode}, random init" if init == "random" else mode
         label = f"DeRy <= {budget / 1e6:.2f}M params, {kind}" if budget else f"DeRy, {kind}"
         acc = [s["test"]["test/acc"] for s in summaries if s.get("test", {}).get("test/acc") is not None]
-        lines.append(f"| {label} ({blocks}) | {spec['params'] / 1e6:.3f}M | {trainable / 1e6:.3f}M | "
-                     f"{spec['flops'] / 1e6:.1f} | " + " | ".join(_accuracy(acc)) + " |")
+        lines.append(
+            f"| {label} ({blocks}) | {spec['params'] / 1e6:.3f}M | {trainable / 1e6:.3f}M | "
+            f"{spec['flops'] / 1e6:.1f} | " + " | ".join(_accuracy(acc)) + " |"
+        )
     text = "\n".join(lines) + "\n"
     searches = [s[0] for s in runs.values() if s[0].get("stage") == "search" and s[0].get("kendall_tau")]
     if searches:
@@ -75,8 +81,9 @@ def table(chain_dir: Path) -> str:
         members = tau.get("members", {}).items()
         scores = ", ".join(f"{n} {m['naswot']:.3f} (acc {m['accuracy']:.4f})" for n, m in members)
         value = "–" if tau.get("tau") is None else f"{tau['tau']:+.3f} (p = {tau.get('p_value', float('nan')):.3f})"
-        text += (f"\nNASWOT against the members' test accuracy: Kendall tau {value}; "
-                 f"NASWOT per member: {scores or '–'}.\n")
+        text += (
+            f"\nNASWOT against the members' test accuracy: Kendall tau {value}; NASWOT per member: {scores or '–'}.\n"
+        )
     return text
 
 
@@ -91,23 +98,31 @@ def _stage_args(argv: list[str]) -> tuple[Path | None, Path | None]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if unknown := [a for a in argv if "=" in a and a.split("=", 1)[0] not in ("chain", "hydra.run.dir")]:
-        raise SystemExit(f"error: unknown argument(s) {unknown}. dery.report takes <chain dir>, or chain=<dir> "
-                         "[hydra.run.dir=<dir>].")
+        raise SystemExit(
+            f"error: unknown argument(s) {unknown}. dery.report takes <chain dir>, or chain=<dir> "
+            "[hydra.run.dir=<dir>]."
+        )
     chain_dir, run_dir = _stage_args(argv)
     if chain_dir is None:
         if len(argv) != 1 or argv[0].startswith("-"):
             raise SystemExit(__doc__)
         chain_dir = Path(argv[0])
     if not any(chain_dir.glob("*/summary.json")):
-        raise SystemExit(f"error: no stage summaries under {chain_dir}. "
-                         "Point it at a chain dir: logs/chains/dery_digits/<stamp>.")
+        raise SystemExit(
+            f"error: no stage summaries under {chain_dir}. Point it at a chain dir: logs/chains/dery_digits/<stamp>."
+        )
     text = table(chain_dir)
     (chain_dir / "dery_table.md").write_text(text)
     print(text)
-    if run_dir is not None:   # a chain stage: tasks.chain waits for its summary.json
+    if run_dir is not None:  # a chain stage: tasks.chain waits for its summary.json
         run_dir.mkdir(parents=True, exist_ok=True)
-        summary = {"stage": "report", "task_name": "dery_report", "table": text,
-                   "file": str(chain_dir / "dery_table.md"), "finished": datetime.now().isoformat(timespec="seconds")}
+        summary = {
+            "stage": "report",
+            "task_name": "dery_report",
+            "table": text,
+            "file": str(chain_dir / "dery_table.md"),
+            "finished": datetime.now().isoformat(timespec="seconds"),
+        }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
 

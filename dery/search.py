@@ -42,8 +42,9 @@ from tasks.files import read_json
 CACHE_VERSION = 1
 
 
-def kendall_tau(members: dict[str, Member], batches: list[torch.Tensor], seed: int = 0,
-                hooks: str = "default") -> dict[str, Any]:
+def kendall_tau(
+    members: dict[str, Member], batches: list[torch.Tensor], seed: int = 0, hooks: str = "default"
+) -> dict[str, Any]:
     """NASWOT of every zoo member (its own trained network) against its test accuracy."""
     from scipy.stats import kendalltau
 
@@ -66,9 +67,16 @@ def score_cache_path(cfg: DictConfig, zoo: dict[str, Any], probe: Probe, device:
     """The NASWOT cache file: keyed by the zoo, the probe images, every proxy setting and the
     device type (GPU kernels round differently)."""
     keep = ("arch", "kwargs", "fingerprint", "nodes", "layout")
-    payload = {"v": CACHE_VERSION, "members": {n: {k: m.get(k) for k in keep} for n, m in zoo["members"].items()},
-               "input": zoo["input_size"], "num_classes": cfg.num_classes, "probe": probe.fingerprint(),
-               "proxy": OmegaConf.to_container(cfg.proxy, resolve=True), "seed": cfg.seed, "device": device.type}
+    payload = {
+        "v": CACHE_VERSION,
+        "members": {n: {k: m.get(k) for k in keep} for n, m in zoo["members"].items()},
+        "input": zoo["input_size"],
+        "num_classes": cfg.num_classes,
+        "probe": probe.fingerprint(),
+        "proxy": OmegaConf.to_container(cfg.proxy, resolve=True),
+        "seed": cfg.seed,
+        "device": device.type,
+    }
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
     return Path(cfg.cache_dir).expanduser() / f"naswot-{key}.json"
 
@@ -105,24 +113,51 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
     tree = PrefixTree(members, batches, cfg.seed, cfg.proxy.hooks)
     start = time.perf_counter()
     scores = tree.scores(plans, cache)
-    info["proxy"] = {"seconds": time.perf_counter() - start, "cache": str(cache.path), "cached": cached,
-                     "evaluated_stages": tree.evaluated_stages, "hooks": cfg.proxy.hooks}
+    info["proxy"] = {
+        "seconds": time.perf_counter() - start,
+        "cache": str(cache.path),
+        "cached": cached,
+        "evaluated_stages": tree.evaluated_stages,
+        "hooks": cfg.proxy.hooks,
+    }
     best = int(np.argmax(scores))
     tau = kendall_tau(members, batches, cfg.seed, cfg.proxy.hooks)
     sets = pool.sets
-    spec = spec_of(plans[best], members, zoo["input_size"], cfg.num_classes, sets,
-                   {"proxy": {"naswot": scores[best]}, "budget": OmegaConf.to_container(cfg.budget),
-                    "search": {**info, "partition_run": str(cfg.partition)}})
+    spec = spec_of(
+        plans[best],
+        members,
+        zoo["input_size"],
+        cfg.num_classes,
+        sets,
+        {
+            "proxy": {"naswot": scores[best]},
+            "budget": OmegaConf.to_container(cfg.budget),
+            "search": {**info, "partition_run": str(cfg.partition)},
+        },
+    )
     spec_path = save_spec(spec, out / "spec.yaml")
-    table = [{"blocks": pool.label(p.blocks), "params": p.params, "flops": p.flops, "naswot": s}
-             for p, s in zip(plans, scores)]
+    table = [
+        {"blocks": pool.label(p.blocks), "params": p.params, "flops": p.flops, "naswot": s}
+        for p, s in zip(plans, scores)
+    ]
     (out / "candidates.json").write_text(json.dumps(table, indent=2))
     plots = [str(plot_architecture(spec, out / "plots" / "architecture.png"))]
     plots.append(str(plot_candidates(table, best, out / "plots" / "candidates.png")))
-    return {"spec": str(spec_path), "candidates": str(out / "candidates.json"), "plots": plots,
-            "chosen": {"blocks": pool.label(plans[best].blocks), "params": spec["params"], "flops": spec["flops"],
-                       "new_params": spec["new_params"], "naswot": scores[best]},
-            "budget": OmegaConf.to_container(cfg.budget), "search": info, "kendall_tau": tau}
+    return {
+        "spec": str(spec_path),
+        "candidates": str(out / "candidates.json"),
+        "plots": plots,
+        "chosen": {
+            "blocks": pool.label(plans[best].blocks),
+            "params": spec["params"],
+            "flops": spec["flops"],
+            "new_params": spec["new_params"],
+            "naswot": scores[best],
+        },
+        "budget": OmegaConf.to_container(cfg.budget),
+        "search": info,
+        "kendall_tau": tau,
+    }
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="dery/search")

@@ -46,8 +46,18 @@ def _key(payload: Any) -> str:
 
 
 def feature_key(member: Member, input_size, probe_key: str) -> str:
-    return _key({"v": CACHE_VERSION, "arch": member.arch, "kwargs": member.kwargs, "weights": member.fingerprint,
-                 "nodes": member.nodes, "layout": member.layout, "input": list(input_size), "probe": probe_key})
+    return _key(
+        {
+            "v": CACHE_VERSION,
+            "arch": member.arch,
+            "kwargs": member.kwargs,
+            "weights": member.fingerprint,
+            "nodes": member.nodes,
+            "layout": member.layout,
+            "input": list(input_size),
+            "probe": probe_key,
+        }
+    )
 
 
 @torch.no_grad()
@@ -76,8 +86,9 @@ def rep_dims(member: Member) -> list[int]:
     return [member.in_channels(0)] + [member.out_channels(i) for i in range(len(member.nodes))]
 
 
-def member_features(member: Member, probe: Probe, probe_key: str, input_size, cache: Path,
-                    device: torch.device) -> tuple[torch.Tensor, bool]:
+def member_features(
+    member: Member, probe: Probe, probe_key: str, input_size, cache: Path, device: torch.device
+) -> tuple[torch.Tensor, bool]:
     path = cache / f"features-{feature_key(member, input_size, probe_key)}.safetensors"
     if path.is_file():
         return load_file(str(path))["features"], True
@@ -113,16 +124,26 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
         offsets[name] = start
         start += len(member.nodes) + 1
     save_file({"cka": cka.contiguous()}, str(out / "similarity.safetensors"))
-    zoo = {"input_size": list(input_size),
-           "probe": {"split": cfg.probe.split, "images": len(probe), "fingerprint": probe_key}, "offsets": offsets,
-           "members": {name: m.describe() for name, m in members.items()}}
+    zoo = {
+        "input_size": list(input_size),
+        "probe": {"split": cfg.probe.split, "images": len(probe), "fingerprint": probe_key},
+        "offsets": offsets,
+        "members": {name: m.describe() for name, m in members.items()},
+    }
     (out / "zoo.json").write_text(json.dumps(zoo, indent=2))
     plot = plot_cka(cka, members, offsets, out / "plots" / "cka.png")
-    return {"zoo": str(out / "zoo.json"), "similarity": str(out / "similarity.safetensors"), "plots": [str(plot)],
-            "cache": {"matrix": str(matrix_path), "hit": all(hits.values()), "feature_hits": hits},
-            "members": {name: {"arch": m.arch, "nodes": len(m.nodes), "params": sum(m.node_params),
-                               "accuracy": m.accuracy} for name, m in members.items()},
-            "representations": int(cka.shape[0]), "probe_images": len(probe)}
+    return {
+        "zoo": str(out / "zoo.json"),
+        "similarity": str(out / "similarity.safetensors"),
+        "plots": [str(plot)],
+        "cache": {"matrix": str(matrix_path), "hit": all(hits.values()), "feature_hits": hits},
+        "members": {
+            name: {"arch": m.arch, "nodes": len(m.nodes), "params": sum(m.node_params), "accuracy": m.accuracy}
+            for name, m in members.items()
+        },
+        "representations": int(cka.shape[0]),
+        "probe_images": len(probe),
+    }
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="dery/similarity")

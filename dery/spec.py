@@ -5,8 +5,9 @@ weights; it is what `model.spec=<path>` hands to dery.module.ReassembledModule."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -19,21 +20,46 @@ from tasks.files import read_yaml, require_keys
 FORMAT = "dery-spec/1"
 
 
-def spec_of(plan: Plan, members: Mapping[str, Member], input_size, num_classes: int,
-            sets: Mapping[tuple, int] | None = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def spec_of(
+    plan: Plan,
+    members: Mapping[str, Member],
+    input_size,
+    num_classes: int,
+    sets: Mapping[tuple, int] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     used = list(dict.fromkeys(b.member for b in plan.blocks))
     blocks = []
     for block in plan.blocks:
         member = members[block.member]
-        blocks.append({"member": block.member, "stage": block.stage, "start": block.start, "end": block.end,
-                       "nodes": member.nodes[block.start:block.end + 1], "layout": member.layout,
-                       "set": int((sets or {}).get((block.member, block.stage), -1)),
-                       "params": int(sum(member.node_params[block.start:block.end + 1]))})
-    return {"format": FORMAT, "input_size": list(input_size), "num_classes": num_classes,
-            "members": {name: members[name].source() for name in used}, "blocks": blocks,
-            "stem": plan.parts[0], "adapters": plan.parts[1:-1], "head": plan.parts[-1], "shapes": plan.shapes,
-            "params": int(plan.params), "flops": int(plan.flops), "block_params": int(plan.block_params),
-            "new_params": int(plan.new_params), **dict(extra or {})}
+        blocks.append(
+            {
+                "member": block.member,
+                "stage": block.stage,
+                "start": block.start,
+                "end": block.end,
+                "nodes": member.nodes[block.start : block.end + 1],
+                "layout": member.layout,
+                "set": int((sets or {}).get((block.member, block.stage), -1)),
+                "params": int(sum(member.node_params[block.start : block.end + 1])),
+            }
+        )
+    return {
+        "format": FORMAT,
+        "input_size": list(input_size),
+        "num_classes": num_classes,
+        "members": {name: members[name].source() for name in used},
+        "blocks": blocks,
+        "stem": plan.parts[0],
+        "adapters": plan.parts[1:-1],
+        "head": plan.parts[-1],
+        "shapes": plan.shapes,
+        "params": int(plan.params),
+        "flops": int(plan.flops),
+        "block_params": int(plan.block_params),
+        "new_params": int(plan.new_params),
+        **dict(extra or {}),
+    }
 
 
 def save_spec(spec: Mapping[str, Any], path: str | Path) -> Path:
@@ -45,9 +71,11 @@ def save_spec(spec: Mapping[str, Any], path: str | Path) -> Path:
 
 def load_spec(path: str | Path | None) -> dict[str, Any]:
     if not path:
-        raise UserError("model.spec is not set. Point it at the spec.yaml of a dery.search run "
-                        "(python -m dery.search partition=<run dir>), or run the whole method: "
-                        "python -m tasks.chain dery_digits")
+        raise UserError(
+            "model.spec is not set. Point it at the spec.yaml of a dery.search run "
+            "(python -m dery.search partition=<run dir>), or run the whole method: "
+            "python -m tasks.chain dery_digits"
+        )
     path = Path(str(path)).expanduser()
     spec = read_yaml(path, "DeRy spec", "Make one with: python -m dery.search partition=<dery.partition run dir>")
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:

@@ -12,7 +12,8 @@ CNN (only when the topology rule is off) has its tokens folded back into the gri
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -27,8 +28,11 @@ class Stem(nn.Sequential):
     def __init__(self, channels: int, stride: int, in_chans: int = 3):
         first = min(stride, 2)
         kernel = 7 if first == 2 else 3
-        layers: list[nn.Module] = [nn.Conv2d(in_chans, channels, kernel, first, kernel // 2, bias=False),
-                                   nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_chans, channels, kernel, first, kernel // 2, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        ]
         remaining = stride // first
         while remaining > 1:
             layers.append(nn.MaxPool2d(3, 2, 1))
@@ -43,11 +47,15 @@ class Adapter(nn.Module):
         super().__init__()
         self.kind, self.src, self.dst = kind, src, dst
         if kind == "conv":
-            self.layers = nn.Sequential(nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c_out, stride, stride, bias=False),
-                                        nn.LeakyReLU(0.1, inplace=True))
+            self.layers = nn.Sequential(
+                nn.BatchNorm2d(c_in),
+                nn.Conv2d(c_in, c_out, stride, stride, bias=False),
+                nn.LeakyReLU(0.1, inplace=True),
+            )
         elif kind == "linear":
-            self.layers = nn.Sequential(nn.LayerNorm(c_in), nn.Linear(c_in, c_out, bias=False),
-                                        nn.LeakyReLU(0.1, inplace=True))
+            self.layers = nn.Sequential(
+                nn.LayerNorm(c_in), nn.Linear(c_in, c_out, bias=False), nn.LeakyReLU(0.1, inplace=True)
+            )
         else:
             raise ValueError(f"unknown adapter kind {kind}")
 
@@ -72,8 +80,14 @@ class Head(nn.Module):
 class ReassembledNet(nn.Module):
     """stem -> block 0 -> adapter 0 -> block 1 -> ... -> head."""
 
-    def __init__(self, stem: nn.Module, blocks: Sequence[nn.Module], adapters: Sequence[nn.Module], head: nn.Module,
-                 stem_layout: str):
+    def __init__(
+        self,
+        stem: nn.Module,
+        blocks: Sequence[nn.Module],
+        adapters: Sequence[nn.Module],
+        head: nn.Module,
+        stem_layout: str,
+    ):
         super().__init__()
         self.stem, self.stem_layout = stem, stem_layout
         self.blocks = nn.ModuleList(blocks)
@@ -92,7 +106,7 @@ class ReassembledNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
 
-    def freeze_blocks(self, frozen: bool = True, update_bn: bool = False) -> "ReassembledNet":
+    def freeze_blocks(self, frozen: bool = True, update_bn: bool = False) -> ReassembledNet:
         """Frozen blocks get no gradients. With `update_bn=False` they also stay in eval
         mode (BN keeps the zoo's statistics); True is the original's behaviour, where their
         BN running statistics follow the new data."""
@@ -100,7 +114,7 @@ class ReassembledNet(nn.Module):
         self.blocks.requires_grad_(not frozen)
         return self.train(self.training)
 
-    def train(self, mode: bool = True) -> "ReassembledNet":
+    def train(self, mode: bool = True) -> ReassembledNet:
         super().train(mode)
         if self.frozen_blocks and not self.update_block_bn:
             self.blocks.eval()

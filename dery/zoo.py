@@ -47,7 +47,7 @@ class Member:
     in_shapes: list[tuple[int, ...]] = field(default_factory=list)
     out_shapes: list[tuple[int, ...]] = field(default_factory=list)
     node_params: list[int] = field(default_factory=list)
-    flops: int = 0   # of the whole member, one image
+    flops: int = 0  # of the whole member, one image
     prefix_tokens: int = 0
     accuracy: float | None = None
     family: str | None = None
@@ -69,14 +69,27 @@ class Member:
 
     def source(self) -> dict[str, Any]:
         """What rebuilds this member: architecture, kwargs, weights, nodes (JSON-able)."""
-        return {"arch": self.arch, "kwargs": self.kwargs, "weights": self.weights, "nodes": self.nodes,
-                "layout": self.layout}
+        return {
+            "arch": self.arch,
+            "kwargs": self.kwargs,
+            "weights": self.weights,
+            "nodes": self.nodes,
+            "layout": self.layout,
+        }
 
     def describe(self) -> dict[str, Any]:
-        return {**self.source(), "family": self.family, "fingerprint": self.fingerprint,
-                "in_shapes": [list(s) for s in self.in_shapes], "out_shapes": [list(s) for s in self.out_shapes],
-                "node_params": self.node_params, "prefix_tokens": self.prefix_tokens, "accuracy": self.accuracy,
-                "params": count_parameters(self.model), "flops": self.flops}
+        return {
+            **self.source(),
+            "family": self.family,
+            "fingerprint": self.fingerprint,
+            "in_shapes": [list(s) for s in self.in_shapes],
+            "out_shapes": [list(s) for s in self.out_shapes],
+            "node_params": self.node_params,
+            "prefix_tokens": self.prefix_tokens,
+            "accuracy": self.accuracy,
+            "params": count_parameters(self.model),
+            "flops": self.flops,
+        }
 
 
 def file_digest(path: Path) -> str:
@@ -91,8 +104,10 @@ def _run_card(path: Path) -> Path:
     for card in (path / "export" / "model.json", path / "model.json"):
         if card.is_file():
             return card
-    raise UserError(f"Zoo weights 'run:{path}': no export/model.json there. Train the member first "
-                    f"(python train.py experiment=dery_zoo_digits ...) or point to its run dir.")
+    raise UserError(
+        f"Zoo weights 'run:{path}': no export/model.json there. Train the member first "
+        f"(python train.py experiment=dery_zoo_digits ...) or point to its run dir."
+    )
 
 
 def _run_accuracy(run_dir: Path) -> float | None:
@@ -103,8 +118,9 @@ def _run_accuracy(run_dir: Path) -> float | None:
     return None
 
 
-def load_model(name: str, arch: str | None, kwargs: dict[str, Any], weights: str,
-               random_seed: int | None = None) -> tuple[nn.Module, str, dict, str, float | None]:
+def load_model(
+    name: str, arch: str | None, kwargs: dict[str, Any], weights: str, random_seed: int | None = None
+) -> tuple[nn.Module, str, dict, str, float | None]:
     """(model in eval mode, arch, kwargs, weight fingerprint, accuracy from a run's summary).
     `random` weights are drawn from the member's name (and `random_seed` when given)."""
     kind, _, where = str(weights).partition(":")
@@ -114,8 +130,10 @@ def load_model(name: str, arch: str | None, kwargs: dict[str, Any], weights: str
         card_path = _run_card(run_dir)
         card = read_json(card_path, "Zoo member card")
         if "timm_name" not in card:
-            raise UserError(f"Zoo weights 'run:{run_dir}': {card_path} is not the export of a timm classifier "
-                            "(a zoo member is a run of e.g. experiment=dery_zoo_digits).")
+            raise UserError(
+                f"Zoo weights 'run:{run_dir}': {card_path} is not the export of a timm classifier "
+                "(a zoo member is a run of e.g. experiment=dery_zoo_digits)."
+            )
         model = load_exported(card_path)
         arch, kwargs = card["timm_name"], card["timm_kwargs"]
         fingerprint = file_digest(card_path.parent / card["weights"])
@@ -132,8 +150,10 @@ def load_model(name: str, arch: str | None, kwargs: dict[str, Any], weights: str
         try:
             model = create_backbone(tag, pretrained=True, **kwargs)
         except (OSError, RuntimeError, ValueError) as err:
-            message = (f"Zoo member '{name}': cannot fetch hub weights '{tag}' ({type(err).__name__}: {err}). "
-                       "This needs the network; offline, download them once and use weights: file:<path>.")
+            message = (
+                f"Zoo member '{name}': cannot fetch hub weights '{tag}' ({type(err).__name__}: {err}). "
+                "This needs the network; offline, download them once and use weights: file:<path>."
+            )
             raise UserError(message) from None
         arch, fingerprint = tag, f"hub:{tag}"
     elif kind == "random":
@@ -155,9 +175,11 @@ def check_input_size(name: str, arch: str, model: nn.Module, input_size: tuple[i
     fixed = embed is not None and size and getattr(embed, "strict_img_size", False)
     if not fixed or getattr(model, "dynamic_img_size", False) or size == tuple(input_size[1:]):
         return
-    raise UserError(f"Zoo member '{name}' ({arch}) is built for {size[0]}x{size[1]} inputs, but zoo.input_size is "
-                    f"{list(input_size)}. Set zoo.members.{name}.kwargs.img_size={input_size[1]} (timm resizes hub "
-                    f"position embeddings to it), or zoo.input_size=[{input_size[0]}, {size[0]}, {size[1]}].")
+    raise UserError(
+        f"Zoo member '{name}' ({arch}) is built for {size[0]}x{size[1]} inputs, but zoo.input_size is "
+        f"{list(input_size)}. Set zoo.members.{name}.kwargs.img_size={input_size[1]} (timm resizes hub "
+        f"position embeddings to it), or zoo.input_size=[{input_size[0]}, {size[0]}, {size[1]}]."
+    )
 
 
 def dissect(member: Member, input_size: tuple[int, int, int]) -> Member:
@@ -169,8 +191,11 @@ def dissect(member: Member, input_size: tuple[int, int, int]) -> Member:
     for i, node_name in enumerate(member.nodes):
         module = member.model.get_submodule(node_name)
         handles.append(module.register_forward_pre_hook(lambda m, a, i=i: ins.__setitem__(i, a[0])))
-        handles.append(module.register_forward_hook(
-            lambda m, a, o, i=i: outs.__setitem__(i, o[0] if isinstance(o, (tuple, list)) else o)))
+        handles.append(
+            module.register_forward_hook(
+                lambda m, a, o, i=i: outs.__setitem__(i, o[0] if isinstance(o, (tuple, list)) else o)
+            )
+        )
     try:
         with torch.no_grad():
             member.model(torch.rand(2, *input_size))
@@ -179,11 +204,14 @@ def dissect(member: Member, input_size: tuple[int, int, int]) -> Member:
             handle.remove()
     for i, node_name in enumerate(member.nodes):
         if i not in outs:
-            raise UserError(f"Zoo member '{member.name}': node '{node_name}' did not run in the forward. "
-                            "Check its nodes list.")
+            raise UserError(
+                f"Zoo member '{member.name}': node '{node_name}' did not run in the forward. Check its nodes list."
+            )
         if i > 0 and not (ins[i].shape == outs[i - 1].shape and torch.equal(ins[i], outs[i - 1])):
-            raise UserError(f"Zoo member '{member.name}': node '{node_name}' does not take the output of "
-                            f"'{member.nodes[i - 1]}' as input, so the nodes are not a chain. Fix its nodes list.")
+            raise UserError(
+                f"Zoo member '{member.name}': node '{node_name}' does not take the output of "
+                f"'{member.nodes[i - 1]}' as input, so the nodes are not a chain. Fix its nodes list."
+            )
     member.in_shapes = [tuple(ins[i].shape[1:]) for i in range(len(member.nodes))]
     member.out_shapes = [tuple(outs[i].shape[1:]) for i in range(len(member.nodes))]
     member.node_params = [count_parameters(member.node(i)) for i in range(len(member.nodes))]
@@ -215,8 +243,18 @@ def load_member(name: str, spec: dict[str, Any], input_size: tuple[int, int, int
     model, arch, kwargs, fingerprint, accuracy = load_model(name, spec.get("arch"), kwargs, weights)
     check_input_size(name, arch, model, tuple(input_size))
     nodes, layout = find_nodes(model, spec.get("nodes"), spec.get("layout"))
-    member = Member(name, model, arch, kwargs, weights, fingerprint, nodes, layout,
-                    accuracy=spec.get("accuracy", accuracy), family=family_of(model))
+    member = Member(
+        name,
+        model,
+        arch,
+        kwargs,
+        weights,
+        fingerprint,
+        nodes,
+        layout,
+        accuracy=spec.get("accuracy", accuracy),
+        family=family_of(model),
+    )
     return dissect(member, tuple(input_size))
 
 

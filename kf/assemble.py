@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -31,7 +31,9 @@ KIND = "kf_assembled"
 class AssembledNetwork(nn.Module):
     """CKN once, then TSN_k and head_k for every task it holds; outputs logits in task order."""
 
-    def __init__(self, ckn: nn.Module, tsns: Sequence[nn.Module], heads: Sequence[nn.Module], specs: Sequence[TaskSpec]):
+    def __init__(
+        self, ckn: nn.Module, tsns: Sequence[nn.Module], heads: Sequence[nn.Module], specs: Sequence[TaskSpec]
+    ):
         super().__init__()
         if not (len(tsns) == len(heads) == len(specs)):
             raise ValueError("one TSN and one head per task")
@@ -63,43 +65,66 @@ class AssembledNetwork(nn.Module):
             raise UserError(f"Unknown tasks {unknown}; this network holds {self.task_names}.")
         return [self.task_names.index(n) for n in names]
 
-    def subset(self, names: Sequence[str]) -> "AssembledNetwork":
+    def subset(self, names: Sequence[str]) -> AssembledNetwork:
         """A new network with only the named tasks (copied modules, no training)."""
         ids = self.index(names)
-        return AssembledNetwork(copy.deepcopy(self.ckn), [copy.deepcopy(self.tsns[i]) for i in ids],
-                                [copy.deepcopy(self.heads[i]) for i in ids], [self.specs[i] for i in ids]).eval()
+        return AssembledNetwork(
+            copy.deepcopy(self.ckn),
+            [copy.deepcopy(self.tsns[i]) for i in ids],
+            [copy.deepcopy(self.heads[i]) for i in ids],
+            [self.specs[i] for i in ids],
+        ).eval()
 
     def parameter_report(self) -> dict[str, int]:
         """S (CKN), s_k (TSN_k + head_k), the assembled total S + sum s_k, and n separate
         factor networks sum (S + s_k)."""
         big = count_parameters(self.ckn)
         small = [count_parameters(t) + count_parameters(h) for t, h in zip(self.tsns, self.heads)]
-        return {"ckn": big, "tsn_mean": round(sum(small) / len(small)), "assembled": big + sum(small),
-                "separate": len(small) * big + sum(small), "tasks": len(small)}
+        return {
+            "ckn": big,
+            "tsn_mean": round(sum(small) / len(small)),
+            "assembled": big + sum(small),
+            "separate": len(small) * big + sum(small),
+            "tasks": len(small),
+        }
 
     def save(self, export_dir: str | Path, name: str = "assembled") -> dict[str, str]:
         export_dir = Path(export_dir)
         export_dir.mkdir(parents=True, exist_ok=True)
         weights = export_dir / f"{name}.safetensors"
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(weights))
-        card = write_card(export_dir, KIND, {
-            "weights": weights.name, "ckn": self.ckn.kt_spec, "tsn": self.tsns[0].backbone.kt_spec,
-            "dim": self.heads[0].in_features, "gaussian_tsn": bool(getattr(self.tsns[0], "gaussian", False)),
-            "tasks": [s.as_dict() for s in self.specs],
-            "parameters": self.parameter_report(),
-            "load": "kf.assemble.load_assembled('<this file>')",
-        }, name=f"{name}.json")
+        card = write_card(
+            export_dir,
+            KIND,
+            {
+                "weights": weights.name,
+                "ckn": self.ckn.kt_spec,
+                "tsn": self.tsns[0].backbone.kt_spec,
+                "dim": self.heads[0].in_features,
+                "gaussian_tsn": bool(getattr(self.tsns[0], "gaussian", False)),
+                "tasks": [s.as_dict() for s in self.specs],
+                "parameters": self.parameter_report(),
+                "load": "kf.assemble.load_assembled('<this file>')",
+            },
+            name=f"{name}.json",
+        )
         return {"assembled": str(card), "assembled_weights": str(weights)}
 
 
-def assemble(factors: FactorNetwork, specs: Sequence[TaskSpec], task_ids: Sequence[int] | None = None) -> AssembledNetwork:
+def assemble(
+    factors: FactorNetwork, specs: Sequence[TaskSpec], task_ids: Sequence[int] | None = None
+) -> AssembledNetwork:
     """The multi-task network of the chosen factors (all by default), copied, in eval mode."""
     ids = list(range(len(factors.tsns))) if task_ids is None else list(task_ids)
     bad = [i for i in ids if not 0 <= i < len(factors.tsns)]
     if bad or not ids:
         raise UserError(f"Task ids {bad or ids} are not factors of this network (0..{len(factors.tsns) - 1}).")
-    return AssembledNetwork(copy.deepcopy(factors.ckn), [copy.deepcopy(factors.tsns[i]) for i in ids],
-                            [copy.deepcopy(factors.heads[i]) for i in ids], [specs[i] for i in ids]).eval()
+    return AssembledNetwork(
+        copy.deepcopy(factors.ckn),
+        [copy.deepcopy(factors.tsns[i]) for i in ids],
+        [copy.deepcopy(factors.heads[i]) for i in ids],
+        [specs[i] for i in ids],
+    ).eval()
 
 
 def _timm(spec: dict, **extra) -> dict:

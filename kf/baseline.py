@@ -5,8 +5,9 @@ export (a multi-head card) can serve as KF's teacher."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -46,7 +47,12 @@ class MultiTaskModule(TaskModule):
         targets = self.targets(y)
         logits = self.net(x)
         eps = self.hparams.label_smoothing
-        loss = self.reduce([torch.nn.functional.cross_entropy(lg.float(), targets[:, k], label_smoothing=eps) for k, lg in enumerate(logits)])
+        loss = self.reduce(
+            [
+                torch.nn.functional.cross_entropy(lg.float(), targets[:, k], label_smoothing=eps)
+                for k, lg in enumerate(logits)
+            ]
+        )
         task_acc = torch.stack([(lg.argmax(1) == targets[:, k]).float().mean() for k, lg in enumerate(logits)]).mean()
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/task_acc", task_acc, on_step=True, on_epoch=True, prog_bar=True)
@@ -72,10 +78,24 @@ class MultiTaskModule(TaskModule):
         out = task_metrics(logits, self.specs, self.targets(y))
         out["test/acc"] = self.headline_accuracy(logits, y, out["test/task_acc"])
         out["test/params/total"] = float(count_parameters(self.net))
-        out.update(representation_metrics({"shared": data["z"]}, y, self.factor_names, self.specs, self.probe_specs,
-                                          self.hparams.dci_importance, disentangle_reps=("shared",), probe_reps=("shared",)))
+        out.update(
+            representation_metrics(
+                {"shared": data["z"]},
+                y,
+                self.factor_names,
+                self.specs,
+                self.probe_specs,
+                self.hparams.dci_importance,
+                disentangle_reps=("shared",),
+                probe_reps=("shared",),
+            )
+        )
         groups = {s.name: {"multi-task baseline": out[f"test/task_acc/{s.name}"]} for s in self.specs}
-        log_figure(self.trainer, grouped_bars(groups, "test accuracy", "per-task accuracy of the multi-task baseline"), "task_accuracy")
+        log_figure(
+            self.trainer,
+            grouped_bars(groups, "test accuracy", "per-task accuracy of the multi-task baseline"),
+            "task_accuracy",
+        )
         representation_figures(self.trainer, out)
         return out
 

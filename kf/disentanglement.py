@@ -30,8 +30,12 @@ def discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
 
 def mutual_information(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """(C, F) discrete mutual information (nats) between code bins and factor values."""
-    return np.array([[mutual_info_score(factors[:, j], codes[:, i]) for j in range(factors.shape[1])]
-                     for i in range(codes.shape[1])])
+    return np.array(
+        [
+            [mutual_info_score(factors[:, j], codes[:, i]) for j in range(factors.shape[1])]
+            for i in range(codes.shape[1])
+        ]
+    )
 
 
 def mig(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> float:
@@ -44,8 +48,14 @@ def mig(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> float:
     return float(np.mean((top[0] - top[1]) / factor_entropy))
 
 
-def importance_matrix(train_codes: np.ndarray, train_factors: np.ndarray, test_codes: np.ndarray, test_factors: np.ndarray,
-                      method: str = "gbt", seed: int = 0) -> tuple[np.ndarray, float]:
+def importance_matrix(
+    train_codes: np.ndarray,
+    train_factors: np.ndarray,
+    test_codes: np.ndarray,
+    test_factors: np.ndarray,
+    method: str = "gbt",
+    seed: int = 0,
+) -> tuple[np.ndarray, float]:
     """(C, F) importances and the mean held-out score (accuracy for gbt, R^2 for lasso)."""
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.linear_model import Lasso
@@ -83,7 +93,9 @@ def dci_from_importance(matrix: np.ndarray) -> tuple[float, float]:
     return disentanglement, completeness
 
 
-def dci(codes: np.ndarray, factors: np.ndarray, method: str = "gbt", train_fraction: float = 0.5, seed: int = 0) -> dict[str, float]:
+def dci(
+    codes: np.ndarray, factors: np.ndarray, method: str = "gbt", train_fraction: float = 0.5, seed: int = 0
+) -> dict[str, float]:
     """DCI disentanglement, completeness and informativeness, with importances fitted on a
     seeded `train_fraction` of the samples and informativeness measured on the rest."""
     if factors.shape[1] < 2:

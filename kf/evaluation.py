@@ -4,7 +4,7 @@ representations, linear-probe transfer, logged as test/<name> with pictures."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,9 @@ from kf.task_spec import TaskSpec, task_targets
 from tasks.plots import log_figure
 
 
-def task_metrics(logits: Sequence[torch.Tensor], specs: Sequence[TaskSpec], targets: torch.Tensor, who: str = "") -> dict[str, float]:
+def task_metrics(
+    logits: Sequence[torch.Tensor], specs: Sequence[TaskSpec], targets: torch.Tensor, who: str = ""
+) -> dict[str, float]:
     """test/<who>task_acc/<task>, test/<who>task_bacc/<task> (balanced accuracy: the mean
     recall of the task's classes), and their means over tasks."""
     out = {}
@@ -34,9 +36,16 @@ def task_metrics(logits: Sequence[torch.Tensor], specs: Sequence[TaskSpec], targ
     return out
 
 
-def representation_metrics(reps: dict[str, torch.Tensor], y: torch.Tensor, factor_names: Sequence[str], specs: Sequence[TaskSpec],
-                           probe_specs: Sequence[TaskSpec], importance: str = "gbt", disentangle_reps: Sequence[str] = (),
-                           probe_reps: Sequence[str] = ()) -> dict[str, float]:
+def representation_metrics(
+    reps: dict[str, torch.Tensor],
+    y: torch.Tensor,
+    factor_names: Sequence[str],
+    specs: Sequence[TaskSpec],
+    probe_specs: Sequence[TaskSpec],
+    importance: str = "gbt",
+    disentangle_reps: Sequence[str] = (),
+    probe_reps: Sequence[str] = (),
+) -> dict[str, float]:
     """MIG and DCI of `disentangle_reps` over the factors the tasks use (when there are at
     least two), and linear-probe accuracy of `probe_reps` on every probe task."""
     out: dict[str, float] = {}
@@ -76,7 +85,11 @@ def representation_figures(trainer, metrics: dict[str, float]) -> None:
         if parts[1] == "probe":
             probes.setdefault(parts[2], {})[parts[3]] = value
     if probes:
-        log_figure(trainer, grouped_bars(probes, "probe accuracy (5-fold CV)", "linear probe on tasks the network was not trained for"), "transfer_probe")
+        log_figure(
+            trainer,
+            grouped_bars(probes, "probe accuracy (5-fold CV)", "linear probe on tasks the network was not trained for"),
+            "transfer_probe",
+        )
 
 
 def publish(module, metrics: dict[str, float] | None) -> dict[str, float]:

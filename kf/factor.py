@@ -5,7 +5,8 @@ torch.func.vmap call over their stacked weights) instead of one after another.""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -69,8 +70,16 @@ class FactorNetwork(nn.Module):
     """The CKN, the TSNs and the per-task heads (what assembly uses; training-only parts such
     as the InfoMax projections and auxiliary heads live in the LightningModule)."""
 
-    def __init__(self, ckn: dict[str, Any], tsn: dict[str, Any], num_classes: Sequence[int], feature_dim: int = 0,
-                 stages: Sequence[int] = (-3, -2, -1), vectorize: bool = True, gaussian_tsn: bool = False):
+    def __init__(
+        self,
+        ckn: dict[str, Any],
+        tsn: dict[str, Any],
+        num_classes: Sequence[int],
+        feature_dim: int = 0,
+        stages: Sequence[int] = (-3, -2, -1),
+        vectorize: bool = True,
+        gaussian_tsn: bool = False,
+    ):
         super().__init__()
         self.ckn = create_backbone(**ckn, num_classes=feature_dim)
         self.dim = feature_dim or output_width(self.ckn)
@@ -80,8 +89,10 @@ class FactorNetwork(nn.Module):
         n_stages = len(self.ckn.feature_info)
         bad = [s for s in stages if not -n_stages <= int(s) < n_stages]
         if bad:
-            raise UserError(f"model.ckn_stages {bad} out of range: the CKN has {n_stages} feature stages "
-                            f"({[i['module'] for i in self.ckn.feature_info]}); use indices in {-n_stages}..{n_stages - 1}.")
+            raise UserError(
+                f"model.ckn_stages {bad} out of range: the CKN has {n_stages} feature stages "
+                f"({[i['module'] for i in self.ckn.feature_info]}); use indices in {-n_stages}..{n_stages - 1}."
+            )
         self.stages = [int(s) % n_stages for s in stages]
         self.vectorize = vectorize
 
@@ -117,4 +128,3 @@ class FactorNetwork(nn.Module):
     def factor_logits(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Factor k on its own: head_k(CKN(x) + TSN_k(x)), every module run directly."""
         return self.heads[k](self.ckn(x) + self.tsns[k](x))
-

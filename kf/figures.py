@@ -4,14 +4,16 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from tasks.plots import plt
 
 
-def grouped_bars(groups: dict[str, dict[str, float]], ylabel: str, title: str, ylim: tuple[float, float] | None = (0, 1.05)):
+def grouped_bars(
+    groups: dict[str, dict[str, float]], ylabel: str, title: str, ylim: tuple[float, float] | None = (0, 1.05)
+):
     """Bars for every (group, series) pair: groups on the x axis, one colour per series."""
     labels = list(groups)
     series = list(dict.fromkeys(s for g in groups.values() for s in g))
@@ -20,7 +22,13 @@ def grouped_bars(groups: dict[str, dict[str, float]], ylabel: str, title: str, y
     for i, name in enumerate(series):
         values = [groups[g].get(name, np.nan) for g in labels]
         ax.bar(np.arange(len(labels)) + (i - (len(series) - 1) / 2) * width, values, width, label=name)
-    ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center", fontsize=8)
+    ax.set_xticks(
+        range(len(labels)),
+        labels,
+        rotation=30 if len(labels) > 6 else 0,
+        ha="right" if len(labels) > 6 else "center",
+        fontsize=8,
+    )
     ax.set_ylabel(ylabel)
     if ylim:
         ax.set_ylim(*ylim)

@@ -52,8 +52,9 @@ def codes(run_dir: Path, samples: int, seed: int) -> dict:
     spec = json.loads(card.read_text())
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        untrained = [TaskSpecificNet(_timm(spec["tsn"]), spec["dim"], spec.get("gaussian_tsn", False)).eval()
-                     for _ in net.specs]
+        untrained = [
+            TaskSpecificNet(_timm(spec["tsn"]), spec["dim"], spec.get("gaussian_tsn", False)).eval() for _ in net.specs
+        ]
     zs, hs, rs, ys, seen = [], [], [], [], 0
     with torch.no_grad():
         for x, y in data.test_dataloader():
@@ -66,8 +67,14 @@ def codes(run_dir: Path, samples: int, seed: int) -> dict:
             rs.append(torch.stack([t(x) for t in untrained]))
             ys.append(y)
             seen += len(x)
-    return {"z": torch.cat(zs)[:samples], "trained": torch.cat(hs, 1)[:, :samples],
-            "untrained": torch.cat(rs, 1)[:, :samples], "y": torch.cat(ys)[:samples], "factors": list(getattr(data, "factor_names", None) or ["label"]), "net": net}
+    return {
+        "z": torch.cat(zs)[:samples],
+        "trained": torch.cat(hs, 1)[:, :samples],
+        "untrained": torch.cat(rs, 1)[:, :samples],
+        "y": torch.cat(ys)[:samples],
+        "factors": list(getattr(data, "factor_names", None) or ["label"]),
+        "net": net,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -82,8 +89,14 @@ def main(argv: list[str] | None = None) -> dict:
         targets = task_targets(net.specs, found["factors"], found["y"]).numpy()
         out = {}
         for label in ("trained", "untrained"):
-            metrics, _ = modularity_metrics([c.numpy().astype(np.float64) for c in found[label]], z, targets,
-                                            [s.num_classes for s in net.specs], net.task_names, seed=args.seed)
+            metrics, _ = modularity_metrics(
+                [c.numpy().astype(np.float64) for c in found[label]],
+                z,
+                targets,
+                [s.num_classes for s in net.specs],
+                net.task_names,
+                seed=args.seed,
+            )
             out[label] = {k.replace("test/", ""): v for k, v in metrics.items()}
     except UserError as err:
         raise SystemExit(f"error: {err}") from None

@@ -41,7 +41,9 @@ def infomax_loss(a: torch.Tensor, b: torch.Tensor, variant: str = "original") ->
         marginal = torch.exp(s * (1 - eye)).mean()
     elif variant == "standard":
         if n < 2:
-            raise UserError("The standard InfoMax needs a batch of at least 2 samples (negatives are the other samples).")
+            raise UserError(
+                "The standard InfoMax needs a batch of at least 2 samples (negatives are the other samples)."
+            )
         joint = torch.diagonal(s).mean()
         marginal = torch.exp(s).masked_select(eye == 0).mean()
     else:
@@ -57,8 +59,9 @@ def group_logits(teacher_logits: torch.Tensor, groups: torch.Tensor) -> torch.Te
     return torch.logsumexp(teacher_logits.float().unsqueeze(2) + mask.unsqueeze(0), dim=1)
 
 
-def kd_target(teacher_logits: torch.Tensor, groups: torch.Tensor, temperature: float,
-              mode: str = "tempered_groups") -> torch.Tensor:
+def kd_target(
+    teacher_logits: torch.Tensor, groups: torch.Tensor, temperature: float, mode: str = "tempered_groups"
+) -> torch.Tensor:
     """The teacher's distribution over a task's classes at `temperature`.
 
     `tempered_groups` sums the probabilities into groups at T = 1 and then tempers the
@@ -86,10 +89,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperatu
     teacher's probabilities at temperature T over the same classes (already summed into
     the task's groups)."""
     log_q = F.log_softmax(student_logits.float() / temperature, dim=1)
-    return F.kl_div(log_q, teacher_probs.float(), reduction="batchmean") * temperature ** 2
+    return F.kl_div(log_q, teacher_probs.float(), reduction="batchmean") * temperature**2
 
 
-def label_smooth_ce(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.1, classy_vision: bool = True) -> torch.Tensor:
+def label_smooth_ce(
+    logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.1, classy_vision: bool = True
+) -> torch.Tensor:
     """Cross-entropy against y * (1 - eps) + eps / K. mmcls' "classy_vision" mode (the
     original's) uses eps = smoothing / (1 + smoothing); otherwise eps = smoothing."""
     eps = smoothing / (1 + smoothing) if classy_vision else smoothing
@@ -102,11 +107,11 @@ def infomin_loss(h: torch.Tensor) -> torch.Tensor:
     h = h.float()
     mu = h.mean(0)
     log_var = torch.log(h.var(0, unbiased=True))
-    return -0.5 * torch.mean(1 + log_var - mu ** 2 - log_var.exp())
+    return -0.5 * torch.mean(1 + log_var - mu**2 - log_var.exp())
 
 
 def vib_infomin_loss(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     """KL(N(mu_b, diag exp(log_var_b)) || N(0, I)) of every sample, summed over dimensions and
     averaged over the batch: the VIB bottleneck of a Gaussian TSN (the original's 2-D branch)."""
     mu, log_var = mu.float(), log_var.float()
-    return torch.mean(-0.5 * torch.sum(1 + log_var - mu ** 2 - log_var.exp(), dim=1))
+    return torch.mean(-0.5 * torch.sum(1 + log_var - mu**2 - log_var.exp(), dim=1))

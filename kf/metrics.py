@@ -4,7 +4,7 @@ collects its outputs across DDP ranks with tasks.collector.Collector."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -15,7 +15,9 @@ from kf.task_spec import TaskSpec, decode_factor
 from tasks.errors import UserError
 
 
-def match_teacher(teacher_specs: Sequence[TaskSpec], specs: Sequence[TaskSpec]) -> list[tuple[int, torch.Tensor] | None]:
+def match_teacher(
+    teacher_specs: Sequence[TaskSpec], specs: Sequence[TaskSpec]
+) -> list[tuple[int, torch.Tensor] | None]:
     """For every task: (teacher output index, coarsening matrix) of the first teacher output
     whose classes sum into the task's classes, or None when the teacher cannot tell."""
     matches = []
@@ -30,14 +32,19 @@ def match_teacher(teacher_specs: Sequence[TaskSpec], specs: Sequence[TaskSpec]) 
     return matches
 
 
-def teacher_task_probs(teacher_logits: Sequence[torch.Tensor], matches: Sequence[tuple[int, torch.Tensor] | None],
-                       temperature: float = 1.0, mode: str = "tempered_groups") -> list[torch.Tensor | None]:
+def teacher_task_probs(
+    teacher_logits: Sequence[torch.Tensor],
+    matches: Sequence[tuple[int, torch.Tensor] | None],
+    temperature: float = 1.0,
+    mode: str = "tempered_groups",
+) -> list[torch.Tensor | None]:
     """Teacher probabilities (at `temperature`, see kf.losses.kd_target) over every task's classes."""
     return [None if m is None else kd_target(teacher_logits[m[0]], m[1], temperature, mode) for m in matches]
 
 
-def teacher_task_logits(teacher_logits: Sequence[torch.Tensor],
-                        matches: Sequence[tuple[int, torch.Tensor] | None]) -> list[torch.Tensor | None]:
+def teacher_task_logits(
+    teacher_logits: Sequence[torch.Tensor], matches: Sequence[tuple[int, torch.Tensor] | None]
+) -> list[torch.Tensor | None]:
     """Teacher logits over every task's classes (logsumexp over each group; the logits
     themselves for a task the teacher predicts directly), for the MSE-logit KD."""
     return [None if m is None else group_logits(teacher_logits[m[0]], m[1]) for m in matches]
@@ -57,7 +64,9 @@ def balanced_accuracy(scores: torch.Tensor, target: torch.Tensor) -> float:
     return float(np.mean(recalls))
 
 
-def decoded_accuracy(logits: Sequence[torch.Tensor], specs: Sequence[TaskSpec], factors: Sequence[str], y: torch.Tensor) -> dict[str, float]:
+def decoded_accuracy(
+    logits: Sequence[torch.Tensor], specs: Sequence[TaskSpec], factors: Sequence[str], y: torch.Tensor
+) -> dict[str, float]:
     """Accuracy on every factor that the tasks together identify (product of experts)."""
     y = y.view(-1, 1) if y.dim() == 1 else y
     log_probs = [torch.log_softmax(lg.float(), 1) for lg in logits]
@@ -79,7 +88,10 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5, see
     counts = np.bincount(labels)
     folds = int(min(folds, counts[counts > 0].min()))
     if folds < 2:
-        raise UserError("The linear probe needs at least two test samples of every probe class; use a larger test split.")
+        raise UserError(
+            "The linear probe needs at least two test samples of every probe class; use a larger test split."
+        )
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return float(cross_val_score(probe, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).mean())
-
+    return float(
+        cross_val_score(probe, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).mean()
+    )

@@ -12,7 +12,7 @@ code) carry the information of other tasks j != i?
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -47,9 +47,11 @@ def _check_classes(targets: np.ndarray, fit: np.ndarray, score: np.ndarray, name
         classes = np.unique(targets[:, j])
         missing = [c for c in classes if (targets[fit, j] == c).sum() == 0 or (targets[score, j] == c).sum() == 0]
         if len(classes) < 2 or missing:
-            raise UserError(f"The leakage probes need every class of task '{name}' in both held-out halves of the "
-                            f"test codes (classes {classes.tolist()}, missing in one half: {missing}). Use a larger "
-                            "test split (or more test batches), or set model.leakage=false.")
+            raise UserError(
+                f"The leakage probes need every class of task '{name}' in both held-out halves of the "
+                f"test codes (classes {classes.tolist()}, missing in one half: {missing}). Use a larger "
+                "test split (or more test batches), or set model.leakage=false."
+            )
 
 
 def _standardise(fit_x: np.ndarray, score_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,8 +59,9 @@ def _standardise(fit_x: np.ndarray, score_x: np.ndarray) -> tuple[np.ndarray, np
     return (fit_x - mean) / std, (score_x - mean) / std
 
 
-def probe_balanced_accuracy(fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.ndarray, score_y: np.ndarray,
-                            seed: int = 0) -> float:
+def probe_balanced_accuracy(
+    fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.ndarray, score_y: np.ndarray, seed: int = 0
+) -> float:
     """Balanced accuracy on (score_x, score_y) of a class-balanced logistic regression fitted
     on standardised (fit_x, fit_y)."""
     from sklearn.linear_model import LogisticRegression
@@ -69,18 +72,36 @@ def probe_balanced_accuracy(fit_x: np.ndarray, fit_y: np.ndarray, score_x: np.nd
     return float(balanced_accuracy_score(score_y, probe.predict(score_x)))
 
 
-def cross_probe_matrix(codes: Sequence[np.ndarray], targets: np.ndarray, names: Sequence[str], seed: int = 0,
-                       max_samples: int | None = None) -> np.ndarray:
+def cross_probe_matrix(
+    codes: Sequence[np.ndarray],
+    targets: np.ndarray,
+    names: Sequence[str],
+    seed: int = 0,
+    max_samples: int | None = None,
+) -> np.ndarray:
     """(len(codes), K) P[r, j]: held-out balanced accuracy of a linear probe from codes[r]
     (N, D_r) to task j (targets (N, K) task classes)."""
     fit, score = held_out_split(targets, seed, max_samples)
     _check_classes(targets, fit, score, names)
-    return np.array([[probe_balanced_accuracy(c[fit], targets[fit, j], c[score], targets[score, j], seed)
-                      for j in range(targets.shape[1])] for c in codes])
+    return np.array(
+        [
+            [
+                probe_balanced_accuracy(c[fit], targets[fit, j], c[score], targets[score, j], seed)
+                for j in range(targets.shape[1])
+            ]
+            for c in codes
+        ]
+    )
 
 
-def block_importance(codes: Sequence[np.ndarray], targets: np.ndarray, names: Sequence[str], alpha: float = 0.02,
-                     seed: int = 0, max_samples: int | None = None) -> np.ndarray:
+def block_importance(
+    codes: Sequence[np.ndarray],
+    targets: np.ndarray,
+    names: Sequence[str],
+    alpha: float = 0.02,
+    seed: int = 0,
+    max_samples: int | None = None,
+) -> np.ndarray:
     """(len(codes), K) R[r, j]: summed |lasso weight| of block r for task j, from one lasso per
     class indicator of task j (one for a binary task) on all blocks side by side, fitted on
     the fit half of held_out_split (standardised codes and targets)."""
@@ -102,9 +123,15 @@ def block_importance(codes: Sequence[np.ndarray], targets: np.ndarray, names: Se
     return matrix
 
 
-def modularity_metrics(tsn_codes: Sequence[np.ndarray], ckn_code: np.ndarray, targets: np.ndarray,
-                       num_classes: Sequence[int], names: Sequence[str], seed: int = 0,
-                       max_samples: int | None = None) -> tuple[dict[str, float], dict]:
+def modularity_metrics(
+    tsn_codes: Sequence[np.ndarray],
+    ckn_code: np.ndarray,
+    targets: np.ndarray,
+    num_classes: Sequence[int],
+    names: Sequence[str],
+    seed: int = 0,
+    max_samples: int | None = None,
+) -> tuple[dict[str, float], dict]:
     """Scalar summaries (test/cross_probe/*, test/dci_tsn/*) and the matrices behind them
     (rows: the K TSNs then 'ckn'; columns: the K tasks; TSN k belongs to task k)."""
     k = len(tsn_codes)
@@ -130,6 +157,10 @@ def modularity_metrics(tsn_codes: Sequence[np.ndarray], ckn_code: np.ndarray, ta
         "test/dci_tsn/leak_share": float(np.mean(share[:k].sum(0) - np.diag(share[:k]))),
         "test/dci_tsn/ckn_share": float(np.mean(share[k])),
     }
-    matrices = {"rows": [*names, "ckn"], "tasks": list(names), "cross_probe": probe.tolist(),
-                "importance": importance.tolist()}
+    matrices = {
+        "rows": [*names, "ckn"],
+        "tasks": list(names),
+        "cross_probe": probe.tolist(),
+        "importance": importance.tolist(),
+    }
     return out, matrices

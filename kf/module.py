@@ -9,8 +9,9 @@ writes the assembled network and the CKN."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +21,17 @@ from kf.assemble import assemble
 from kf.evaluation import publish, representation_figures, representation_metrics, task_metrics
 from kf.factor import FactorNetwork
 from kf.figures import grouped_bars, matrix_figure
-from kf.losses import (INFOMAX_VARIANTS, KD_LOSSES, KD_TARGETS, infomax_loss, infomin_loss, kd_loss, label_smooth_ce,
-                       mse_logit_loss, vib_infomin_loss)
+from kf.losses import (
+    INFOMAX_VARIANTS,
+    KD_LOSSES,
+    KD_TARGETS,
+    infomax_loss,
+    infomin_loss,
+    kd_loss,
+    label_smooth_ce,
+    mse_logit_loss,
+    vib_infomin_loss,
+)
 from kf.metrics import accuracy, decoded_accuracy, match_teacher, teacher_task_logits, teacher_task_probs
 from kf.modularity import modularity_metrics
 from kf.task_module import TaskModule
@@ -81,8 +91,10 @@ class KFModule(TaskModule):
         if kd_loss not in KD_LOSSES:
             raise UserError(f"model.kd_loss='{kd_loss}' must be one of {list(KD_LOSSES)}.")
         if len(teacher_stages) != len(ckn_stages):
-            raise UserError(f"InfoMax pairs teacher and CKN stages one to one: model.teacher_stages has {len(teacher_stages)} "
-                            f"entries but model.ckn_stages has {len(ckn_stages)}.")
+            raise UserError(
+                f"InfoMax pairs teacher and CKN stages one to one: model.teacher_stages has {len(teacher_stages)} "
+                f"entries but model.ckn_stages has {len(ckn_stages)}."
+            )
         spec = TeacherSpec.parse(teacher)
         network, self.teacher_specs = load_teacher(spec, self.factor_sizes)
         attach_frozen(self, "teacher", network)
@@ -90,11 +102,14 @@ class KFModule(TaskModule):
         self.matches = match_teacher(self.teacher_specs, self.specs)
         orphans = [s.name for s, m in zip(self.specs, self.matches) if m is None]
         if orphans and kd_weight > 0:
-            raise UserError(f"The teacher's outputs ({[t.name for t in self.teacher_specs]}) cannot give a distribution over the "
-                            f"classes of tasks {orphans}. Use a teacher that predicts their factors, or set model.kd_weight=0.")
+            raise UserError(
+                f"The teacher's outputs ({[t.name for t in self.teacher_specs]}) cannot give a distribution over the "
+                f"classes of tasks {orphans}. Use a teacher that predicts their factors, or set model.kd_weight=0."
+            )
 
-        self.factors = FactorNetwork(ckn, tsn, [s.num_classes for s in self.specs], feature_dim, ckn_stages, vectorize,
-                                     gaussian_tsn)
+        self.factors = FactorNetwork(
+            ckn, tsn, [s.num_classes for s in self.specs], feature_dim, ckn_stages, vectorize, gaussian_tsn
+        )
         self.aux_heads = nn.ModuleList(nn.Linear(self.factors.dim, s.num_classes) for s in self.specs)
         teacher_dims, ckn_dims = self._stage_channels(image_size, in_chans)
         self.projections = nn.ModuleList(projection(t, c) for t, c in zip(teacher_dims, ckn_dims))
@@ -138,7 +153,9 @@ class KFModule(TaskModule):
         infomax = torch.stack([infomax_loss(t, c, hp.infomax_variant) for t, c in pairs]).mean()
         smooth = dict(smoothing=hp.label_smoothing, classy_vision=hp.classy_vision_smoothing)
         ce = self.reduce([label_smooth_ce(lg, targets[:, k], **smooth) for k, lg in enumerate(logits)])
-        aux = self.reduce([label_smooth_ce(head(h[k]), targets[:, k], **smooth) for k, head in enumerate(self.aux_heads)])
+        aux = self.reduce(
+            [label_smooth_ce(head(h[k]), targets[:, k], **smooth) for k, head in enumerate(self.aux_heads)]
+        )
         terms = {"infomax": infomax, "ce": ce, "aux": aux, "infomin": infomin}
         loss = hp.infomax_weight * infomax + ce + hp.task_weight * aux + hp.infomin_weight * infomin
         if hp.kd_weight > 0:
@@ -150,14 +167,22 @@ class KFModule(TaskModule):
                 terms["kd"] = self.reduce([kd_loss(lg, p, hp.temperature) for lg, p in zip(logits, probs)])
             loss = loss + hp.kd_weight * terms["kd"]
         terms["loss"] = loss
-        terms["task_acc"] = torch.stack([(lg.argmax(1) == targets[:, k]).float().mean() for k, lg in enumerate(logits)]).mean()
+        terms["task_acc"] = torch.stack(
+            [(lg.argmax(1) == targets[:, k]).float().mean() for k, lg in enumerate(logits)]
+        ).mean()
         return terms
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         terms = self.step_losses(x, y)
         for name, value in terms.items():
-            self.log(f"train/{name}", value.detach(), prog_bar=name in ("loss", "task_acc"), on_step=True, on_epoch=name == "task_acc")
+            self.log(
+                f"train/{name}",
+                value.detach(),
+                prog_bar=name in ("loss", "task_acc"),
+                on_step=True,
+                on_epoch=name == "task_acc",
+            )
         return terms["loss"]
 
     # --- test: the assembled network, against the teacher ------------------------------
@@ -171,8 +196,14 @@ class KFModule(TaskModule):
         teacher_stages, teacher_logits = self.reader(x)
         z, h = net.features(x)
         logits = net.outputs(z, h)
-        record = dict(y=y, z=z, h=torch.cat(h, 1), teacher_feature=teacher_stages[-1],
-                      **{f"logits{k}": lg for k, lg in enumerate(logits)}, **{f"teacher{j}": t for j, t in enumerate(teacher_logits)})
+        record = dict(
+            y=y,
+            z=z,
+            h=torch.cat(h, 1),
+            teacher_feature=teacher_stages[-1],
+            **{f"logits{k}": lg for k, lg in enumerate(logits)},
+            **{f"teacher{j}": t for j, t in enumerate(teacher_logits)},
+        )
         if self.hparams.leakage:
             # Task i with its head reading z alone (TSN_i dropped): how much task i needs TSN_i.
             record["drop_pred"] = torch.stack([head(z).argmax(1) for head in net.heads], 1)
@@ -207,45 +238,108 @@ class KFModule(TaskModule):
         out["test/params/teacher"] = float(count_parameters(self.teacher.module))
         if self.hparams.leakage:
             out.update(self._leakage_metrics(data, logits, targets))
-        reps = {"ckn": data["z"], "tsn": data["h"], "ckn+tsn": torch.cat([data["z"], data["h"]], 1), "teacher": data["teacher_feature"]}
-        out.update(representation_metrics(reps, y, self.factor_names, self.specs, self.probe_specs, self.hparams.dci_importance,
-                                          disentangle_reps=("ckn", "tsn", "ckn+tsn"), probe_reps=("ckn", "teacher")))
-        groups = {s.name: {"factor": out[f"test/task_acc/{s.name}"], **({"teacher": out[f"test/teacher_task_acc/{s.name}"]}
-                                                                         if f"test/teacher_task_acc/{s.name}" in out else {})}
-                  for s in self.specs}
+        reps = {
+            "ckn": data["z"],
+            "tsn": data["h"],
+            "ckn+tsn": torch.cat([data["z"], data["h"]], 1),
+            "teacher": data["teacher_feature"],
+        }
+        out.update(
+            representation_metrics(
+                reps,
+                y,
+                self.factor_names,
+                self.specs,
+                self.probe_specs,
+                self.hparams.dci_importance,
+                disentangle_reps=("ckn", "tsn", "ckn+tsn"),
+                probe_reps=("ckn", "teacher"),
+            )
+        )
+        groups = {
+            s.name: {
+                "factor": out[f"test/task_acc/{s.name}"],
+                **(
+                    {"teacher": out[f"test/teacher_task_acc/{s.name}"]}
+                    if f"test/teacher_task_acc/{s.name}" in out
+                    else {}
+                ),
+            }
+            for s in self.specs
+        }
         low = min(min(g.values()) for g in groups.values())
-        log_figure(self.trainer, grouped_bars(groups, "test accuracy", "per-task accuracy: factor network vs teacher",
-                                              ylim=(max(0.0, low - 0.1), 1.0)), "task_accuracy")
+        log_figure(
+            self.trainer,
+            grouped_bars(
+                groups, "test accuracy", "per-task accuracy: factor network vs teacher", ylim=(max(0.0, low - 0.1), 1.0)
+            ),
+            "task_accuracy",
+        )
         representation_figures(self.trainer, out)
         return out
 
-    def _leakage_metrics(self, data: dict[str, torch.Tensor], logits: list[torch.Tensor],
-                         targets: torch.Tensor) -> dict[str, float]:
+    def _leakage_metrics(
+        self, data: dict[str, torch.Tensor], logits: list[torch.Tensor], targets: torch.Tensor
+    ) -> dict[str, float]:
         """Cross-probes and per-TSN importances on held-out test codes (kf.modularity), and the
         accuracy each task loses when its own TSN is dropped; pictures of all three."""
         names = [s.name for s in self.specs]
         dim = self.factors.dim
-        tsn_codes = [data["h"][:, k * dim:(k + 1) * dim].numpy().astype(np.float64) for k in range(len(names))]
-        out, matrices = modularity_metrics(tsn_codes, data["z"].numpy().astype(np.float64), targets.numpy(),
-                                           [s.num_classes for s in self.specs], names, seed=0,
-                                           max_samples=self.hparams.leakage_samples or None)
+        tsn_codes = [data["h"][:, k * dim : (k + 1) * dim].numpy().astype(np.float64) for k in range(len(names))]
+        out, matrices = modularity_metrics(
+            tsn_codes,
+            data["z"].numpy().astype(np.float64),
+            targets.numpy(),
+            [s.num_classes for s in self.specs],
+            names,
+            seed=0,
+            max_samples=self.hparams.leakage_samples or None,
+        )
         drop = data["drop_pred"]
-        loss = [accuracy(lg, targets[:, k]) - float((drop[:, k] == targets[:, k]).float().mean())
-                for k, lg in enumerate(logits)]
+        loss = [
+            accuracy(lg, targets[:, k]) - float((drop[:, k] == targets[:, k]).float().mean())
+            for k, lg in enumerate(logits)
+        ]
         out["test/drop_tsn/own_acc_loss"] = float(np.mean(loss))
         rows = matrices["rows"]
-        log_figure(self.trainer, matrix_figure(np.array(matrices["cross_probe"]), rows, names, "balanced accuracy",
-                                               "cross-probe: linear probe from each code (row) to each task"),
-                   "cross_probe")
-        log_figure(self.trainer, matrix_figure(np.array(matrices["importance"]), rows, names, "sum |lasso weight|",
-                                               "per-TSN importance for each task (DCI)"), "tsn_importance")
-        log_figure(self.trainer, grouped_bars({n: {"drop own TSN": v} for n, v in zip(names, loss)}, "accuracy lost",
-                                              "accuracy each task loses without its own TSN (head reads z)", ylim=None),
-                   "drop_tsn")
+        log_figure(
+            self.trainer,
+            matrix_figure(
+                np.array(matrices["cross_probe"]),
+                rows,
+                names,
+                "balanced accuracy",
+                "cross-probe: linear probe from each code (row) to each task",
+            ),
+            "cross_probe",
+        )
+        log_figure(
+            self.trainer,
+            matrix_figure(
+                np.array(matrices["importance"]),
+                rows,
+                names,
+                "sum |lasso weight|",
+                "per-TSN importance for each task (DCI)",
+            ),
+            "tsn_importance",
+        )
+        log_figure(
+            self.trainer,
+            grouped_bars(
+                {n: {"drop own TSN": v} for n, v in zip(names, loss)},
+                "accuracy lost",
+                "accuracy each task loses without its own TSN (head reads z)",
+                ylim=None,
+            ),
+            "drop_tsn",
+        )
         (plots_dir(self.trainer) / "leakage.json").write_text(json.dumps(matrices, indent=1))
         return out
 
-    def _subset_metrics(self, logits: list[torch.Tensor], teacher_logits: list[torch.Tensor], y: torch.Tensor) -> dict[str, float]:
+    def _subset_metrics(
+        self, logits: list[torch.Tensor], teacher_logits: list[torch.Tensor], y: torch.Tensor
+    ) -> dict[str, float]:
         """Assembled networks of the first n one-vs-rest factors (n = 2 .. K) classify the
         samples of their n classes, against the teacher restricted to the same classes."""
         out: dict[str, float] = {}
@@ -268,10 +362,16 @@ class KFModule(TaskModule):
                 out[f"test/teacher_subset_acc/n{n}"] = float((t_pred == y[keep]).float().mean())
                 curve[str(n)]["teacher"] = out[f"test/teacher_subset_acc/n{n}"]
         if curve:
-            log_figure(self.trainer, grouped_bars(curve, "accuracy on their classes",
-                                                  "assembled n-class networks (first n factors, no fine-tuning) vs teacher",
-                                                  ylim=(max(0.0, min(min(v.values()) for v in curve.values()) - 0.1), 1.0)),
-                       "assembled_subsets")
+            log_figure(
+                self.trainer,
+                grouped_bars(
+                    curve,
+                    "accuracy on their classes",
+                    "assembled n-class networks (first n factors, no fine-tuning) vs teacher",
+                    ylim=(max(0.0, min(min(v.values()) for v in curve.values()) - 0.1), 1.0),
+                ),
+                "assembled_subsets",
+            )
         return out
 
     # --- export ----------------------------------------------------------------------

@@ -3,8 +3,9 @@ network), and its export as safetensors + a JSON card that KF can load as a teac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -30,7 +31,7 @@ class MultiHeadNet(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(dim, s.num_classes) for s in self.specs)
 
     @classmethod
-    def create(cls, backbone: dict[str, Any], specs: Sequence[TaskSpec], feature_dim: int = 0) -> "MultiHeadNet":
+    def create(cls, backbone: dict[str, Any], specs: Sequence[TaskSpec], feature_dim: int = 0) -> MultiHeadNet:
         return cls(create_backbone(**backbone, num_classes=feature_dim), specs, feature_dim)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,11 +47,19 @@ class MultiHeadNet(nn.Module):
         files = export_backbone(self.backbone, export_dir, name=f"{name}_backbone")
         heads = export_dir / f"{name}_heads.safetensors"
         save_file({k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}, str(heads))
-        card = write_card(export_dir, KIND, {
-            "backbone": Path(files["card"]).name, "heads": heads.name, "feature_dim": self.feature_dim,
-            "tasks": [s.as_dict() for s in self.specs], "num_parameters": count_parameters(self),
-            "load": "kf.multihead.load_multi_head('<this file>')",
-        }, name=f"{name}.json")
+        card = write_card(
+            export_dir,
+            KIND,
+            {
+                "backbone": Path(files["card"]).name,
+                "heads": heads.name,
+                "feature_dim": self.feature_dim,
+                "tasks": [s.as_dict() for s in self.specs],
+                "num_parameters": count_parameters(self),
+                "load": "kf.multihead.load_multi_head('<this file>')",
+            },
+            name=f"{name}.json",
+        )
         return {"card": str(card), "backbone": files["weights"], "heads": str(heads)}
 
 

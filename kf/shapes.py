@@ -15,8 +15,18 @@ from tasks.data.base import ImageDataModule
 from tasks.errors import UserError
 
 FACTORS = {"shape": 3, "scale": 6, "rotation": 6, "x": 8, "y": 8, "color": 4}
-PALETTE = torch.tensor([[1.0, 0.25, 0.25], [0.25, 1.0, 0.25], [0.35, 0.45, 1.0], [1.0, 0.9, 0.2],
-                        [1.0, 0.3, 1.0], [0.2, 1.0, 1.0], [1.0, 0.6, 0.2], [0.8, 0.8, 0.8]])
+PALETTE = torch.tensor(
+    [
+        [1.0, 0.25, 0.25],
+        [0.25, 1.0, 0.25],
+        [0.35, 0.45, 1.0],
+        [1.0, 0.9, 0.2],
+        [1.0, 0.3, 1.0],
+        [0.2, 1.0, 1.0],
+        [1.0, 0.6, 0.2],
+        [0.8, 0.8, 0.8],
+    ]
+)
 ROTATION_RANGE = 90.0  # degrees spanned by the rotation values (the square repeats after 90)
 
 
@@ -44,7 +54,7 @@ def render(factors: torch.Tensor, sizes: dict[str, int], image_size: int = 32, s
     cos, sin = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
     u, v = cos * dx + sin * dy, -sin * dx + cos * dy
     square = torch.maximum(u.abs(), v.abs()) <= 0.8
-    ellipse = u ** 2 + (v / 0.5) ** 2 <= 1.0
+    ellipse = u**2 + (v / 0.5) ** 2 <= 1.0
     triangle = (v >= -0.5) & (math.sqrt(3) * u + v <= 1.0) & (-math.sqrt(3) * u + v <= 1.0)
     shape = col["shape"].long().view(-1, 1, 1)
     mask = torch.where(shape == 0, square, torch.where(shape == 1, ellipse, triangle)).float()
@@ -59,19 +69,31 @@ class ShapesDataModule(ImageDataModule):
 
     num_classes = 0  # multi-factor: see factor_sizes
 
-    def __init__(self, num_train: int = 6000, num_val: int = 1000, num_test: int = 2000, image_size: int = 32,
-                 data_seed: int = 0, factors: dict[str, int] | None = None, **kwargs):
+    def __init__(
+        self,
+        num_train: int = 6000,
+        num_val: int = 1000,
+        num_test: int = 2000,
+        image_size: int = 32,
+        data_seed: int = 0,
+        factors: dict[str, int] | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.factor_sizes = {str(k): int(v) for k, v in (factors or FACTORS).items()}
         required = ("shape", "scale", "rotation", "x", "y")
         missing = [f for f in required if f not in self.factor_sizes]
         if missing or self.factor_sizes["shape"] > 3 or any(v < 2 for v in self.factor_sizes.values()):
-            raise UserError(f"data.factors={self.factor_sizes} must hold {list(required)} (and optionally color), each with >= 2 "
-                            "values, shape with at most 3 (square, ellipse, triangle).")
+            raise UserError(
+                f"data.factors={self.factor_sizes} must hold {list(required)} (and optionally color), each with >= 2 "
+                "values, shape with at most 3 (square, ellipse, triangle)."
+            )
         total = math.prod(self.factor_sizes.values())
         if num_train + num_val + num_test > total:
-            raise UserError(f"The factor grid has {total} images but num_train + num_val + num_test = "
-                            f"{num_train + num_val + num_test}; ask for fewer or add factor values.")
+            raise UserError(
+                f"The factor grid has {total} images but num_train + num_val + num_test = "
+                f"{num_train + num_val + num_test}; ask for fewer or add factor values."
+            )
         self.factor_names = list(self.factor_sizes)
         self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
         self.image_size, self.data_seed = image_size, data_seed

@@ -5,8 +5,8 @@ reduction of per-task losses and the optimiser."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -35,8 +35,15 @@ def data_factor_sizes(data) -> dict[str, int] | None:
 class TaskModule(pl.LightningModule, ABC):
     """Subclasses define `task_logits(x) -> list of (B, C_k)` and their training step."""
 
-    def __init__(self, optimizer: Callable, scheduler: Callable | None, factor_sizes: dict[str, int] | None,
-                 tasks: str | Sequence[Any], probe_tasks: Sequence[Any] | None, task_reduction: str):
+    def __init__(
+        self,
+        optimizer: Callable,
+        scheduler: Callable | None,
+        factor_sizes: dict[str, int] | None,
+        tasks: str | Sequence[Any],
+        probe_tasks: Sequence[Any] | None,
+        task_reduction: str,
+    ):
         super().__init__()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         if task_reduction not in REDUCTIONS:
@@ -68,8 +75,10 @@ class TaskModule(pl.LightningModule, ABC):
     def on_fit_start(self) -> None:
         found = data_factor_sizes(self.trainer.datamodule)
         if found and found != self.factor_sizes:
-            raise UserError(f"The data's ground-truth factors are {found} but model.factor_sizes={self.factor_sizes}. "
-                            f"Set model.factor_sizes to {found}.")
+            raise UserError(
+                f"The data's ground-truth factors are {found} but model.factor_sizes={self.factor_sizes}. "
+                f"Set model.factor_sizes to {found}."
+            )
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
@@ -79,7 +88,9 @@ class TaskModule(pl.LightningModule, ABC):
         n = len(x)
         self.val_task_acc.update(task_acc, n)
         self.val_acc.update(self.headline_accuracy(logits, y, task_acc), n)
-        self.val_loss.update(torch.stack([F.cross_entropy(lg.float(), targets[:, k]) for k, lg in enumerate(logits)]).mean(), n)
+        self.val_loss.update(
+            torch.stack([F.cross_entropy(lg.float(), targets[:, k]) for k, lg in enumerate(logits)]).mean(), n
+        )
         self.log("val/task_acc", self.val_task_acc, on_epoch=True)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
         self.log("val/loss", self.val_loss, on_epoch=True)

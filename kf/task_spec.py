@@ -5,8 +5,9 @@ validated at start-up, and errors say what to change."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -44,7 +45,7 @@ class TaskSpec:
         """(num_values, num_classes) 0/1: probabilities over values @ it = over task classes."""
         return torch.nn.functional.one_hot(self.value_to_class(), self.num_classes).float()
 
-    def coarsening(self, other: "TaskSpec") -> torch.Tensor | None:
+    def coarsening(self, other: TaskSpec) -> torch.Tensor | None:
         """(self classes, other classes) 0/1 matrix when every class of self lies inside one
         class of `other` (same factor), so probabilities over self's classes @ it sum into
         probabilities over other's; None otherwise."""
@@ -64,8 +65,14 @@ class TaskSpec:
 
 def one_vs_rest(factor: str, num_values: int) -> list[TaskSpec]:
     """One binary task per value: class 0 = every other value, class 1 = that value."""
-    return [TaskSpec(f"{factor}{v}" if factor != "label" else f"class{v}", factor,
-                     (tuple(u for u in range(num_values) if u != v), (v,))) for v in range(num_values)]
+    return [
+        TaskSpec(
+            f"{factor}{v}" if factor != "label" else f"class{v}",
+            factor,
+            (tuple(u for u in range(num_values) if u != v), (v,)),
+        )
+        for v in range(num_values)
+    ]
 
 
 def per_factor(factor_sizes: dict[str, int]) -> list[TaskSpec]:
@@ -82,15 +89,20 @@ def _bins(num_values: int, bins: int) -> tuple[tuple[int, ...], ...]:
 def _declared(index: int, entry: Any, factor_sizes: dict[str, int], key: str) -> TaskSpec:
     where = f"{key}[{index}]"
     if not isinstance(entry, dict):
-        raise UserError(f"{where} must be a mapping like {{name: low_high, factor: label, groups: [[0,1,2,3,4],[5,6,7,8,9]]}}, got {entry!r}.")
+        raise UserError(
+            f"{where} must be a mapping like "
+            f"{{name: low_high, factor: label, groups: [[0,1,2,3,4],[5,6,7,8,9]]}}, got {entry!r}."
+        )
     unknown = sorted(set(entry) - set(TASK_KEYS))
     if unknown:
         raise UserError(f"{where} has unknown keys {unknown}. Valid keys: {list(TASK_KEYS)}.")
     factors = list(factor_sizes)
     factor = str(entry.get("factor", factors[0] if len(factors) == 1 else ""))
     if factor not in factor_sizes:
-        raise UserError(f"{where}.factor='{factor}' is not a factor of the data. Factors: {factors} "
-                        "(set model.factor_sizes to the data's factors).")
+        raise UserError(
+            f"{where}.factor='{factor}' is not a factor of the data. Factors: {factors} "
+            "(set model.factor_sizes to the data's factors)."
+        )
     n = factor_sizes[factor]
     if entry.get("groups") is not None and entry.get("bins") is not None:
         raise UserError(f"{where} sets both 'groups' and 'bins'; keep one.")
@@ -104,7 +116,10 @@ def _declared(index: int, entry: Any, factor_sizes: dict[str, int], key: str) ->
     else:
         groups = tuple((v,) for v in range(n))
     if len(groups) < 2 or any(len(g) == 0 for g in groups):
-        raise UserError(f"{where}.groups must list at least two non-empty groups of {factor} values, got {[list(g) for g in groups]}.")
+        raise UserError(
+            f"{where}.groups must list at least two non-empty groups of {factor} values, "
+            f"got {[list(g) for g in groups]}."
+        )
     flat = [v for g in groups for v in g]
     bad = sorted({v for v in flat if not 0 <= v < n})
     twice = sorted({v for v in flat if flat.count(v) > 1})
@@ -112,29 +127,39 @@ def _declared(index: int, entry: Any, factor_sizes: dict[str, int], key: str) ->
     if bad:
         raise UserError(f"{where}.groups has values {bad} outside 0..{n - 1} (factor '{factor}' has {n} values).")
     if twice:
-        raise UserError(f"{where}.groups puts values {twice} in more than one group; every value belongs to exactly one group.")
+        raise UserError(
+            f"{where}.groups puts values {twice} in more than one group; every value belongs to exactly one group."
+        )
     if missing:
-        raise UserError(f"{where}.groups leaves values {missing} of '{factor}' out; add them to a group "
-                        f"(e.g. a last 'rest' group {missing}) so every sample has a task class.")
+        raise UserError(
+            f"{where}.groups leaves values {missing} of '{factor}' out; add them to a group "
+            f"(e.g. a last 'rest' group {missing}) so every sample has a task class."
+        )
     return TaskSpec(str(entry.get("name") or f"task{index}"), factor, groups)
 
 
 def build_tasks(tasks: str | Sequence[Any], factor_sizes: dict[str, int], key: str = "model.tasks") -> list[TaskSpec]:
     """Task specs from a generator name or a list of declarations, validated."""
     if not factor_sizes or any(int(n) < 2 for n in factor_sizes.values()):
-        raise UserError(f"model.factor_sizes must map each ground-truth factor to its number of values (>= 2), got {factor_sizes}.")
+        raise UserError(
+            f"model.factor_sizes must map each ground-truth factor to its number of values (>= 2), got {factor_sizes}."
+        )
     factor_sizes = {str(k): int(v) for k, v in factor_sizes.items()}
     if isinstance(tasks, str):
         if tasks == "one_vs_rest":
             if len(factor_sizes) != 1:
-                raise UserError(f"{key}=one_vs_rest needs a single-factor data set; this one has {list(factor_sizes)}. "
-                                "Use model.tasks=per_factor or declare the tasks as a list.")
+                raise UserError(
+                    f"{key}=one_vs_rest needs a single-factor data set; this one has {list(factor_sizes)}. "
+                    "Use model.tasks=per_factor or declare the tasks as a list."
+                )
             specs = one_vs_rest(*next(iter(factor_sizes.items())))
         elif tasks == "per_factor":
             specs = per_factor(factor_sizes)
         else:
-            raise UserError(f"{key}='{tasks}' is not a generator. Use one of {list(GENERATORS)} or a list of "
-                            "{name, factor, groups | bins} declarations.")
+            raise UserError(
+                f"{key}='{tasks}' is not a generator. Use one of {list(GENERATORS)} or a list of "
+                "{name, factor, groups | bins} declarations."
+            )
     else:
         specs = [_declared(i, entry, factor_sizes, key) for i, entry in enumerate(tasks)]
     if not specs:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -25,18 +26,18 @@ WEIGHT_FILES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
 
 @dataclasses.dataclass
 class TeacherSpec:
-    source: str | None = None          # export card (.json) | checkpoint or weight file | timm model name
-    arch: str | None = None            # timm architecture of a checkpoint source
-    prefix: str | None = None          # key prefix inside a checkpoint, e.g. net. for a ClassificationModule
-    num_classes: int | None = None     # outputs of a checkpoint / timm teacher (default: the factor's values)
-    small_input_stem: bool = False     # the architecture of a checkpoint source uses the small-input stem
-    timm_kwargs: dict | None = None    # further timm arguments of a checkpoint / timm-name architecture
-    pretrained: bool = True            # timm name source: hub weights (needs the network)
-    factor: str = "label"              # the ground-truth factor a single-head teacher predicts
-    bn_mode: str = "eval"              # eval: frozen-teacher contract | train: the original's batch statistics
+    source: str | None = None  # export card (.json) | checkpoint or weight file | timm model name
+    arch: str | None = None  # timm architecture of a checkpoint source
+    prefix: str | None = None  # key prefix inside a checkpoint, e.g. net. for a ClassificationModule
+    num_classes: int | None = None  # outputs of a checkpoint / timm teacher (default: the factor's values)
+    small_input_stem: bool = False  # the architecture of a checkpoint source uses the small-input stem
+    timm_kwargs: dict | None = None  # further timm arguments of a checkpoint / timm-name architecture
+    pretrained: bool = True  # timm name source: hub weights (needs the network)
+    factor: str = "label"  # the ground-truth factor a single-head teacher predicts
+    bn_mode: str = "eval"  # eval: frozen-teacher contract | train: the original's batch statistics
 
     @classmethod
-    def parse(cls, cfg: dict[str, Any] | None) -> "TeacherSpec":
+    def parse(cls, cfg: dict[str, Any] | None) -> TeacherSpec:
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(cfg or {}) - set(valid))
         if unknown:
@@ -47,17 +48,21 @@ class TeacherSpec:
         return cls(**(cfg or {}))
 
 
-MAKE_TEACHER = ("A digits teacher comes from `python train.py experiment=classify_digits` (then "
-                "model.teacher.source=<its run dir>/export/model.json); `python -m tasks.chain kf_digits` trains the "
-                "teacher and factorizes it in one command (kf_shapes likewise).")
+MAKE_TEACHER = (
+    "A digits teacher comes from `python train.py experiment=classify_digits` (then "
+    "model.teacher.source=<its run dir>/export/model.json); `python -m tasks.chain kf_digits` trains the "
+    "teacher and factorizes it in one command (kf_shapes likewise)."
+)
 
 
 def load_teacher(spec: TeacherSpec, factor_sizes: dict[str, int]) -> tuple[nn.Module, list[TaskSpec]]:
     """The teacher network and the tasks its outputs predict (in output order)."""
     if not spec.source:
-        raise UserError("model.teacher.source is not set. Point it at a run's export card "
-                        "(<run dir>/export/model.json), a checkpoint (with model.teacher.arch and .prefix) or a timm name. "
-                        + MAKE_TEACHER)
+        raise UserError(
+            "model.teacher.source is not set. Point it at a run's export card "
+            "(<run dir>/export/model.json), a checkpoint (with model.teacher.arch and .prefix) or a timm name. "
+            + MAKE_TEACHER
+        )
     source = Path(str(spec.source)).expanduser()
     if source.suffix == ".json":
         if not source.is_file():
@@ -69,26 +74,42 @@ def load_teacher(spec: TeacherSpec, factor_sizes: dict[str, int]) -> tuple[nn.Mo
         model = load_card(card, kinds_allowed=(TIMM,))
     elif source.suffix in WEIGHT_FILES or source.exists():
         if not spec.arch:
-            raise UserError(f"Teacher checkpoint {source} needs its architecture: set model.teacher.arch=<timm name> "
-                            "(and model.teacher.prefix=<key prefix>, e.g. net. for a ClassificationModule checkpoint).")
-        model = create_backbone(spec.arch, num_classes=spec.num_classes or factor_sizes.get(spec.factor, 0),
-                                small_input_stem=spec.small_input_stem, init=str(source), init_prefix=spec.prefix,
-                                **(spec.timm_kwargs or {}))
+            raise UserError(
+                f"Teacher checkpoint {source} needs its architecture: set model.teacher.arch=<timm name> "
+                "(and model.teacher.prefix=<key prefix>, e.g. net. for a ClassificationModule checkpoint)."
+            )
+        model = create_backbone(
+            spec.arch,
+            num_classes=spec.num_classes or factor_sizes.get(spec.factor, 0),
+            small_input_stem=spec.small_input_stem,
+            init=str(source),
+            init_prefix=spec.prefix,
+            **(spec.timm_kwargs or {}),
+        )
     else:
-        model = create_backbone(str(spec.source), num_classes=spec.num_classes or factor_sizes.get(spec.factor, 0),
-                                small_input_stem=spec.small_input_stem, pretrained=spec.pretrained, **(spec.timm_kwargs or {}))
+        model = create_backbone(
+            str(spec.source),
+            num_classes=spec.num_classes or factor_sizes.get(spec.factor, 0),
+            small_input_stem=spec.small_input_stem,
+            pretrained=spec.pretrained,
+            **(spec.timm_kwargs or {}),
+        )
     if spec.factor not in factor_sizes:
         raise UserError(f"model.teacher.factor='{spec.factor}' is not a factor of the data {list(factor_sizes)}.")
     n = factor_sizes[spec.factor]
     if getattr(model, "num_classes", n) != n:
-        raise UserError(f"The teacher predicts {model.num_classes} classes but factor '{spec.factor}' has {n} values. "
-                        "Use a teacher trained on this data, or set model.teacher.factor to the factor it predicts.")
+        raise UserError(
+            f"The teacher predicts {model.num_classes} classes but factor '{spec.factor}' has {n} values. "
+            "Use a teacher trained on this data, or set model.teacher.factor to the factor it predicts."
+        )
     return model, [TaskSpec(spec.factor, spec.factor, tuple((v,) for v in range(n)))]
 
 
 def stage_names(model: nn.Module, stages: Sequence[int | str]) -> list[str]:
     """Module names of stages given as timm feature_info indices or as dotted names."""
-    backbone, prefix = (model.backbone, "backbone.") if hasattr(model, "heads") and hasattr(model, "backbone") else (model, "")
+    backbone, prefix = (
+        (model.backbone, "backbone.") if hasattr(model, "heads") and hasattr(model, "backbone") else (model, "")
+    )
     info = list(getattr(backbone, "feature_info", None) or [])
     names = []
     for stage in stages:
@@ -96,8 +117,10 @@ def stage_names(model: nn.Module, stages: Sequence[int | str]) -> list[str]:
             names.append(stage)
             continue
         if not info or not -len(info) <= int(stage) < len(info):
-            raise UserError(f"Teacher stage index {stage} is out of range: the teacher has {len(info)} feature stages "
-                            f"({[i.get('module') for i in info]}). Use indices in {-len(info)}..{len(info) - 1} or module names.")
+            raise UserError(
+                f"Teacher stage index {stage} is out of range: the teacher has {len(info)} feature stages "
+                f"({[i.get('module') for i in info]}). Use indices in {-len(info)}..{len(info) - 1} or module names."
+            )
         names.append(prefix + info[int(stage)]["module"])
     return names
 

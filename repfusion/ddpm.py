@@ -9,8 +9,8 @@ diffusers pipeline folder whose `unet/` is a RepFusion teacher.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -25,8 +25,9 @@ from tasks.plots import log_figure
 
 
 @torch.no_grad()
-def generate(unet: UNet2DModel, noise_scheduler: DDPMScheduler, num_images: int, steps: int,
-             generator: torch.Generator) -> torch.Tensor:
+def generate(
+    unet: UNet2DModel, noise_scheduler: DDPMScheduler, num_images: int, steps: int, generator: torch.Generator
+) -> torch.Tensor:
     """`num_images` samples in [-1, 1] by deterministic DDIM (eta 0) over `steps` steps of the
     same noise schedule; the starting noise comes from `generator` (on the CPU)."""
     sampler = DDIMScheduler.from_config(noise_scheduler.config)
@@ -78,8 +79,9 @@ class DDPMModule(pl.LightningModule):
         if self.ema is not None:
             self.ema.update(self.unet)
 
-    def _loss(self, x: torch.Tensor, generator: torch.Generator | None = None,
-              unet: UNet2DModel | None = None) -> torch.Tensor:
+    def _loss(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, unet: UNet2DModel | None = None
+    ) -> torch.Tensor:
         """Noise-prediction MSE at one random t per image (float32)."""
         x0 = self.pixels.to_unit(x, self.hparams.image_size)
         n = x0.shape[0]
@@ -96,8 +98,14 @@ class DDPMModule(pl.LightningModule):
     def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
         # The same t and noise every epoch, so the curve compares like with like.
         generator = torch.Generator().manual_seed(1_000 + batch_idx)
-        self.log(f"{stage}/loss", self._loss(batch[0], generator, self.averaged_unet), on_epoch=True,
-                 prog_bar=stage == "val", sync_dist=True, batch_size=batch[0].shape[0])
+        self.log(
+            f"{stage}/loss",
+            self._loss(batch[0], generator, self.averaged_unet),
+            on_epoch=True,
+            prog_bar=stage == "val",
+            sync_dist=True,
+            batch_size=batch[0].shape[0],
+        )
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, batch_idx, "val")
@@ -125,14 +133,20 @@ class DDPMModule(pl.LightningModule):
         was_training = unet.training
         unet.eval()
         try:
-            return generate(unet, self.noise_scheduler, num_images or self.hparams.num_samples,
-                            self.hparams.sample_steps, torch.Generator().manual_seed(seed))
+            return generate(
+                unet,
+                self.noise_scheduler,
+                num_images or self.hparams.num_samples,
+                self.hparams.sample_steps,
+                torch.Generator().manual_seed(seed),
+            )
         finally:
             unet.train(was_training)
 
     def configure_optimizers(self):
-        return configure_optimizers(self, [p for p in self.parameters() if p.requires_grad],
-                                    self.optimizer_factory, self.scheduler_factory)
+        return configure_optimizers(
+            self, [p for p in self.parameters() if p.requires_grad], self.optimizer_factory, self.scheduler_factory
+        )
 
     def export_artifacts(self, export_dir: Path) -> dict[str, str]:
         """A diffusers pipeline folder (safetensors): `unet/` (the averaged U-Net) is the teacher to load."""

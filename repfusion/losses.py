@@ -83,8 +83,15 @@ class ATLoss(FeatureLoss):
 
     spatial = True
 
-    def __init__(self, student_channels: int, teacher_channels: int, weight: float = 1000.0, p: float = 2.0,
-                 eps: float = 1e-6, standardize: bool = False):
+    def __init__(
+        self,
+        student_channels: int,
+        teacher_channels: int,
+        weight: float = 1000.0,
+        p: float = 2.0,
+        eps: float = 1e-6,
+        standardize: bool = False,
+    ):
         super().__init__(student_channels, teacher_channels, weight, standardize)
         self.p, self.eps = p, eps
 
@@ -101,8 +108,15 @@ class RKDLoss(FeatureLoss):
     Distance term: pairwise distances divided by their mean over distinct pairs.
     Angle term: cosines of the angle at every anchor between every two others."""
 
-    def __init__(self, student_channels: int, teacher_channels: int, weight: float = 1.0,
-                 distance_weight: float = 25.0, angle_weight: float = 50.0, standardize: bool = False):
+    def __init__(
+        self,
+        student_channels: int,
+        teacher_channels: int,
+        weight: float = 1.0,
+        distance_weight: float = 25.0,
+        angle_weight: float = 50.0,
+        standardize: bool = False,
+    ):
         super().__init__(student_channels, teacher_channels, weight, standardize)
         self.distance_weight, self.angle_weight = distance_weight, angle_weight
 
@@ -133,8 +147,14 @@ class DenseLoss(FeatureLoss):
 
     spatial = True
 
-    def __init__(self, student_channels: int, teacher_channels: int, weight: float = 1.0, kind: str = "mse",
-                 standardize: bool = False):
+    def __init__(
+        self,
+        student_channels: int,
+        teacher_channels: int,
+        weight: float = 1.0,
+        kind: str = "mse",
+        standardize: bool = False,
+    ):
         super().__init__(student_channels, teacher_channels, weight, standardize)
         if kind not in ("mse", "l1"):
             raise UserError(f"DenseLoss kind={kind!r} is not 'mse' or 'l1'.")

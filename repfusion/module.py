@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -71,7 +72,8 @@ class RepFusionModule(pl.LightningModule):
         drawing it costs about as much as a few training steps."""
         super().__init__()
         self.save_hyperparameters(
-            ignore=["teacher", "distill_loss", "timesteps", "optimizer", "scheduler", "policy_optimizer"])
+            ignore=["teacher", "distill_loss", "timesteps", "optimizer", "scheduler", "policy_optimizer"]
+        )
         self.student = create_backbone(**{**student, "num_classes": 0})
         self.feature_index = feature_index
         attach_frozen(self, "teacher", teacher)
@@ -81,7 +83,8 @@ class RepFusionModule(pl.LightningModule):
             raise UserError(
                 f"{type(self.distill_loss).__name__} compares spatial maps, but the student's stage {feature_index} "
                 f"is 1x1 at {image_size}x{image_size} inputs. Pick an earlier stage (model.feature_index=-2), the "
-                "small-input stem (model.student.small_input_stem=true), or the hint/rkd loss.")
+                "small-input stem (model.student.small_input_stem=true), or the hint/rkd loss."
+            )
         self.policy = timesteps(feature_channels=teacher.channels, num_classes=num_classes)
         self.ema = ModelEMA(self.student, ema_decay, ema_warmup)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -113,8 +116,10 @@ class RepFusionModule(pl.LightningModule):
             self.teacher.module.set_input_normalization(data)
             n = getattr(data, "num_classes", None)
             if n and n != self.hparams.num_classes:
-                raise UserError(f"The data has {n} classes but model.num_classes={self.hparams.num_classes}. "
-                                f"Set model.num_classes={n}.")
+                raise UserError(
+                    f"The data has {n} classes but model.num_classes={self.hparams.num_classes}. "
+                    f"Set model.num_classes={n}."
+                )
 
     def _generator(self, device: torch.device, step: int) -> torch.Generator:
         """Randomness of t and noise keyed by (seed, rank, step): the same after a resume."""
@@ -152,11 +157,17 @@ class RepFusionModule(pl.LightningModule):
         self._count(draw.t)
         entropy = self.policy.t_entropy(draw)
         self.log("train/loss", loss, prog_bar=True)
-        logged = {"loss_feat": loss_feat, **terms, "t_mean": draw.t.float().mean(), "policy_entropy": entropy,
-                  "entropy_coef": self.policy.entropy_coef if self.policy.mode == "rl" else 0.0}
+        logged = {
+            "loss_feat": loss_feat,
+            **terms,
+            "t_mean": draw.t.float().mean(),
+            "policy_entropy": entropy,
+            "entropy_coef": self.policy.entropy_coef if self.policy.mode == "rl" else 0.0,
+        }
         for name, value in logged.items():
-            self.log(f"train/{name}", value, on_step=False, on_epoch=True,
-                     prog_bar=name in ("policy_entropy", "t_mean"))
+            self.log(
+                f"train/{name}", value, on_step=False, on_epoch=True, prog_bar=name in ("policy_entropy", "t_mean")
+            )
         if not self.automatic_optimization:
             self._manual_step(loss)
         return loss
@@ -222,8 +233,11 @@ class RepFusionModule(pl.LightningModule):
         store = self._eval_store.gather()  # every rank's, rank-major
         if self.trainer.sanity_checking:
             return
-        self.log(f"{stage}/knn_acc", knn_accuracy(store["features"], store["labels"], self.hparams.knn_k),
-                 prog_bar=stage == "val")
+        self.log(
+            f"{stage}/knn_acc",
+            knn_accuracy(store["features"], store["labels"], self.hparams.knn_k),
+            prog_bar=stage == "val",
+        )
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, batch_idx, "val")
@@ -242,8 +256,12 @@ class RepFusionModule(pl.LightningModule):
         policy_params = trainable_parameters(self.policy)
         separate = self.policy_optimizer_factory is not None
         owned = {id(p) for p in policy_params} if separate else set()
-        main = configure_optimizers(self, [p for p in trainable_parameters(self) if id(p) not in owned],
-                                    self.optimizer_factory, self.scheduler_factory)
+        main = configure_optimizers(
+            self,
+            [p for p in trainable_parameters(self) if id(p) not in owned],
+            self.optimizer_factory,
+            self.scheduler_factory,
+        )
         if not separate:
             return main
         return main, configure_optimizers(self, policy_params, self.policy_optimizer_factory, self.scheduler_factory)
@@ -257,11 +275,24 @@ class RepFusionModule(pl.LightningModule):
     def export_artifacts(self, export_dir: Path) -> dict[str, str]:
         """The EMA student backbone, plus the timestep histograms of every epoch."""
         export_dir = Path(export_dir)
-        card = {"stage": "repfusion stage 1 (EMA student)", "feature_index": self.feature_index,
-                "teacher": self.teacher.module.source, "teacher_layer": self.teacher.module.layer,
-                "timestep_mode": self.policy.mode, "labels_used": self.policy.probe is not None}
+        card = {
+            "stage": "repfusion stage 1 (EMA student)",
+            "feature_index": self.feature_index,
+            "teacher": self.teacher.module.source,
+            "teacher_layer": self.teacher.module.layer,
+            "timestep_mode": self.policy.mode,
+            "labels_used": self.policy.probe is not None,
+        }
         files = export_backbone(self.ema.model, export_dir, name="backbone", card=card)
         timesteps = export_dir / "timesteps.json"
-        timesteps.write_text(json.dumps({"mode": self.policy.mode, "num_timesteps": self.policy.num_timesteps,
-                                         "bins": self.hparams.histogram_bins, "per_epoch": self.t_histograms}))
+        timesteps.write_text(
+            json.dumps(
+                {
+                    "mode": self.policy.mode,
+                    "num_timesteps": self.policy.num_timesteps,
+                    "bins": self.hparams.histogram_bins,
+                    "per_epoch": self.t_histograms,
+                }
+            )
+        )
         return {"backbone": files["weights"], "backbone_card": files["card"], "timesteps": str(timesteps)}

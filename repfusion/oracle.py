@@ -57,9 +57,18 @@ def pooled_features(teacher, images: torch.Tensor, t: int, batch_size: int) -> t
     return torch.cat(out)
 
 
-def fit_probe(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, eval_y: torch.Tensor,
-              num_classes: int, epochs: int, lr: float, batch_size: int, hidden: int | None,
-              seed: int) -> dict[str, float]:
+def fit_probe(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    eval_x: torch.Tensor,
+    eval_y: torch.Tensor,
+    num_classes: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    hidden: int | None,
+    seed: int,
+) -> dict[str, float]:
     """The stage-1 probe (input standardised with the train features' statistics) fitted by
     Adam; cross-entropy and accuracy on the evaluation features after the last epoch."""
     mean, std = train_x.mean(0), train_x.std(0, correction=0) + 1e-6
@@ -108,11 +117,30 @@ def probe_curve(cfg: DictConfig, teacher, datamodule) -> list[dict[str, float]]:
     for t in tqdm(list(cfg.grid), desc="probe cross-entropy over t"):
         train_f = pooled_features(teacher, train_x, int(t), cfg.probe.batch_size)
         eval_f = pooled_features(teacher, eval_x, int(t), cfg.probe.batch_size)
-        fits = [fit_probe(train_f, train_y, eval_f, eval_y, num_classes, cfg.probe.epochs, cfg.probe.lr,
-                          cfg.probe.batch_size, cfg.probe.hidden, cfg.seed + k) for k in range(cfg.probe.seeds)]
+        fits = [
+            fit_probe(
+                train_f,
+                train_y,
+                eval_f,
+                eval_y,
+                num_classes,
+                cfg.probe.epochs,
+                cfg.probe.lr,
+                cfg.probe.batch_size,
+                cfg.probe.hidden,
+                cfg.seed + k,
+            )
+            for k in range(cfg.probe.seeds)
+        ]
         ce = torch.tensor([f["ce"] for f in fits])
-        rows.append({"t": int(t), "ce": ce.mean().item(), "ce_std": ce.std().item() if len(fits) > 1 else None,
-                     "acc": float(np.mean([f["acc"] for f in fits]))})
+        rows.append(
+            {
+                "t": int(t),
+                "ce": ce.mean().item(),
+                "ce_std": ce.std().item() if len(fits) > 1 else None,
+                "acc": float(np.mean([f["acc"] for f in fits])),
+            }
+        )
     return rows
 
 
@@ -120,34 +148,55 @@ def distill_run(cfg: DictConfig, source: str, t: int, out: Path) -> dict[str, An
     """A short fixed-t stage-1 run (skipped when its summary exists already)."""
     run_dir = out / "distill" / f"t{t}"
     if not (run_dir / "summary.json").is_file():
-        command = [sys.executable, str(ROOT / "train.py"), f"experiment={cfg.distill.experiment}",
-                   f"model.teacher.source={source}", "model.timesteps.mode=fixed", f"model.timesteps.fixed_t={t}",
-                   f"seed={cfg.seed}", *map(str, cfg.distill.overrides), f"hydra.run.dir={run_dir}"]
+        command = [
+            sys.executable,
+            str(ROOT / "train.py"),
+            f"experiment={cfg.distill.experiment}",
+            f"model.teacher.source={source}",
+            "model.timesteps.mode=fixed",
+            f"model.timesteps.fixed_t={t}",
+            f"seed={cfg.seed}",
+            *map(str, cfg.distill.overrides),
+            f"hydra.run.dir={run_dir}",
+        ]
         print(f"=== oracle: fixed t = {t}: {' '.join(command[1:])}", flush=True)
         code = subprocess.run(command, cwd=ROOT).returncode
         if code != 0:
-            raise UserError(f"The fixed-t stage-1 run at t = {t} failed (exit code {code}); "
-                            f"its files are in {run_dir}.")
+            raise UserError(
+                f"The fixed-t stage-1 run at t = {t} failed (exit code {code}); its files are in {run_dir}."
+            )
     summary = json.loads((run_dir / "summary.json").read_text())
     metrics = {**summary.get("final", {}), **summary.get("test", {})}
-    return {"t": t, "run_dir": str(run_dir), **{k: metrics[k] for k in ("val/knn_acc", "test/knn_acc", "val/loss_probe")
-                                                if k in metrics}}
+    return {
+        "t": t,
+        "run_dir": str(run_dir),
+        **{k: metrics[k] for k in ("val/knn_acc", "test/knn_acc", "val/loss_probe") if k in metrics},
+    }
 
 
 def policy_histograms(paths: list[str]) -> list[dict[str, Any]]:
     """The last epoch's t histogram of every rl run under the given dirs."""
     found = []
     for path in (Path(p).expanduser().resolve() for p in paths):
-        files = [path / "export" / "timesteps.json"] if (path / "export" / "timesteps.json").is_file() \
+        files = (
+            [path / "export" / "timesteps.json"]
+            if (path / "export" / "timesteps.json").is_file()
             else sorted(path.glob("*/export/timesteps.json"))
+        )
         if not files:
-            raise UserError(f"policy_runs: no export/timesteps.json at or below {path}. "
-                            "Point it at finished rl stage-1 runs.")
+            raise UserError(
+                f"policy_runs: no export/timesteps.json at or below {path}. Point it at finished rl stage-1 runs."
+            )
         for file in files:
             record = json.loads(file.read_text())
             if record["mode"] == "rl" and record["per_epoch"]:
-                found.append({"run": str(file.parents[1]), "num_timesteps": record["num_timesteps"],
-                              "counts": record["per_epoch"][-1]})
+                found.append(
+                    {
+                        "run": str(file.parents[1]),
+                        "num_timesteps": record["num_timesteps"],
+                        "counts": record["per_epoch"][-1],
+                    }
+                )
     return found
 
 
@@ -163,9 +212,16 @@ def where_policy_ended(curve: list[dict[str, float]], policy: dict[str, Any]) ->
     best = float(ce.min())
     nonzero = share > 0
     entropy = float(-(share[nonzero] * np.log(share[nonzero])).sum())
-    return {"run": policy["run"], "expected_ce": expected, "best_ce": best, "ratio": expected / best,
-            "ends_low": expected <= 1.10 * best, "mean_t": float((share * centres).sum()),
-            "bin_entropy": entropy, "share": share.tolist()}
+    return {
+        "run": policy["run"],
+        "expected_ce": expected,
+        "best_ce": best,
+        "ratio": expected / best,
+        "ends_low": expected <= 1.10 * best,
+        "mean_t": float((share * centres).sum()),
+        "bin_entropy": entropy,
+        "share": share.tolist(),
+    }
 
 
 def best_timestep(run_dir: str | Path) -> int:
@@ -218,13 +274,22 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     plt.close(figure)
     for p in policies:
         flag = "low" if p["ends_low"] else "NOT low"
-        print(f"policy {p['run']}: expected probe CE {p['expected_ce']:.3f} vs best {p['best_ce']:.3f} "
-              f"(x{p['ratio']:.2f}, {flag}); mean t {p['mean_t']:.0f}")
-    return {"teacher": source, "num_timesteps": num_timesteps, "curve": curve, "distill": distill,
-            "policies": policies, "best_t_probe": best_probe,
-            "best_t": best_t, "best_t_by": metric if scored else "probe ce",
-            "policies_ending_low": f"{sum(p['ends_low'] for p in policies)}/{len(policies)}",
-            "plot": str(out / "plots" / "timestep_oracle.png")}
+        print(
+            f"policy {p['run']}: expected probe CE {p['expected_ce']:.3f} vs best {p['best_ce']:.3f} "
+            f"(x{p['ratio']:.2f}, {flag}); mean t {p['mean_t']:.0f}"
+        )
+    return {
+        "teacher": source,
+        "num_timesteps": num_timesteps,
+        "curve": curve,
+        "distill": distill,
+        "policies": policies,
+        "best_t_probe": best_probe,
+        "best_t": best_t,
+        "best_t_by": metric if scored else "probe ce",
+        "policies_ending_low": f"{sum(p['ends_low'] for p in policies)}/{len(policies)}",
+        "plot": str(out / "plots" / "timestep_oracle.png"),
+    }
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="repfusion/oracle")
@@ -241,12 +306,21 @@ def main(cfg: DictConfig) -> None:
     except UserError as err:
         print(f"\nerror: {err}", file=sys.stderr)
         sys.exit(2)
-    summary = {"task_name": cfg.task_name, "stage": "repfusion_oracle", "run_dir": str(out), "seed": cfg.seed,
-               "overrides": list(hydra_cfg.overrides.task), **result, "wall_time_s": time.time() - start,
-               "finished": datetime.now().isoformat(timespec="seconds")}
+    summary = {
+        "task_name": cfg.task_name,
+        "stage": "repfusion_oracle",
+        "run_dir": str(out),
+        "seed": cfg.seed,
+        "overrides": list(hydra_cfg.overrides.task),
+        **result,
+        "wall_time_s": time.time() - start,
+        "finished": datetime.now().isoformat(timespec="seconds"),
+    }
     write_summary(out / "summary.json", summary)
-    print(f"oracle done in {summary['wall_time_s']:.1f} s: best fixed t = {result['best_t']} ({result['best_t_by']}); "
-          f"{out / 'plots' / 'timestep_oracle.png'}")
+    print(
+        f"oracle done in {summary['wall_time_s']:.1f} s: best fixed t = {result['best_t']} ({result['best_t_by']}); "
+        f"{out / 'plots' / 'timestep_oracle.png'}"
+    )
 
 
 if __name__ == "__main__":

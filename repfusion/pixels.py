@@ -4,7 +4,7 @@ DDPM trainer and the teacher share it, so a teacher sees exactly what it was tra
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -38,8 +38,10 @@ class PixelRange(nn.Module):
             return
         mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
         if mean is None or std is None:
-            raise UserError(f"{owner} needs the data's normalisation: the DataModule publishes no `mean`/`std`. "
-                            "Set them in the config (input_mean=[...], input_std=[...]).")
+            raise UserError(
+                f"{owner} needs the data's normalisation: the DataModule publishes no `mean`/`std`. "
+                "Set them in the config (input_mean=[...], input_std=[...])."
+            )
         self.set(mean, std)
 
     def to_unit(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:

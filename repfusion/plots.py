@@ -11,11 +11,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def sample_grid_figure(images: torch.Tensor, title: str = "") -> "plt.Figure":
+def sample_grid_figure(images: torch.Tensor, title: str = "") -> plt.Figure:
     """(N, C, H, W) images in [0, 1] on a square-ish grid."""
     n, c, h, w = images.shape
     cols = math.ceil(math.sqrt(n))
@@ -23,7 +23,7 @@ def sample_grid_figure(images: torch.Tensor, title: str = "") -> "plt.Figure":
     canvas = torch.ones(c, rows * (h + 2), cols * (w + 2))
     for i, image in enumerate(images.clamp(0, 1)):
         r, k = divmod(i, cols)
-        canvas[:, r * (h + 2) + 1:r * (h + 2) + 1 + h, k * (w + 2) + 1:k * (w + 2) + 1 + w] = image
+        canvas[:, r * (h + 2) + 1 : r * (h + 2) + 1 + h, k * (w + 2) + 1 : k * (w + 2) + 1 + w] = image
     fig, ax = plt.subplots(figsize=(cols * 0.7 + 0.4, rows * 0.7 + 0.6))
     array = canvas.permute(1, 2, 0).numpy()
     ax.imshow(array[..., 0] if c == 1 else array, cmap="gray" if c == 1 else None, vmin=0, vmax=1)
@@ -33,15 +33,21 @@ def sample_grid_figure(images: torch.Tensor, title: str = "") -> "plt.Figure":
     return fig
 
 
-def timestep_figure(histograms: np.ndarray, num_timesteps: int, title: str = "") -> "plt.Figure":
+def timestep_figure(histograms: np.ndarray, num_timesteps: int, title: str = "") -> plt.Figure:
     """`histograms`: (epochs, bins) counts of the sampled t. Left: share of t per bin and
     epoch; right: the first and last epoch's distributions against uniform."""
     counts = np.asarray(histograms, dtype=float)
     share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     epochs, bins = share.shape
     fig, (heat, last) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1.4, 1]})
-    image = heat.imshow(share, aspect="auto", origin="lower", cmap="viridis",
-                        extent=(0, num_timesteps, 0.5, epochs + 0.5), interpolation="nearest")
+    image = heat.imshow(
+        share,
+        aspect="auto",
+        origin="lower",
+        cmap="viridis",
+        extent=(0, num_timesteps, 0.5, epochs + 0.5),
+        interpolation="nearest",
+    )
     heat.set_xlabel("timestep t")
     heat.set_ylabel("epoch")
     heat.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -61,8 +67,14 @@ def timestep_figure(histograms: np.ndarray, num_timesteps: int, title: str = "")
     return fig
 
 
-def oracle_figure(curve: list[dict], distill: list[dict], policies: list[dict], num_timesteps: int, title: str = "",
-                  knn_key: str = "val/knn_acc") -> "plt.Figure":
+def oracle_figure(
+    curve: list[dict],
+    distill: list[dict],
+    policies: list[dict],
+    num_timesteps: int,
+    title: str = "",
+    knn_key: str = "val/knn_acc",
+) -> plt.Figure:
     """Top: the probe's cross-entropy over fixed t, with each rl policy's final t
     distribution drawn over it (right axis). Bottom: the k-NN accuracy of the student after
     a short fixed-t distillation, where one was run."""
@@ -71,8 +83,15 @@ def oracle_figure(curve: list[dict], distill: list[dict], policies: list[dict], 
     top = axes[0, 0]
     t = [r["t"] for r in curve]
     spread = [r.get("ce_std") or 0.0 for r in curve]
-    top.errorbar(t, [r["ce"] for r in curve], yerr=spread, fmt="o-", color="#4C72B0", capsize=3,
-                 label="probe cross-entropy (fixed t; mean ± std of fits)")
+    top.errorbar(
+        t,
+        [r["ce"] for r in curve],
+        yerr=spread,
+        fmt="o-",
+        color="#4C72B0",
+        capsize=3,
+        label="probe cross-entropy (fixed t; mean ± std of fits)",
+    )
     top.set_ylabel("probe cross-entropy", color="#4C72B0")
     top.set_title(title or "where t is informative", fontsize=10)
     if policies:

@@ -44,10 +44,18 @@ class PolicyNet(nn.Module):
     def __init__(self, num_actions: int, in_channels: int = 3):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(5), nn.Flatten())
-        self.head = nn.Sequential(nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                                  nn.Linear(84, num_actions))
+            nn.Conv2d(in_channels, 6, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(5),
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(
+            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_actions)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -55,9 +63,9 @@ class PolicyNet(nn.Module):
 
 @dataclass
 class TimestepDraw:
-    t: torch.Tensor                      # (B,) int64 timesteps
+    t: torch.Tensor  # (B,) int64 timesteps
     log_prob: torch.Tensor | None = None  # (B,) float32, rl only
-    entropy: torch.Tensor | None = None   # (B,) float32 entropy over actions, rl only
+    entropy: torch.Tensor | None = None  # (B,) float32 entropy over actions, rl only
 
 
 class TimestepPolicy(nn.Module):
@@ -92,14 +100,19 @@ class TimestepPolicy(nn.Module):
         `entropy_end_epoch`, by `entropy_schedule`. `probe: false` is label-free stage 1 (no
         probe, no labels), which rl cannot be: its reward is the probe's."""
         super().__init__()
-        for name, value, options in (("mode", mode, MODES), ("baseline", baseline, BASELINES),
-                                     ("entropy_schedule", entropy_schedule, ENTROPY_SCHEDULES),
-                                     ("input_range", input_range, INPUT_RANGES)):
+        for name, value, options in (
+            ("mode", mode, MODES),
+            ("baseline", baseline, BASELINES),
+            ("entropy_schedule", entropy_schedule, ENTROPY_SCHEDULES),
+            ("input_range", input_range, INPUT_RANGES),
+        ):
             if value not in options:
                 raise UserError(f"timesteps.{name}={value!r} is not one of {list(options)}.")
         if mode == "rl" and not probe:
-            raise UserError("timesteps.probe=false (label-free stage 1) needs mode fixed, uniform or curriculum: "
-                            "the rl policy's reward is the probe's cross-entropy, which needs labels.")
+            raise UserError(
+                "timesteps.probe=false (label-free stage 1) needs mode fixed, uniform or curriculum: "
+                "the rl policy's reward is the probe's cross-entropy, which needs labels."
+            )
         if fixed_t_from is not None:
             if mode != "fixed":
                 raise UserError(f"timesteps.fixed_t_from is set, but mode={mode!r}: it gives the t of mode fixed.")
@@ -108,15 +121,19 @@ class TimestepPolicy(nn.Module):
             fixed_t = best_timestep(fixed_t_from)
         self.mode, self.num_timesteps = mode, num_timesteps
         self.max_t = num_timesteps if max_t is None else max_t
-        for name, value, low, high in (("max_t", self.max_t, 1, num_timesteps),
-                                       ("fixed_t", fixed_t, 0, num_timesteps - 1),
-                                       ("curriculum_end", curriculum_end, 1, num_timesteps)):
+        for name, value, low, high in (
+            ("max_t", self.max_t, 1, num_timesteps),
+            ("fixed_t", fixed_t, 0, num_timesteps - 1),
+            ("curriculum_end", curriculum_end, 1, num_timesteps),
+        ):
             if not low <= value <= high:
-                raise UserError(f"timesteps.{name}={value} is outside [{low}, {high}] "
-                                f"(the teacher has T={num_timesteps}).")
+                raise UserError(
+                    f"timesteps.{name}={value} is outside [{low}, {high}] (the teacher has T={num_timesteps})."
+                )
         if num_bins is not None and not 2 <= num_bins <= num_timesteps:
-            raise UserError(f"timesteps.num_bins={num_bins} must be in [2, {num_timesteps}] "
-                            "(or null: one action per t).")
+            raise UserError(
+                f"timesteps.num_bins={num_bins} must be in [2, {num_timesteps}] (or null: one action per t)."
+            )
         self.fixed_t = fixed_t
         self.curriculum = (curriculum_start or num_timesteps, curriculum_end, curriculum_epochs)
         self.entropy_reg, self.entropy_schedule = entropy_reg, entropy_schedule
@@ -128,8 +145,9 @@ class TimestepPolicy(nn.Module):
         edges = torch.linspace(0, num_timesteps, self.num_actions + 1).round().long()
         self.register_buffer("edges", edges, persistent=False)
         self.net = PolicyNet(self.num_actions, in_channels) if mode == "rl" else None
-        self.probe = (probe_mlp(feature_channels, num_classes, probe_hidden, probe_norm, probe_norm_momentum)
-                      if probe else None)
+        self.probe = (
+            probe_mlp(feature_channels, num_classes, probe_hidden, probe_norm, probe_norm_momentum) if probe else None
+        )
         self.register_buffer("baseline_value", torch.zeros(()))
         self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
         self.epoch = self.step = 0
@@ -207,21 +225,27 @@ class TimestepPolicy(nn.Module):
         advantage = reward - (self.baseline_value if bool(self.baseline_ready) else reward.mean())
         if self.training:
             batch_mean = reward.mean()
-            value = torch.where(self.baseline_ready, self.baseline_momentum * self.baseline_value
-                                + (1 - self.baseline_momentum) * batch_mean, batch_mean)
+            value = torch.where(
+                self.baseline_ready,
+                self.baseline_momentum * self.baseline_value + (1 - self.baseline_momentum) * batch_mean,
+                batch_mean,
+            )
             self.baseline_value.copy_(value)
             self.baseline_ready.fill_(True)
         return advantage
 
-    def losses(self, draw: TimestepDraw, teacher_feature: torch.Tensor,
-               labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def losses(
+        self, draw: TimestepDraw, teacher_feature: torch.Tensor, labels: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
         """The probe's cross-entropy and, in rl mode, REINFORCE with reward = -CE and the
         entropy bonus. Nothing without a probe (label-free stage 1)."""
         if self.probe is None:
             return {}
         if labels is None:
-            raise UserError("This batch has no labels, but stage 1 trains a probe on them. For label-free stage 1 set "
-                            "model.timesteps.probe=false with model.timesteps.mode=fixed|uniform|curriculum.")
+            raise UserError(
+                "This batch has no labels, but stage 1 trains a probe on them. For label-free stage 1 set "
+                "model.timesteps.probe=false with model.timesteps.mode=fixed|uniform|curriculum."
+            )
         norm = self.probe[0] if isinstance(self.probe[0], RunningStandardize) else None
         warm_up = norm is not None and self.training and not bool(norm.ready)
         ce, logits = self.probe_ce(teacher_feature, labels)

@@ -59,10 +59,17 @@ def probe_norm_layer(kind: str, channels: int, momentum: float = 0.05) -> nn.Mod
     return None
 
 
-def probe_mlp(channels: int, num_classes: int, hidden: int | None = None, norm: str = "none",
-              norm_momentum: float = 0.05) -> nn.Sequential:
+def probe_mlp(
+    channels: int, num_classes: int, hidden: int | None = None, norm: str = "none", norm_momentum: float = 0.05
+) -> nn.Sequential:
     """[norm ->] Linear(C, H) -> ReLU -> Linear(H, H) -> ReLU -> Linear(H, classes); H defaults to C."""
     hidden = hidden or channels
     layer = probe_norm_layer(norm, channels, norm_momentum)
-    return nn.Sequential(*([layer] if layer is not None else []), nn.Linear(channels, hidden), nn.ReLU(),
-                         nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+    return nn.Sequential(
+        *([layer] if layer is not None else []),
+        nn.Linear(channels, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, num_classes),
+    )

@@ -10,8 +10,8 @@ paper's notation reads. Owners attach it with `tasks.frozen.attach_frozen`."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -19,13 +19,15 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from repfusion.pixels import PixelRange
 from tasks.errors import UserError
-from tasks.files import check_weights, read_json
 from tasks.features import FeatureTap
+from tasks.files import check_weights, read_json
 
 # The last ResNet block of the middle block, its second conv: before the skip-add (as the original).
 DEFAULT_LAYER = "mid_block.resnets.1.conv2"
-MAKE_DIGITS_TEACHER = ("python train.py experiment=ddpm_digits (its export/unet is a teacher), "
-                       "or the whole chain: python -m tasks.chain repfusion_digits")
+MAKE_DIGITS_TEACHER = (
+    "python train.py experiment=ddpm_digits (its export/unet is a teacher), "
+    "or the whole chain: python -m tasks.chain repfusion_digits"
+)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -35,8 +37,10 @@ def latest_export(task: str, runs_dir: str | Path) -> Path:
     root = Path(runs_dir) / task / "runs"
     found = [p for p in root.glob("*/export/unet") if (p.parents[1] / "summary.json").is_file()]
     if not found:
-        raise UserError(f"No finished '{task}' run with an export/unet under {root}. Make the teacher first: "
-                        f"{MAKE_DIGITS_TEACHER}; or set model.teacher.source=<folder or hub id>.")
+        raise UserError(
+            f"No finished '{task}' run with an export/unet under {root}. Make the teacher first: "
+            f"{MAKE_DIGITS_TEACHER}; or set model.teacher.source=<folder or hub id>."
+        )
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
@@ -46,8 +50,10 @@ def unet_folder(path: Path) -> Path:
     if (path / "unet" / "config.json").is_file():
         path = path / "unet"
     if not (path / "config.json").is_file():
-        raise UserError(f"Teacher folder {path} has no config.json: it is not a diffusers UNet2DModel folder "
-                        f"(save one with unet.save_pretrained(folder, safe_serialization=True)).")
+        raise UserError(
+            f"Teacher folder {path} has no config.json: it is not a diffusers UNet2DModel folder "
+            f"(save one with unet.save_pretrained(folder, safe_serialization=True))."
+        )
     read_json(path / "config.json", "Teacher U-Net config", keys=("_class_name",))
     for weights in path.glob("*.safetensors"):
         check_weights(weights, "Teacher U-Net weights")
@@ -57,7 +63,8 @@ def unet_folder(path: Path) -> Path:
         raise UserError(
             f"Teacher folder {path} holds {what}. Teachers load from safetensors only, since a pickle can run code "
             "when loaded. Convert it once where you trust the file: UNet2DModel.from_pretrained(folder)"
-            ".save_pretrained(folder, safe_serialization=True).")
+            ".save_pretrained(folder, safe_serialization=True)."
+        )
     return path
 
 
@@ -66,8 +73,9 @@ def _from_pretrained(source: str, **kwargs) -> UNet2DModel:
     return UNet2DModel.from_pretrained(source, use_safetensors=True, low_cpu_mem_usage=False, **kwargs)
 
 
-def load_unet(source: str, runs_dir: str | Path | None = None, subfolder: str | None = None,
-              offline: bool = False) -> UNet2DModel:
+def load_unet(
+    source: str, runs_dir: str | Path | None = None, subfolder: str | None = None, offline: bool = False
+) -> UNet2DModel:
     """A UNet2DModel from a local folder, `latest:<task>` (newest finished run of that task
     under runs_dir), or a Hugging Face hub id (needs the network or the hub cache)."""
     if source.startswith("latest:"):
@@ -76,8 +84,10 @@ def load_unet(source: str, runs_dir: str | Path | None = None, subfolder: str | 
     if path.exists():
         return _from_pretrained(str(unet_folder(path / subfolder if subfolder else path)))
     if not _HUB_ID.fullmatch(source) or source.startswith(("/", ".", "~")):
-        raise UserError(f"Teacher folder not found: {source}. Make it with {MAKE_DIGITS_TEACHER}; or set "
-                        "model.teacher.source=<a UNet2DModel folder or a hub id such as google/ddpm-cifar10-32>.")
+        raise UserError(
+            f"Teacher folder not found: {source}. Make it with {MAKE_DIGITS_TEACHER}; or set "
+            "model.teacher.source=<a UNet2DModel folder or a hub id such as google/ddpm-cifar10-32>."
+        )
     try:
         return _from_pretrained(source, subfolder=subfolder, local_files_only=offline)
     except Exception as err:  # network, missing repo, missing safetensors file: one message with the routes
@@ -85,7 +95,8 @@ def load_unet(source: str, runs_dir: str | Path | None = None, subfolder: str | 
         raise UserError(
             f"Could not load the teacher '{source}' from a local folder (there is none) or the Hugging Face hub "
             f"({type(err).__name__}: {first}). Online, check the id and that it has safetensors weights; offline, "
-            f"download it once while online, or use a local teacher: {MAKE_DIGITS_TEACHER}.") from None
+            f"download it once while online, or use a local teacher: {MAKE_DIGITS_TEACHER}."
+        ) from None
 
 
 class DiffusionTeacher(nn.Module):

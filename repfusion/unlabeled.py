@@ -30,15 +30,24 @@ class ImageFiles(Dataset):
 
 
 class UnlabeledFolderDataModule(ImageDataModule):
-    def __init__(self, root: str, image_size: int = 32, val_fraction: float = 0.05, split_seed: int = 0,
-                 flip: bool = False, **kwargs):
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 32,
+        val_fraction: float = 0.05,
+        split_seed: int = 0,
+        flip: bool = False,
+        **kwargs,
+    ):
         """`root`: a folder of images (searched recursively). `flip`: random horizontal flips
         of training images (the original's face recipe; wrong for digits or text)."""
         super().__init__(**kwargs)
         self.root, self.image_size, self.split_seed, self.flip = Path(root).expanduser(), image_size, split_seed, flip
         if not self.root.is_dir():
-            raise UserError(f"data.root={root} is not a folder. Label-free stage 1 reads every image below a folder "
-                            f"(any layout, {sorted(EXTENSIONS)}); set data.root=<that folder>.")
+            raise UserError(
+                f"data.root={root} is not a folder. Label-free stage 1 reads every image below a folder "
+                f"(any layout, {sorted(EXTENSIONS)}); set data.root=<that folder>."
+            )
         if not 0.0 <= val_fraction < 1.0:
             raise UserError(f"data.val_fraction={val_fraction} must be in [0, 1).")
         self.val_fraction = val_fraction
@@ -54,8 +63,10 @@ class UnlabeledFolderDataModule(ImageDataModule):
             return
         files = sorted(f for f in self.root.rglob("*") if f.suffix.lower() in EXTENSIONS)
         if len(files) < 2:
-            raise UserError(f"data.root={self.root} holds {len(files)} image file(s) ({sorted(EXTENSIONS)}); "
-                            "label-free stage 1 needs a folder of images.")
+            raise UserError(
+                f"data.root={self.root} holds {len(files)} image file(s) ({sorted(EXTENSIONS)}); "
+                "label-free stage 1 needs a folder of images."
+            )
         order = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
         held = max(1, round(self.val_fraction * len(files))) if self.val_fraction > 0 else 0
         val = sorted(files[i] for i in order[:held])

@@ -98,8 +98,11 @@ class FiniteLoss(Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         import torch
 
-        broken = [k for k, v in checkpoint.get("state_dict", {}).items()
-                  if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        broken = [
+            k
+            for k, v in checkpoint.get("state_dict", {}).items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+        ]
         if broken:
             raise TrainingDiverged(self._message(trainer, f"the weights are no longer finite ({broken[:3]})"))
         self.saved_step = trainer.global_step
@@ -118,13 +121,17 @@ class FiniteLoss(Callback):
         callback = trainer.checkpoint_callback
         last = Path(callback.dirpath) / "last.ckpt" if callback is not None and callback.dirpath else None
         if last is not None and last.is_file():
-            kept = (f"The last good checkpoint is kept: {last}"
-                    f"{f' (step {self.saved_step})' if self.saved_step is not None else ''}; continue from it with "
-                    f"resume={last.parent.parent} after the change.")
+            kept = (
+                f"The last good checkpoint is kept: {last}"
+                f"{f' (step {self.saved_step})' if self.saved_step is not None else ''}; continue from it with "
+                f"resume={last.parent.parent} after the change."
+            )
         else:
             kept = "No checkpoint was written before this step, so start again after the change."
-        return (f"Training diverged at step {trainer.global_step} (epoch {trainer.current_epoch}): {what}. "
-                f"Loss terms at that step: {shown}"
-                f"{f' (not finite: {nonfinite})' if nonfinite else ''}. {kept} Try a lower learning rate "
-                "(model.optimizer.lr), gradient clipping (trainer.gradient_clip_val=1.0), full precision "
-                "(trainer.precision=32-true) if you train in 16-bit, or a smaller weight for the term that blew up.")
+        return (
+            f"Training diverged at step {trainer.global_step} (epoch {trainer.current_epoch}): {what}. "
+            f"Loss terms at that step: {shown}"
+            f"{f' (not finite: {nonfinite})' if nonfinite else ''}. {kept} Try a lower learning rate "
+            "(model.optimizer.lr), gradient clipping (trainer.gradient_clip_val=1.0), full precision "
+            "(trainer.precision=32-true) if you train in 16-bit, or a smaller weight for the term that blew up."
+        )

@@ -18,11 +18,12 @@ names no method."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tasks import files
 from tasks.errors import UserError
@@ -65,7 +66,7 @@ class Card:
     def run(self) -> dict[str, Any]:
         return dict(self.fields.get("run") or {})
 
-    def require(self, *keys: str) -> "Card":
+    def require(self, *keys: str) -> Card:
         """This card, if it holds every one of `keys` (a kind's own fields); else one message."""
         files.require_keys(self.fields, self.path, f"Export card ({self.kind})", keys, FIX)
         return self
@@ -80,7 +81,9 @@ class Card:
     def weights(self) -> Path:
         """The card's file of tensors, checked (content matches the name; no pickled code)."""
         name = str(self.fields.get("weights") or WEIGHTS)
-        return files.check_weights(self.file(name, "Weights"), f"Weights of export card {self.path}", "Re-export the run.")
+        return files.check_weights(
+            self.file(name, "Weights"), f"Weights of export card {self.path}", "Re-export the run."
+        )
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -91,7 +94,7 @@ def _kind_of(data: dict) -> tuple[str | None, bool]:
     if "architecture" in data and "pretrained_cfg" in data:
         return TIMM, False  # a timm Hub config.json (e.g. one pushed by timm itself)
     if "timm_name" in data:
-        return TIMM, True   # export_backbone's card before the Hub layout
+        return TIMM, True  # export_backbone's card before the Hub layout
     return None, False
 
 
@@ -122,8 +125,9 @@ def read_card(path: str | Path) -> Card:
     data = _read(path)
     kind, legacy = _kind_of(data)
     if kind is None:
-        raise UserError(f"{path} is not an export card of this project: it has no 'kind' (its keys: "
-                        f"{sorted(data)[:12]}). {FIX}")
+        raise UserError(
+            f"{path} is not an export card of this project: it has no 'kind' (its keys: {sorted(data)[:12]}). {FIX}"
+        )
     from tasks.config_check import check_node
 
     typed = {k: data[k] for k in ("format", "weights", "run", "data", "load") if k in data}
@@ -183,9 +187,11 @@ def loader_of(kind: str) -> Loader:
         return getattr(__import__(module, fromlist=[name]), name)
     if kind in _entry_points():
         return _entry_points()[kind].load()
-    raise UserError(f"No loader for export cards of kind '{kind}' (known kinds: {kinds()}). The package that "
-                    f"writes that kind registers it under [project.entry-points.\"{GROUP}\"] in its pyproject.toml; "
-                    "reinstall the project (pip install -e .) if it was added since.")
+    raise UserError(
+        f"No loader for export cards of kind '{kind}' (known kinds: {kinds()}). The package that "
+        f'writes that kind registers it under [project.entry-points."{GROUP}"] in its pyproject.toml; '
+        "reinstall the project (pip install -e .) if it was added since."
+    )
 
 
 def load_card(path: str | Path | Card, kinds_allowed: tuple[str, ...] | None = None, **kwargs: Any) -> Any:

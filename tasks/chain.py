@@ -63,14 +63,19 @@ def load_chain(name: str) -> DictConfig:
     return chain
 
 
-def plan(chain: DictConfig, chain_dir: Path, common: list[str], per_stage: dict[str, list[str]], seeds: list[int] | None) -> list[StageRun]:
+def plan(
+    chain: DictConfig, chain_dir: Path, common: list[str], per_stage: dict[str, list[str]], seeds: list[int] | None
+) -> list[StageRun]:
     """Every run of the chain, in order, with its full command line."""
     names = list(chain.stages.keys())
     unknown = sorted(set(per_stage) - set(names))
     if unknown:
         raise UserError(f"Overrides name unknown stages {unknown}; stages of this chain: {names}.")
     runs: list[StageRun] = []
-    seeded = {n: (seeds if seeds and chain.stages[n].get("seeds") else list(chain.stages[n].get("seeds") or [])) for n in names}
+    seeded = {
+        n: (seeds if seeds and chain.stages[n].get("seeds") else list(chain.stages[n].get("seeds") or []))
+        for n in names
+    }
     for index, name in enumerate(names):
         stage = chain.stages[name]
         for seed in seeded[name] or [None]:
@@ -80,10 +85,14 @@ def plan(chain: DictConfig, chain_dir: Path, common: list[str], per_stage: dict[
             def locate(match: re.Match) -> str:
                 ref = match.group(1)
                 if ref not in names[:index]:
-                    raise UserError(f"Stage '{name}' refers to {{run:{ref}}}, which is not an earlier stage of the chain.")
+                    raise UserError(
+                        f"Stage '{name}' refers to {{run:{ref}}}, which is not an earlier stage of the chain."
+                    )
                 if seeded[ref]:
                     if seed is None or seed not in seeded[ref]:
-                        raise UserError(f"Stage '{name}' needs the seeded stage '{ref}' but runs without a matching seed.")
+                        raise UserError(
+                            f"Stage '{name}' needs the seeded stage '{ref}' but runs without a matching seed."
+                        )
                     needs.append((chain_dir / ref / f"seed{seed}").resolve())
                     return str(chain_dir / ref / f"seed{seed}")
                 needs.append((chain_dir / ref).resolve())
@@ -99,8 +108,15 @@ def plan(chain: DictConfig, chain_dir: Path, common: list[str], per_stage: dict[
                 command = [sys.executable, "-m", str(stage.module)]
             else:
                 raise UserError(f"Stage '{name}' needs 'experiment:' or 'module:'.")
-            runs.append(StageRun(name, seed, run_dir.resolve(), command + overrides + [f"hydra.run.dir={run_dir.resolve()}"],
-                                 sorted(set(needs))))
+            runs.append(
+                StageRun(
+                    name,
+                    seed,
+                    run_dir.resolve(),
+                    command + overrides + [f"hydra.run.dir={run_dir.resolve()}"],
+                    sorted(set(needs)),
+                )
+            )
     return runs
 
 
@@ -114,7 +130,8 @@ def execute(run: StageRun) -> None:
     if code != 0 or not run.finished:
         raise UserError(
             f"Chain stage '{label}' failed (exit code {code}); its files are in {run.run_dir}. "
-            f"Fix the cause and re-run the same command with --dir {run.run_dir.parents[1] if run.seed is not None else run.run_dir.parent} to continue."
+            f"Fix the cause and re-run the same command with --dir "
+            f"{run.run_dir.parents[1] if run.seed is not None else run.run_dir.parent} to continue."
         )
 
 
@@ -128,12 +145,21 @@ def comparison_tables(chain: DictConfig, runs: list[StageRun]) -> list[dict]:
     for i, table in enumerate(tables):
         rows = table.get("rows") or {s: s for s in stages}
         if unknown := sorted(set(rows.values()) - set(stages)):
-            raise UserError(f"compare table {i} names stages {unknown} that the chain does not have. Its stages: {stages}.")
+            raise UserError(
+                f"compare table {i} names stages {unknown} that the chain does not have. Its stages: {stages}."
+            )
         baseline = table.get("baseline")
         if baseline is not None and baseline not in rows:
             raise UserError(f"compare table {i}: baseline '{baseline}' is not one of its row labels {list(rows)}.")
-        out.append({"metric": table.get("metric", "test/acc"), "baseline": baseline, "rows": rows,
-                    "higher_is_better": bool(table.get("higher_is_better", True)), "title": table.get("title", "")})
+        out.append(
+            {
+                "metric": table.get("metric", "test/acc"),
+                "baseline": baseline,
+                "rows": rows,
+                "higher_is_better": bool(table.get("higher_is_better", True)),
+                "title": table.get("title", ""),
+            }
+        )
     return out
 
 
@@ -149,14 +175,28 @@ def report(chain: DictConfig, runs: list[StageRun], chain_dir: Path, wall: float
         groups = {label: summaries.get(stage, []) for label, stage in table["rows"].items()}
         rows = rows_from_summaries(groups, table["metric"], stages=table["rows"])
         name = "report" if i == 0 else f"report_{i}"
-        text = write_study(chain_dir, rows, table["metric"], table["baseline"], name=name, title=table["title"],
-                           higher_is_better=table["higher_is_better"], label_header="stage")
+        text = write_study(
+            chain_dir,
+            rows,
+            table["metric"],
+            table["baseline"],
+            name=name,
+            title=table["title"],
+            higher_is_better=table["higher_is_better"],
+            label_header="stage",
+        )
         texts.append((f"### {table['title']}\n\n" if table["title"] else "") + text)
         tables.append(json.loads((chain_dir / f"{name}.json").read_text()))
     (chain_dir / "report.md").write_text("\n".join(texts))
-    result = {"chain": chain_dir.parent.name, "chain_dir": str(chain_dir), "wall_time_s": wall,
-              "metric": tables[0]["metric"], "rows": tables[0]["rows"], "tables": tables,
-              "stages": {r.stage + (f"/seed{r.seed}" if r.seed is not None else ""): str(r.run_dir) for r in runs}}
+    result = {
+        "chain": chain_dir.parent.name,
+        "chain_dir": str(chain_dir),
+        "wall_time_s": wall,
+        "metric": tables[0]["metric"],
+        "rows": tables[0]["rows"],
+        "tables": tables,
+        "stages": {r.stage + (f"/seed{r.seed}" if r.seed is not None else ""): str(r.run_dir) for r in runs},
+    }
     (chain_dir / "chain_summary.json").write_text(json.dumps(result, indent=2))
     print(f"\n=== chain {result['chain']} finished in {wall / 60:.1f} min: {chain_dir}\n" + "\n".join(texts))
     return result
@@ -169,20 +209,35 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("overrides", nargs="*", help="key=value for every stage, or <stage>:key=value for one")
     parser.add_argument("--dir", default=None, help="chain dir (re-use one to continue an interrupted chain)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds for the seeded stages, e.g. 1,2,3")
-    parser.add_argument("--stages", default=None, help="comma-separated stages to run now; the others are skipped (the "
-                                                     "report comes once every stage has finished)")
-    parser.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit_local"],
-                        help="local: stages run here one after another; slurm: one SLURM job per stage run, with "
-                             "dependencies, submitted through submitit; submitit_local: the same jobs as local processes")
-    parser.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                        help="submitit/SLURM parameter for every job, e.g. partition=gpu, gpus_per_node=4, timeout_min=600 "
-                             "(a stage's own `slurm:` block in the chain YAML adds to these)")
+    parser.add_argument(
+        "--stages",
+        default=None,
+        help="comma-separated stages to run now; the others are skipped (the "
+        "report comes once every stage has finished)",
+    )
+    parser.add_argument(
+        "--launcher",
+        default="local",
+        choices=["local", "slurm", "submitit_local"],
+        help="local: stages run here one after another; slurm: one SLURM job per stage run, with "
+        "dependencies, submitted through submitit; submitit_local: the same jobs as local processes",
+    )
+    parser.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="submitit/SLURM parameter for every job, e.g. partition=gpu, gpus_per_node=4, timeout_min=600 "
+        "(a stage's own `slurm:` block in the chain YAML adds to these)",
+    )
     args = parser.parse_intermixed_args(argv)
     try:
         chain = load_chain(args.name)
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
         chain_name = Path(args.name).stem
-        chain_dir = Path(args.dir or Path(os.environ.get("KT_LOG_DIR", "logs")) / "chains" / chain_name / stamp).resolve()
+        chain_dir = Path(
+            args.dir or Path(os.environ.get("KT_LOG_DIR", "logs")) / "chains" / chain_name / stamp
+        ).resolve()
         common, per_stage = [], {}
         for override in args.overrides:
             stage, sep, rest = override.partition(":")
@@ -194,7 +249,10 @@ def main(argv: list[str] | None = None) -> dict:
         runs = plan(chain, chain_dir, common, per_stage, seeds)
         selected = set(args.stages.split(",")) if args.stages else set(chain.stages)
         if unknown := selected - set(chain.stages):
-            raise UserError(f"--stages names {sorted(unknown)}, which chain '{chain_name}' does not have. Its stages: {list(chain.stages)}.")
+            raise UserError(
+                f"--stages names {sorted(unknown)}, which chain '{chain_name}' does not have. "
+                f"Its stages: {list(chain.stages)}."
+            )
         check_stage_commands([r.command for r in runs if not r.finished and r.stage in selected])  # before any write
         chain_dir.mkdir(parents=True, exist_ok=True)
         if args.launcher != "local":
@@ -204,7 +262,10 @@ def main(argv: list[str] | None = None) -> dict:
             submitted = submit_chain(chain, runs, chain_dir, chain_argv, args.launcher, args.slurm, selected, ROOT)
             summary = chain_dir / "chain_summary.json"
             if args.launcher == "slurm" or not summary.is_file():
-                print(f"=== chain {chain_name} submitted: {chain_dir} (the report job writes report.md when all stages are done)")
+                print(
+                    f"=== chain {chain_name} submitted: {chain_dir} "
+                    "(the report job writes report.md when all stages are done)"
+                )
                 return submitted
             print(f"\n=== chain {chain_name} finished: {chain_dir}\n" + (chain_dir / "report.md").read_text())
             return json.loads(summary.read_text())
@@ -215,7 +276,10 @@ def main(argv: list[str] | None = None) -> dict:
             elif run.stage in selected:
                 execute(run)
         if left := sorted({run.stage for run in runs if not run.finished}):
-            print(f"=== chain {chain_name}: stages {left} have not run yet; run them with --dir {chain_dir} for the report")
+            print(
+                f"=== chain {chain_name}: stages {left} have not run yet; "
+                f"run them with --dir {chain_dir} for the report"
+            )
             return {"chain": chain_name, "chain_dir": str(chain_dir), "unfinished": left}
         return report(chain, runs, chain_dir, time.time() - start)
     except UserError as err:

@@ -18,8 +18,14 @@ from typing import Any
 
 from tasks.errors import UserError
 
-DEFAULT_SLURM = {"timeout_min": 1440, "nodes": 1, "tasks_per_node": 1, "gpus_per_node": 1, "cpus_per_task": 8,
-                 "mem_gb": 64}
+DEFAULT_SLURM = {
+    "timeout_min": 1440,
+    "nodes": 1,
+    "tasks_per_node": 1,
+    "gpus_per_node": 1,
+    "cpus_per_task": 8,
+    "mem_gb": 64,
+}
 POLL_S = 2.0
 
 
@@ -69,15 +75,17 @@ def make_executor(launcher: str, folder: Path, params: dict[str, Any], stage_par
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     merged = {**DEFAULT_SLURM, **params, **stage_params}
     try:
-        executor.update_parameters(**{k if k.startswith("slurm_") or k in DEFAULT_SLURM else f"slurm_{k}": v
-                                      for k, v in merged.items()})
+        executor.update_parameters(
+            **{k if k.startswith("slurm_") or k in DEFAULT_SLURM else f"slurm_{k}": v for k, v in merged.items()}
+        )
     except (ValueError, TypeError) as err:
         raise UserError(f"SLURM parameters {merged} were refused by submitit: {err}") from None
     return executor
 
 
-def submit_chain(chain, runs, chain_dir: Path, chain_argv: list[str], launcher: str, slurm: list[str],
-                 selected: set[str], root: Path) -> dict:
+def submit_chain(
+    chain, runs, chain_dir: Path, chain_argv: list[str], launcher: str, slurm: list[str], selected: set[str], root: Path
+) -> dict:
     """Submit every unfinished selected run as a job, with dependencies, then the report job.
     Waits for the jobs with the local executor; returns at once with SLURM."""
     params = parse_params(slurm)
@@ -93,29 +101,39 @@ def submit_chain(chain, runs, chain_dir: Path, chain_argv: list[str], launcher: 
         earlier = [jobs[index_of[d]] for d in run.needs if index_of.get(d) in jobs]
         waits_for = [] if launcher == "slurm" else [str(d) for d in run.needs]
         if launcher == "slurm" and earlier:
-            executor.update_parameters(slurm_additional_parameters={
-                **params.get("additional_parameters", {}),
-                "dependency": "afterok:" + ":".join(str(j.job_id) for j in earlier)})
+            executor.update_parameters(
+                slurm_additional_parameters={
+                    **params.get("additional_parameters", {}),
+                    "dependency": "afterok:" + ":".join(str(j.job_id) for j in earlier),
+                }
+            )
         name = run.stage + (f"_seed{run.seed}" if run.seed is not None else "")
         executor.update_parameters(name=f"{prefix}-{name}")
         command = list(run.command)
         if (run.run_dir / "checkpoints" / "last.ckpt").is_file():
             command.insert(-1, f"resume={run.run_dir}")  # a requeued stage continues in place
         jobs[index] = executor.submit(run_stage, command, str(root), waits_for)
-        print(f"=== submitted {name}: job {jobs[index].job_id}"
-              + (f" (after {', '.join(str(j.job_id) for j in earlier)})" if earlier else ""), flush=True)
+        print(
+            f"=== submitted {name}: job {jobs[index].job_id}"
+            + (f" (after {', '.join(str(j.job_id) for j in earlier)})" if earlier else ""),
+            flush=True,
+        )
     report_executor = make_executor(launcher, folder, {**params, "gpus_per_node": 0, "tasks_per_node": 1}, {})
     report_executor.update_parameters(name=f"{prefix}-report")
     report_cmd = [sys.executable, "-m", "tasks.chain", *chain_argv, "--dir", str(chain_dir)]
     if launcher == "slurm" and jobs:
-        report_executor.update_parameters(slurm_additional_parameters={
-            "dependency": "afterok:" + ":".join(str(j.job_id) for j in jobs.values())})
+        report_executor.update_parameters(
+            slurm_additional_parameters={"dependency": "afterok:" + ":".join(str(j.job_id) for j in jobs.values())}
+        )
     waits = [] if launcher == "slurm" else [str(r.run_dir) for r in runs]
     report_job = report_executor.submit(run_stage, report_cmd, str(root), waits)
     print(f"=== submitted report: job {report_job.job_id}; logs in {folder}", flush=True)
     if launcher == "slurm":
-        return {"chain_dir": str(chain_dir), "jobs": {i: str(j.job_id) for i, j in jobs.items()},
-                "report_job": str(report_job.job_id)}
+        return {
+            "chain_dir": str(chain_dir),
+            "jobs": {i: str(j.job_id) for i, j in jobs.items()},
+            "report_job": str(report_job.job_id),
+        }
     failures = []
     for index, job in jobs.items():
         try:
@@ -123,7 +141,9 @@ def submit_chain(chain, runs, chain_dir: Path, chain_argv: list[str], launcher: 
         except Exception as err:  # submitit re-raises the job's error with its remote traceback
             failures.append(f"{runs[index].stage}: {str(err).strip().splitlines()[-1]}")
     if failures:
-        raise UserError(f"Chain jobs failed: {failures}. Their logs are in {folder}. "
-                        f"Fix the cause and submit again with --dir {chain_dir}.")
+        raise UserError(
+            f"Chain jobs failed: {failures}. Their logs are in {folder}. "
+            f"Fix the cause and submit again with --dir {chain_dir}."
+        )
     report_job.result()
     return {"chain_dir": str(chain_dir), "jobs": {i: str(j.job_id) for i, j in jobs.items()}}

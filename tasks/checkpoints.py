@@ -37,14 +37,17 @@ def load_training_checkpoint(path: str | Path) -> dict:
     blob = load_checkpoint(path, what="Resume checkpoint")
     missing = [k for k in ("state_dict", "loops", "global_step") if k not in blob]
     if missing:
-        raise UserError(f"Resume checkpoint {path} is not a training checkpoint of this framework: it lacks {missing} "
-                        f"(it holds {sorted(blob)[:10]}). Resume from a run's checkpoints/last.ckpt; to start from "
-                        "weights only, use model.backbone.init=<file> instead.")
+        raise UserError(
+            f"Resume checkpoint {path} is not a training checkpoint of this framework: it lacks {missing} "
+            f"(it holds {sorted(blob)[:10]}). Resume from a run's checkpoints/last.ckpt; to start from "
+            "weights only, use model.backbone.init=<file> instead."
+        )
     return blob
 
 
-def load_state_dict_file(path: str | Path, prefix: str | None = None,
-                         what: str = "Weight file") -> dict[str, torch.Tensor]:
+def load_state_dict_file(
+    path: str | Path, prefix: str | None = None, what: str = "Weight file"
+) -> dict[str, torch.Tensor]:
     """Read a state dict from safetensors or a checkpoint (its `state_dict` entry if present),
     told apart by the file's content.
 
@@ -58,7 +61,7 @@ def load_state_dict_file(path: str | Path, prefix: str | None = None,
         found = type(state).__name__ if not isinstance(state, dict) else f"a dict without tensors ({sorted(state)[:8]})"
         raise UserError(f"{what} {path} holds {found}, not a state dict of tensors.")
     if prefix:
-        picked = {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
+        picked = {k[len(prefix) :]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
         if not picked:
             roots = sorted({str(k).split(".")[0] + "." for k in state})[:20]
             raise UserError(f"No key of {path} starts with prefix '{prefix}'. Key roots found: {roots}.")

@@ -5,8 +5,9 @@ supervised baseline and every stage-2 fine-tune."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -37,8 +38,9 @@ class ClassificationModule(pl.LightningModule):
     ):
         super().__init__()
         if mixup and label_smoothing:
-            raise UserError("With model.mixup set, smoothing comes from model.mixup.label_smoothing; "
-                            "set model.label_smoothing=0.")
+            raise UserError(
+                "With model.mixup set, smoothing comes from model.mixup.label_smoothing; set model.label_smoothing=0."
+            )
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.net = self.build_net(backbone, num_classes)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -47,10 +49,13 @@ class ClassificationModule(pl.LightningModule):
         # a submodule, so checkpoints hold it and a resume continues it; constant decay, as Lightning's callback had
         self.ema = ModelEMA(self.net, ema_decay, warmup=False) if ema_decay else None
         top_k = min(5, num_classes)
-        self.metrics = torch.nn.ModuleDict({
-            f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
-            for stage in ("train", "val", "test") for name, k in (("acc", 1), ("acc_top5", top_k))
-        })
+        self.metrics = torch.nn.ModuleDict(
+            {
+                f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+                for stage in ("train", "val", "test")
+                for name, k in (("acc", 1), ("acc_top5", top_k))
+            }
+        )
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # survives a resume
@@ -76,7 +81,9 @@ class ClassificationModule(pl.LightningModule):
         data = self.trainer.datamodule
         n = getattr(data, "num_classes", None)
         if n and n != self.hparams.num_classes:
-            raise UserError(f"The data has {n} classes but model.num_classes={self.hparams.num_classes}. Set model.num_classes={n}.")
+            raise UserError(
+                f"The data has {n} classes but model.num_classes={self.hparams.num_classes}. Set model.num_classes={n}."
+            )
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -117,8 +124,9 @@ class ClassificationModule(pl.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self):
-        return configure_optimizers(self, [p for p in self.parameters() if p.requires_grad],
-                                    self.optimizer_factory, self.scheduler_factory)
+        return configure_optimizers(
+            self, [p for p in self.parameters() if p.requires_grad], self.optimizer_factory, self.scheduler_factory
+        )
 
     def export_artifacts(self, export_dir: Path) -> dict[str, str]:
         """timm's Hub layout: config.json + model.safetensors (timm.create_model("local-dir:<dir>"))."""

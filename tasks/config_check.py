@@ -30,8 +30,9 @@ def _check_target(path: str, node: dict) -> None:
     try:
         get_object(target)
     except Exception as err:  # ImportError, AttributeError, ...
-        raise UserError(f"{path}._target_='{target}' cannot be imported ({err}). "
-                        "Fix the class path in the config.") from None
+        raise UserError(
+            f"{path}._target_='{target}' cannot be imported ({err}). Fix the class path in the config."
+        ) from None
     sig = schema.signature_of(target)
     if sig is None:
         return
@@ -61,8 +62,11 @@ def _resolved(cfg: DictConfig, key: str) -> Any:
         raise UserError(f"Config '{key}' cannot be resolved: {err}".split("\n")[0]) from None
 
 
-def check_config(cfg: DictConfig, sections: tuple[str, ...] = ("data", "model", "trainer", "callbacks", "logger"),
-                 command: str | None = None) -> None:
+def check_config(
+    cfg: DictConfig,
+    sections: tuple[str, ...] = ("data", "model", "trainer", "callbacks", "logger"),
+    command: str | None = None,
+) -> None:
     """Raise a UserError for the first mistake found in the instantiable sections, and (with
     `command`, a config name such as 'train' or 'dery/search') in that command's plain keys."""
     for key in OmegaConf.missing_keys(cfg):

@@ -22,7 +22,7 @@ class ModelEMA(nn.Module):
         self.decay, self.warmup = decay, warmup
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
-    def train(self, mode: bool = True) -> "ModelEMA":
+    def train(self, mode: bool = True) -> ModelEMA:
         return super().train(False)  # the average is only ever evaluated
 
     def current_decay(self) -> float:
@@ -32,8 +32,9 @@ class ModelEMA(nn.Module):
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """ema <- decay * ema + (1 - decay) * param; buffers copied."""
-        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()],
-                             1.0 - self.current_decay())
+        torch._foreach_lerp_(
+            list(self.model.parameters()), [p.detach() for p in model.parameters()], 1.0 - self.current_decay()
+        )
         for mine, theirs in zip(self.model.buffers(), model.buffers()):
             mine.copy_(theirs)
         self.num_updates += 1

@@ -5,7 +5,7 @@ timm's `forward_intermediates` for students."""
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -72,7 +72,9 @@ class FeatureTap:
         self._handles = []
 
 
-def stage_features(model: nn.Module, x: torch.Tensor, indices: int | Sequence[int], stop_early: bool = True) -> list[torch.Tensor]:
+def stage_features(
+    model: nn.Module, x: torch.Tensor, indices: int | Sequence[int], stop_early: bool = True
+) -> list[torch.Tensor]:
     """NCHW features of a timm model at `feature_info` indices (negative counts from the end).
 
     `stop_early` ends the forward at the last wanted stage, so later stages never run."""
@@ -81,7 +83,9 @@ def stage_features(model: nn.Module, x: torch.Tensor, indices: int | Sequence[in
     bad = [i for i in wanted if not -n <= i < n]
     if bad:
         raise UserError(f"Feature index {bad} out of range for {type(model).__name__}: it has {n} stages (0..{n - 1}).")
-    return model.forward_intermediates(x, indices=[i % n for i in wanted], intermediates_only=True, stop_early=stop_early)
+    return model.forward_intermediates(
+        x, indices=[i % n for i in wanted], intermediates_only=True, stop_early=stop_early
+    )
 
 
 def stage_channels(model: nn.Module, index: int) -> int:

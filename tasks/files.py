@@ -14,8 +14,9 @@ import re
 import shutil
 import struct
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tasks.errors import UserError
 
@@ -47,8 +48,12 @@ def what_is(path: Path) -> str:
         return "a safetensors file"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "a Python pickle (legacy PyTorch format)"
-    for magic, name in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x1f\x8b", "a gzip file"),
-                        (b"\x00\x00\x08", "an IDX array file")):
+    for magic, name in (
+        (b"\x89PNG", "a PNG image"),
+        (b"\xff\xd8\xff", "a JPEG image"),
+        (b"\x1f\x8b", "a gzip file"),
+        (b"\x00\x00\x08", "an IDX array file"),
+    ):
         if head.startswith(magic):
             return name
     try:
@@ -115,8 +120,9 @@ def read_text(path: str | Path, what: str, fix: str = "") -> str:
         raise UserError(f"{what} {path} cannot be read ({err.strerror}).{_fix(fix)}") from None
 
 
-def read_json(path: str | Path, what: str, fix: str = "", keys: tuple[str, ...] = (),
-              kind: str | tuple[str, ...] | None = None) -> dict:
+def read_json(
+    path: str | Path, what: str, fix: str = "", keys: tuple[str, ...] = (), kind: str | tuple[str, ...] | None = None
+) -> dict:
     """A JSON object; `keys` must be present, `kind` (one or several) must match its "kind"."""
     path = Path(str(path)).expanduser()
     text = read_text(path, what, fix)
@@ -127,8 +133,9 @@ def read_json(path: str | Path, what: str, fix: str = "", keys: tuple[str, ...] 
         truncated = "Unterminated string" in str(err) or ("Expecting" in str(err) and at_end)
         cut = " (it looks truncated)" if truncated else ""
         found = "" if what_is(path) == "a JSON text file" else f"; it is {what_is(path)}"
-        raise UserError(f"{what} {path} is not valid JSON{cut}: {str(err).splitlines()[0]}{found}."
-                        f"{_fix(fix)}") from None
+        raise UserError(
+            f"{what} {path} is not valid JSON{cut}: {str(err).splitlines()[0]}{found}.{_fix(fix)}"
+        ) from None
     return _check_mapping(data, path, what, fix, keys, kind)
 
 
@@ -171,7 +178,8 @@ def _refuse_pickle(path: Path, what: str, err: Exception) -> UserError | None:
     return UserError(
         f"Refusing to load {what} {path}: it holds pickled Python objects that would run code when loaded "
         f"(it asks to import {found.group(1)}). Only tensors, numbers, strings and plain containers are accepted. "
-        "Re-save the weights as a plain state_dict (torch.save(model.state_dict(), ...)) or as safetensors.")
+        "Re-save the weights as a plain state_dict (torch.save(model.state_dict(), ...)) or as safetensors."
+    )
 
 
 def read_torch(path: str | Path, what: str = "Checkpoint", fix: str = "", map_location: Any = "cpu") -> Any:
@@ -189,19 +197,24 @@ def read_torch(path: str | Path, what: str = "Checkpoint", fix: str = "", map_lo
         refused = _refuse_pickle(path, what, err)
         if refused is not None:
             raise refused from None
-        raise UserError(f"{what} {path} is a corrupt or truncated PyTorch checkpoint ({_first(err)})."
-                        f"{_fix(fix)}") from None
+        raise UserError(
+            f"{what} {path} is a corrupt or truncated PyTorch checkpoint ({_first(err)}).{_fix(fix)}"
+        ) from None
     except Exception as err:  # zip, struct, EOF, index errors: the bytes themselves are broken
-        raise UserError(f"{what} {path} is a corrupt or truncated PyTorch checkpoint "
-                        f"({type(err).__name__}: {_first(err)})."
-                        f"{_fix(fix)}") from None
+        raise UserError(
+            f"{what} {path} is a corrupt or truncated PyTorch checkpoint "
+            f"({type(err).__name__}: {_first(err)})."
+            f"{_fix(fix)}"
+        ) from None
 
 
 # What the pickle of a numpy array or scalar imports (numpy 1 and 2 spell the module differently);
 # bytes from a Python 2 pickle come through _codecs.encode. Nothing else may be imported.
-_ARRAY_GLOBALS = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-                  for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype"),
-                                                             ("_codecs", "encode")}
+_ARRAY_GLOBALS = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -241,11 +254,14 @@ def _check_safetensors(path: Path, what: str, fix: str) -> None:
             header = json.loads(handle.read(size))
             end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
-            raise UserError(f"{what} {path} is a corrupt safetensors file (its header does not parse: {_first(err)})."
-                            f"{_fix(fix)}") from None
+            raise UserError(
+                f"{what} {path} is a corrupt safetensors file (its header does not parse: {_first(err)}).{_fix(fix)}"
+            ) from None
     if 8 + size + end > path.stat().st_size:
-        raise UserError(f"{what} {path} is a truncated safetensors file ({path.stat().st_size} bytes, its header "
-                        f"promises {8 + size + end}).{_fix(fix)}")
+        raise UserError(
+            f"{what} {path} is a truncated safetensors file ({path.stat().st_size} bytes, its header "
+            f"promises {8 + size + end}).{_fix(fix)}"
+        )
 
 
 def read_safetensors(path: str | Path, what: str = "Weight file", fix: str = "") -> dict:
@@ -288,8 +304,9 @@ def check_weights(path: str | Path, what: str = "Weight file", fix: str = "") ->
             raise UserError(f"{what} {path} is named .safetensors but it is {kind}.{_fix(fix)}")
         _check_safetensors(path, what, fix)
     elif kind == "a safetensors file":
-        raise UserError(f"{what} {path} is a safetensors file without the .safetensors name the loader needs."
-                        f"{_fix(fix)}")
+        raise UserError(
+            f"{what} {path} is a safetensors file without the .safetensors name the loader needs.{_fix(fix)}"
+        )
     else:
         read_torch(path, what, fix)
     return path
@@ -305,11 +322,13 @@ def read_image(path: str | Path, what: str = "Image", mode: str = "RGB"):
         with Image.open(path) as img:
             return img.convert(mode)
     except UnidentifiedImageError:
-        raise UserError(f"{what} {path} is not an image PIL can read: it is {what_is(path)}. "
-                        "Remove or replace it.") from None
+        raise UserError(
+            f"{what} {path} is not an image PIL can read: it is {what_is(path)}. Remove or replace it."
+        ) from None
     except (OSError, ValueError, SyntaxError) as err:  # truncated or damaged image data
-        raise UserError(f"{what} {path} is a truncated or damaged image ({_first(err)}). "
-                        "Remove or replace it.") from None
+        raise UserError(
+            f"{what} {path} is a truncated or damaged image ({_first(err)}). Remove or replace it."
+        ) from None
 
 
 def _first(err: BaseException) -> str:

@@ -18,7 +18,7 @@ class FrozenTeacher(nn.Module):
         if channels_last:
             self.module.to(memory_format=torch.channels_last)
 
-    def train(self, mode: bool = True) -> "FrozenTeacher":
+    def train(self, mode: bool = True) -> FrozenTeacher:
         return super().train(False)
 
     def forward(self, *args, **kwargs):

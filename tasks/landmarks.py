@@ -7,12 +7,19 @@ predicted points each val/test epoch."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
-from tasks.dense.heatmap import (ENCODINGS, REFINEMENTS, decode_heatmaps, flip_heatmaps, soft_argmax,
-                                 weighted_heatmap_mse)
+from tasks.dense.heatmap import (
+    ENCODINGS,
+    REFINEMENTS,
+    decode_heatmaps,
+    flip_heatmaps,
+    soft_argmax,
+    weighted_heatmap_mse,
+)
 from tasks.dense.landmark_report import LandmarkReport
 from tasks.dense.module import DenseModule, describe_partial
 from tasks.dense.nme import AVERAGES, NORMALIZERS, NormalizedMeanError
@@ -48,9 +55,12 @@ class LandmarkModule(DenseModule):
         head_init: str = "pytorch",
         plot_samples: int = 8,
     ):
-        for key, value, allowed in (("decode", decode, DECODERS), ("target_encoding", target_encoding, ENCODINGS),
-                                    ("normalizer", normalizer, ("interocular", *NORMALIZERS)),
-                                    ("nme_average", nme_average, AVERAGES)):
+        for key, value, allowed in (
+            ("decode", decode, DECODERS),
+            ("target_encoding", target_encoding, ENCODINGS),
+            ("normalizer", normalizer, ("interocular", *NORMALIZERS)),
+            ("nme_average", nme_average, AVERAGES),
+        ):
             if value not in allowed:
                 raise UserError(f"model.{key}='{value}' is not one of {list(allowed)}.")
         super().__init__(backbone, head, num_keypoints, optimizer, scheduler, plot_samples)
@@ -72,21 +82,26 @@ class LandmarkModule(DenseModule):
         data = self.trainer.datamodule
         n = getattr(data, "num_keypoints", None)
         if n and n != self.num_keypoints:
-            raise UserError(f"The data has {n} keypoints but model.num_keypoints={self.num_keypoints}. "
-                            f"Set model.num_keypoints={n}.")
+            raise UserError(
+                f"The data has {n} keypoints but model.num_keypoints={self.num_keypoints}. Set model.num_keypoints={n}."
+            )
         if getattr(data, "flip_index", None):
             self.flip_index = torch.as_tensor(list(data.flip_index), device=self.flip_index.device)
         elif self.flip_test:
-            raise UserError("model.flip_test=true needs the data's flip_index "
-                            "(which keypoint each becomes in a mirror image).")
+            raise UserError(
+                "model.flip_test=true needs the data's flip_index (which keypoint each becomes in a mirror image)."
+            )
         kind, pair = self.normalizer, self.normalizer_pair
         if kind == "interocular":
             kind, pair = "pair", pair or getattr(data, "interocular", None)
             if pair is None:
-                raise UserError(f"{type(data).__name__} names no eye keypoints; set model.normalizer=bbox_diagonal "
-                                "(or pair with model.normalizer_pair=[i, j]).")
-        self.nme = torch.nn.ModuleDict({s: NormalizedMeanError(kind, pair, self.nme_average)
-                                        for s in ("val", "test")}).to(self.device)
+                raise UserError(
+                    f"{type(data).__name__} names no eye keypoints; set model.normalizer=bbox_diagonal "
+                    "(or pair with model.normalizer_pair=[i, j])."
+                )
+        self.nme = torch.nn.ModuleDict(
+            {s: NormalizedMeanError(kind, pair, self.nme_average) for s in ("val", "test")}
+        ).to(self.device)
         subsets = tuple(getattr(data, "subset_names", ()))
         self.report = LandmarkReport(kind, pair, self.nme_average, subsets, self.failure_threshold).to(self.device)
 
@@ -111,12 +126,14 @@ class LandmarkModule(DenseModule):
             return soft_argmax(heatmaps, stride, self.beta, encoding=self.encoding)
         return decode_heatmaps(heatmaps, stride, self.decode, self.blur_kernel, self.encoding)
 
-    def targets(self, heatmaps: torch.Tensor, x: torch.Tensor, points: torch.Tensor,
-                visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def targets(
+        self, heatmaps: torch.Tensor, x: torch.Tensor, points: torch.Tensor, visible: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return encode_targets(points, visible, heatmaps.shape[-2:], self.stride(x, heatmaps), self.sigma, self.encoding)
 
-    def _loss(self, heatmaps: torch.Tensor, x: torch.Tensor, points: torch.Tensor,
-              visible: torch.Tensor) -> torch.Tensor:
+    def _loss(
+        self, heatmaps: torch.Tensor, x: torch.Tensor, points: torch.Tensor, visible: torch.Tensor
+    ) -> torch.Tensor:
         return weighted_heatmap_mse(heatmaps, *self.targets(heatmaps, x, points, visible))
 
     def training_step(self, batch, batch_idx):

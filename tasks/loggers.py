@@ -49,8 +49,15 @@ def wandb_logger(save_dir: str, project: str, offline: bool | None = None, **kwa
     if offline is None:
         mode = os.environ.get("WANDB_MODE", "")
         offline = mode in ("offline", "dryrun") or (mode != "online" and not wandb_logged_in())
-    return WandbLogger(save_dir=save_dir, project=project, offline=offline, id=run_id(save_dir),
-                       resume="allow", log_model=False, **kwargs)
+    return WandbLogger(
+        save_dir=save_dir,
+        project=project,
+        offline=offline,
+        id=run_id(save_dir),
+        resume="allow",
+        log_model=False,
+        **kwargs,
+    )
 
 
 class _ResumedCSVWriter(ExperimentWriter):
@@ -68,8 +75,11 @@ class _ResumedCSVWriter(ExperimentWriter):
     def save(self) -> None:
         if self._earlier and self.metrics:
             first = min(int(m["step"]) for m in self.metrics)
-            kept = [{k: v for k, v in row.items() if v != ""} for row in self._earlier
-                    if row.get("step") and int(float(row["step"])) < first]
+            kept = [
+                {k: v for k, v in row.items() if v != ""}
+                for row in self._earlier
+                if row.get("step") and int(float(row["step"])) < first
+            ]
             self.metrics = kept + self.metrics
             self._earlier = []
         super().save()

@@ -4,7 +4,7 @@ as `_partial_` callables: `scheduler(optimizer, steps_per_epoch=..., total_steps
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -19,15 +19,30 @@ def _with_warmup(factor: Callable[[int], float], warmup_steps: int) -> Callable[
     return schedule
 
 
-def multistep(optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, total_steps: int,
-              milestones: Sequence[int] = (100, 150), gamma: float = 0.1, warmup_epochs: float = 0) -> LambdaLR:
+def multistep(
+    optimizer: torch.optim.Optimizer,
+    *,
+    steps_per_epoch: int,
+    total_steps: int,
+    milestones: Sequence[int] = (100, 150),
+    gamma: float = 0.1,
+    warmup_epochs: float = 0,
+) -> LambdaLR:
     """Multiply the LR by `gamma` at each milestone epoch (the original RepFusion/KF recipes)."""
     bounds = sorted(int(m * steps_per_epoch) for m in milestones)
-    return LambdaLR(optimizer, _with_warmup(lambda s: gamma ** sum(s >= b for b in bounds), int(warmup_epochs * steps_per_epoch)))
+    return LambdaLR(
+        optimizer, _with_warmup(lambda s: gamma ** sum(s >= b for b in bounds), int(warmup_epochs * steps_per_epoch))
+    )
 
 
-def cosine(optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, total_steps: int,
-           warmup_epochs: float = 0, min_lr_ratio: float = 0.0) -> LambdaLR:
+def cosine(
+    optimizer: torch.optim.Optimizer,
+    *,
+    steps_per_epoch: int,
+    total_steps: int,
+    warmup_epochs: float = 0,
+    min_lr_ratio: float = 0.0,
+) -> LambdaLR:
     """Linear warm-up, then cosine decay to `min_lr_ratio` times the base LR at the last step."""
     warmup = int(warmup_epochs * steps_per_epoch)
 
@@ -38,9 +53,17 @@ def cosine(optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, total_step
     return LambdaLR(optimizer, _with_warmup(factor, warmup))
 
 
-def poly(optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, total_steps: int,
-         power: float = 0.9, min_lr_ratio: float = 0.0, warmup_steps: int = 0) -> LambdaLR:
+def poly(
+    optimizer: torch.optim.Optimizer,
+    *,
+    steps_per_epoch: int,
+    total_steps: int,
+    power: float = 0.9,
+    min_lr_ratio: float = 0.0,
+    warmup_steps: int = 0,
+) -> LambdaLR:
     """Polynomial decay (segmentation recipes), with an optional warm-up in iterations."""
+
     def factor(step: int) -> float:
         return min_lr_ratio + (1 - min_lr_ratio) * (1 - min(step, total_steps) / max(1, total_steps)) ** power
 

@@ -18,7 +18,7 @@ def plots_dir(trainer) -> Path:
 
 
 @rank_zero_only
-def log_figure(trainer, fig: "plt.Figure", name: str, step: int | None = None) -> Path:
+def log_figure(trainer, fig: plt.Figure, name: str, step: int | None = None) -> Path:
     """Save `fig` as plots/<name>.png, log it to W&B / TensorBoard, close it."""
     path = plots_dir(trainer) / f"{name}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")

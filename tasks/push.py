@@ -54,9 +54,11 @@ def run_data(card: cards.Card) -> dict[str, Any]:
     .hydra/config.yaml (normalisation, input size, classes; no data is read)."""
     config = Path(str(card.run.get("run_dir", ""))) / ".hydra" / "config.yaml"
     if not card.run.get("run_dir") or not config.is_file():
-        raise UserError(f"{card.path} is an old-layout export without the normalisation it was trained with, and "
-                        f"its run's config ({config}) is not there to tell it. Push it where its run dir is, or add "
-                        '"data": {"mean": [...], "std": [...], "input_size": [3, H, W]} to the card.')
+        raise UserError(
+            f"{card.path} is an old-layout export without the normalisation it was trained with, and "
+            f"its run's config ({config}) is not there to tell it. Push it where its run dir is, or add "
+            '"data": {"mean": [...], "std": [...], "input_size": [3, H, W]} to the card.'
+        )
     from omegaconf import OmegaConf
 
     from tasks.run.instantiate import build
@@ -70,27 +72,52 @@ def model_card(card: cards.Card, repo_id: str) -> str:
     run = card.run
     timm_kind = card.kind == cards.TIMM
     tags = ["image-classification", "timm", "kt-framework"] if timm_kind else ["kt-framework", card.kind]
-    lines = ["---", "tags:", *[f"- {t}" for t in tags], *(["library_name: timm"] if timm_kind else []), "---", "",
-             f"# {repo_id.split('/')[-1]}", ""]
+    lines = [
+        "---",
+        "tags:",
+        *[f"- {t}" for t in tags],
+        *(["library_name: timm"] if timm_kind else []),
+        "---",
+        "",
+        f"# {repo_id.split('/')[-1]}",
+        "",
+    ]
     if run.get("experiment") or run.get("task_name"):
-        lines += [f"Trained with the kt-framework recipe `{run.get('experiment') or run.get('task_name')}`"
-                  f"{' (seed ' + str(run['seed']) + ')' if 'seed' in run else ''}.", ""]
+        lines += [
+            f"Trained with the kt-framework recipe `{run.get('experiment') or run.get('task_name')}`"
+            f"{' (seed ' + str(run['seed']) + ')' if 'seed' in run else ''}.",
+            "",
+        ]
     lines += ["## Load", "", "```python"]
     if timm_kind:
         if str(card.fields.get("architecture", "")).endswith("_smallstem"):
             lines.append("import tasks.backbones  # kt-framework: registers the *_smallstem variants in timm")
         lines += ["import timm", f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True)"]
     else:
-        lines += ["from huggingface_hub import snapshot_download", "from tasks.cards import load_card",
-                  f"model = load_card(snapshot_download('{repo_id}'))  # kt-framework kind '{card.kind}'"]
+        lines += [
+            "from huggingface_hub import snapshot_download",
+            "from tasks.cards import load_card",
+            f"model = load_card(snapshot_download('{repo_id}'))  # kt-framework kind '{card.kind}'",
+        ]
     lines += ["```", ""]
     data = card.fields.get("pretrained_cfg") or card.fields.get("data") or {}
     if data.get("mean"):
-        lines += ["## Preprocessing", "", f"Input size {data.get('input_size')}, the whole image (no crop), scaled to "
-                  f"[0, 1] and normalised with mean {data['mean']} and std {data['std']}.", ""]
+        lines += [
+            "## Preprocessing",
+            "",
+            f"Input size {data.get('input_size')}, the whole image (no crop), scaled to "
+            f"[0, 1] and normalised with mean {data['mean']} and std {data['std']}.",
+            "",
+        ]
     if run.get("test"):
-        lines += ["## Test metrics", "", "| metric | value |", "|---|---|",
-                  *[f"| {k} | {float(v):.4f} |" for k, v in sorted(run["test"].items())], ""]
+        lines += [
+            "## Test metrics",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            *[f"| {k} | {float(v):.4f} |" for k, v in sorted(run["test"].items())],
+            "",
+        ]
     if run.get("overrides"):
         lines += ["## Command", "", "```", "python train.py " + " ".join(run["overrides"]), "```", ""]
     return "\n".join(lines)
@@ -102,14 +129,25 @@ def _hub_error(err: Exception, repo_id: str) -> UserError:
     if name in ("HFValidationError",):
         return UserError(f"'{repo_id}' is not a valid Hub repo id ({text}). Use <user or org>/<name>.")
     if name in ("LocalTokenNotFoundError",) or "401" in text or "403" in text:
-        return UserError(f"The Hub refused the upload to {repo_id} ({name}: {text}). "
-                         "Log in with `huggingface-cli login` or set HF_TOKEN to a token with write access.")
-    return UserError(f"Could not upload to the Hugging Face Hub ({name}: {text}). Check the network connection; "
-                     "kt-push <export> <repo> --dry-run --out <folder> stages the upload without it.")
+        return UserError(
+            f"The Hub refused the upload to {repo_id} ({name}: {text}). "
+            "Log in with `huggingface-cli login` or set HF_TOKEN to a token with write access."
+        )
+    return UserError(
+        f"Could not upload to the Hugging Face Hub ({name}: {text}). Check the network connection; "
+        "kt-push <export> <repo> --dry-run --out <folder> stages the upload without it."
+    )
 
 
-def push(export: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
-         commit_message: str | None = None, token: str | None = None, api: Any = None) -> str:
+def push(
+    export: str | Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    api: Any = None,
+) -> str:
     """Stage the export and upload it with huggingface_hub's HfApi; returns the commit URL."""
     if api is None:
         from huggingface_hub import HfApi
@@ -131,8 +169,9 @@ def push(export: str | Path, repo_id: str, private: bool = False, revision: str 
 
 @guarded("kt-push")
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="kt-push", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="kt-push", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("export", help="an export folder (<run dir>/export) or the card inside it")
     parser.add_argument("repo_id", help="the Hub repo to create or update: <user or org>/<name>")
     parser.add_argument("--private", action="store_true", help="create the repo as private")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tasks.files import read_json
 from tasks.run.boundary import guarded
@@ -35,7 +35,11 @@ def find_summaries(paths: Iterable[str | Path]) -> list[dict]:
 
 def default_label(summary: dict) -> str:
     """Experiment plus the overrides that are not about seeds, paths or devices."""
-    kept = [o for o in summary.get("overrides", []) if not o.startswith(IGNORED_OVERRIDES) and not o.startswith("experiment=")]
+    kept = [
+        o
+        for o in summary.get("overrides", [])
+        if not o.startswith(IGNORED_OVERRIDES) and not o.startswith("experiment=")
+    ]
     return " ".join([summary.get("experiment") or summary.get("task_name", "?"), *kept])
 
 
@@ -44,14 +48,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", help="run dirs, sweep dirs or summary.json files")
     parser.add_argument("--metric", action="append", help="metric(s) to tabulate (default: every test metric)")
-    parser.add_argument("--baseline", default=None, help="label of the row the others are compared with (paired over seeds)")
+    parser.add_argument(
+        "--baseline", default=None, help="label of the row the others are compared with (paired over seeds)"
+    )
     parser.add_argument("--lower-is-better", action="store_true", help="for losses and errors such as NME")
-    parser.add_argument("--out", default=None, help="folder for report.md, report.json and report.png (default: the first path)")
+    parser.add_argument(
+        "--out", default=None, help="folder for report.md, report.json and report.png (default: the first path)"
+    )
     args = parser.parse_args(argv)
     summaries = find_summaries(args.paths)
     if not summaries:
-        raise SystemExit(f"error: no summary.json under {args.paths}. Point kt-report at run or sweep dirs of finished runs.")
-    metrics = args.metric or sorted({k for s in summaries for k in s.get("test", {})}) or sorted({k for s in summaries for k in s.get("final", {})})
+        raise SystemExit(
+            f"error: no summary.json under {args.paths}. Point kt-report at run or sweep dirs of finished runs."
+        )
+    metrics = (
+        args.metric
+        or sorted({k for s in summaries for k in s.get("test", {})})
+        or sorted({k for s in summaries for k in s.get("final", {})})
+    )
     groups: dict[str, list[dict]] = defaultdict(list)
     for summary in summaries:
         groups[default_label(summary)].append(summary)
@@ -67,9 +81,11 @@ def main(argv: list[str] | None = None) -> None:
         try:
             rows = rows_from_summaries(groups, metric)
         except ValueError as err:
-            raise SystemExit(f"error: {err}")
+            raise SystemExit(f"error: {err}") from None
         name = "report" if i == 0 else "report_" + metric.replace("/", "_")
-        tables.append(write_study(out, rows, metric, args.baseline, name=name, higher_is_better=not args.lower_is_better))
+        tables.append(
+            write_study(out, rows, metric, args.baseline, name=name, higher_is_better=not args.lower_is_better)
+        )
     print("\n".join(tables))
     print(f"written: {out / 'report.md'}, report.json, report.png ({len(summaries)} runs)", file=sys.stderr)
 

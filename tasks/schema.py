@@ -18,9 +18,10 @@ import pathlib
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Callable, Literal, Union
+from functools import cache
+from typing import Any, Literal, Union
 
 from tasks.errors import UserError
 
@@ -32,7 +33,7 @@ UNCHECKED = object()  # an annotation that cannot be resolved: any value passes
 class Range:
     low: float | None = None
     high: float | None = None
-    low_open: bool = False   # low < value (instead of <=)
+    low_open: bool = False  # low < value (instead of <=)
     what: str = ""
 
     def holds(self, value: float) -> bool:
@@ -86,6 +87,7 @@ PROBABILITY = Range(0, 1, what="a probability or fraction")
 COUNT = Range(0, what="a size or count cannot be negative")
 AT_LEAST_ONE = Range(1, what="at least one")
 UNBOUNDED_OR_COUNT = Range(-1, what="-1 means no limit; a count cannot be negative")
+
 
 # --- signatures -----------------------------------------------------------------------------
 @dataclass
@@ -144,7 +146,7 @@ def _own_params(fn: Callable, owner: str) -> tuple[dict[str, Param], bool, bool]
     return params, var_kw, var_pos
 
 
-@lru_cache(maxsize=None)
+@cache
 def signature_of(target: str) -> Signature | None:
     """The keyword parameters `target` accepts. A class whose __init__ takes **kwargs and
     hands them to its base class (DigitsDataModule -> ImageDataModule) is followed up its
@@ -154,9 +156,15 @@ def signature_of(target: str) -> Signature | None:
     obj = get_object(target)
     if dataclasses.is_dataclass(obj) and isinstance(obj, type):
         hints = _hints(obj)
-        params = {f.name: Param(f.name, hints.get(f.name, UNCHECKED),
-                                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, target)
-                  for f in dataclasses.fields(obj)}
+        params = {
+            f.name: Param(
+                f.name,
+                hints.get(f.name, UNCHECKED),
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                target,
+            )
+            for f in dataclasses.fields(obj)
+        }
         return Signature(target, params, False)
     if not isinstance(obj, type):
         if not callable(obj):
@@ -205,7 +213,8 @@ def conforms(value: Any, annotation: Any) -> bool:
     if origin is Literal:
         whole = isinstance(value, int) and not isinstance(value, bool)
         return any(value == a and type(value) is type(a) for a in args) or (
-            whole and any(type(a) is float and value == a for a in args))
+            whole and any(type(a) is float and value == a for a in args)
+        )
     if _is_target_node(value):
         return _target_may_fit(value, annotation)
     if isinstance(annotation, (typing.TypeVar, typing.ForwardRef, str)):
@@ -279,15 +288,21 @@ def describe(annotation: Any) -> str:
         return text + (" or null" if type(None) in args else "")
     if origin is Literal:
         return f"one of {list(args)}"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-             pathlib.Path: "a path", complex: "a number"}
+    names = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        pathlib.Path: "a path",
+        complex: "a number",
+    }
     if annotation in names:
         return names[annotation]
     container = origin or annotation
     if container in (list, tuple, cabc.Sequence, cabc.MutableSequence, cabc.Iterable, set, frozenset):
         if container is tuple and args and args[-1] is not Ellipsis:
             return f"a list of {len(args)} ({', '.join(describe(a) for a in args)})"
-        return f"a list of {describe(args[0]) if args else 'values'}" .replace("a list of an ", "a list of ")
+        return f"a list of {describe(args[0]) if args else 'values'}".replace("a list of an ", "a list of ")
     if container in (dict, cabc.Mapping, cabc.MutableMapping):
         return "a mapping"
     if container in (cabc.Callable, Callable):
@@ -399,12 +414,17 @@ def check_value(path: str, value: Any, param: Param, target: str) -> None:
     if rule is not None:
         for number in _numbers(value):
             if not rule.holds(number):
-                raise UserError(f"Config value {path}={_shown(value)} is out of range: {where} expects a value "
-                                f"{rule.describe()}. Set {path} to a value {rule.describe().split(' (')[0]}.")
+                raise UserError(
+                    f"Config value {path}={_shown(value)} is out of range: {where} expects a value "
+                    f"{rule.describe()}. Set {path} to a value {rule.describe().split(' (')[0]}."
+                )
     from tasks.schema_rules import PATTERNS
 
-    pattern = (_metadata(param.annotation, Pattern) or PATTERNS.get((target, param.name))
-               or PATTERNS.get((param.owner, param.name)))
+    pattern = (
+        _metadata(param.annotation, Pattern)
+        or PATTERNS.get((target, param.name))
+        or PATTERNS.get((param.owner, param.name))
+    )
     if pattern is not None and isinstance(value, str) and not re.fullmatch(pattern.regex, value):
         raise UserError(f"Config value {path}={_shown(value)} is not valid: {where} expects {pattern.what}.")
     allowed = choices_for(target, param.owner, param.name, param.annotation)
@@ -427,8 +447,14 @@ def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def check_mapping(path: str, node: dict, target: str, suggest: Callable[[str, list[str]], str],
-                  ignore: frozenset[str] = frozenset(), known_only: bool = False) -> None:
+def check_mapping(
+    path: str,
+    node: dict,
+    target: str,
+    suggest: Callable[[str, list[str]], str],
+    ignore: frozenset[str] = frozenset(),
+    known_only: bool = False,
+) -> None:
     """Every key of `node` against the signature of `target`; nested dicts that are handed
     on (FORWARDED) against their callable, nested dataclass fields against their class.
     `known_only`: keys the signature does not declare pass (a config root's sections)."""
@@ -444,8 +470,10 @@ def check_mapping(path: str, node: dict, target: str, suggest: Callable[[str, li
         if param is None:
             if not sig.open_kwargs and not known_only:
                 valid = sorted(sig.params)
-                raise UserError(f"Unknown config key '{_join(path, key)}': {target} does not take '{key}'."
-                                f"{suggest(str(key), valid)} Valid keys of '{path}': {valid}.")
+                raise UserError(
+                    f"Unknown config key '{_join(path, key)}': {target} does not take '{key}'."
+                    f"{suggest(str(key), valid)} Valid keys of '{path}': {valid}."
+                )
             continue
         check_value(_join(path, key), value, param, target)
         nested = _schema_of(param.annotation)

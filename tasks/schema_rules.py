@@ -14,12 +14,18 @@ RANGES: list[tuple[str, Range]] = [
     (r"(lr|learning_rate|base_lr|\w+_lr)", POSITIVE),
     (r"(max_epochs|max_steps|num_sanity_val_steps|save_top_k)", UNBOUNDED_OR_COUNT),
     (r"(batch_size|eval_batch_size|image_size|accumulate_grad_batches|num_nodes|restarts|max_iter)", AT_LEAST_ONE),
-    (r"(p|prob|probability|\w+_prob|\w+_p|dropout|\w+_dropout|drop_rate|\w+_drop_rate|drop_path_rate|"
-     r"label_smoothing|\w+_fraction|fraction|ema_decay|decay|momentum|mixup|cutmix)", PROBABILITY),
-    (r"(\w+_size|size|num_\w+|\w+_epochs|\w+_steps|\w+_samples|\w+_batches|\w+_workers|\w+_images|k|K|top_k|knn_k|"
-     r"\w+_k|bins|\w+_bins|depth|\w+_every_n_\w+|every_n_\w+|warmup\w*|patience|seed|\w+_seed|weight_decay|"
-     r"\w+_weight|eps|epsilon|temperature|gamma|power|\w+_channels|channels|width|\w+_width|degrees|"
-     r"translate_px)", COUNT),
+    (
+        r"(p|prob|probability|\w+_prob|\w+_p|dropout|\w+_dropout|drop_rate|\w+_drop_rate|drop_path_rate|"
+        r"label_smoothing|\w+_fraction|fraction|ema_decay|decay|momentum|mixup|cutmix)",
+        PROBABILITY,
+    ),
+    (
+        r"(\w+_size|size|num_\w+|\w+_epochs|\w+_steps|\w+_samples|\w+_batches|\w+_workers|\w+_images|k|K|top_k|knn_k|"
+        r"\w+_k|bins|\w+_bins|depth|\w+_every_n_\w+|every_n_\w+|warmup\w*|patience|seed|\w+_seed|weight_decay|"
+        r"\w+_weight|eps|epsilon|temperature|gamma|power|\w+_channels|channels|width|\w+_width|degrees|"
+        r"translate_px)",
+        COUNT,
+    ),
 ]
 EXACT: dict[tuple[str, str], Range] = {
     ("pytorch_lightning.Trainer", "devices"): UNBOUNDED_OR_COUNT,
@@ -28,6 +34,8 @@ EXACT: dict[tuple[str, str], Range] = {
     ("torch.optim.Adam", "eps"): Range(0, low_open=True, what="Adam's epsilon must be positive"),
     ("torch.optim.AdamW", "eps"): Range(0, low_open=True, what="Adam's epsilon must be positive"),
 }
+
+
 def _lightning_names(kind: str) -> tuple:
     from pytorch_lightning.accelerators import AcceleratorRegistry
     from pytorch_lightning.strategies import StrategyRegistry
@@ -75,8 +83,9 @@ CHOICES: dict[tuple[str, str], tuple | Choices] = {
     ("tasks.segmentation.SegmentationModule", "loss_average"): Choices("tasks.segmentation.LOSS_AVERAGES"),
 }
 PATTERNS: dict[tuple[str, str], Pattern] = {
-    ("pytorch_lightning.Trainer", "devices"): Pattern(r"auto|-1|\d+|(\d+,)*\d+,?",
-                                                      "auto, a count, -1 or a list of indices"),
+    ("pytorch_lightning.Trainer", "devices"): Pattern(
+        r"auto|-1|\d+|(\d+,)*\d+,?", "auto, a count, -1 or a list of indices"
+    ),
 }
 # (target, dict parameter) -> the callable that receives the dict as keyword arguments.
 FORWARDED: dict[tuple[str, str], str] = {

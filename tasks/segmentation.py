@@ -5,7 +5,8 @@ true against predicted label maps each val/test epoch."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,13 +46,16 @@ class SegmentationModule(DenseModule):
         self.num_classes, self.ignore_index, self.aux_weight = num_classes, ignore_index, aux_weight
         self.loss_average = loss_average
         self.class_names = list(class_names) if class_names else None
+
         def jaccard() -> MulticlassJaccardIndex:
             return MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index)
 
         self.miou = torch.nn.ModuleDict({s: jaccard() for s in ("val", "test")})
         # NaN for a class absent from both truth and prediction: it has no IoU (and is not logged).
-        self.test_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index,
-                                               zero_division=float("nan"))
+        self.test_iou = MulticlassJaccardIndex(
+            num_classes, average="none", ignore_index=ignore_index, zero_division=float("nan")
+        )
+
         def accuracy() -> MulticlassAccuracy:
             return MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore_index)
 
@@ -69,11 +73,13 @@ class SegmentationModule(DenseModule):
         data = self.trainer.datamodule
         n = getattr(data, "num_classes", None)
         if n and n != self.num_classes:
-            raise UserError(f"The data has {n} classes but model.num_classes={self.num_classes}. "
-                            f"Set model.num_classes={n}.")
+            raise UserError(
+                f"The data has {n} classes but model.num_classes={self.num_classes}. Set model.num_classes={n}."
+            )
         if getattr(data, "ignore_index", self.ignore_index) != self.ignore_index:
-            raise UserError(f"The data marks ignored pixels with {data.ignore_index} "
-                            f"but model.ignore_index={self.ignore_index}.")
+            raise UserError(
+                f"The data marks ignored pixels with {data.ignore_index} but model.ignore_index={self.ignore_index}."
+            )
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy; "all" divides the sum over labelled pixels by every pixel, ignored

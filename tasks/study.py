@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from scipy import stats
 
@@ -31,7 +31,7 @@ class Estimate:
     ci: tuple[float, float] | None
 
     @classmethod
-    def of(cls, values: Sequence[float], confidence: float = CONFIDENCE) -> "Estimate":
+    def of(cls, values: Sequence[float], confidence: float = CONFIDENCE) -> Estimate:
         if not values:
             raise ValueError("an estimate needs at least one value")
         n, mean = len(values), statistics.fmean(values)
@@ -105,7 +105,9 @@ def _ci(est: Estimate | None, digits: int, sign: bool = False) -> str:
     return f"[{_fmt(est.ci[0], digits, sign)}, {_fmt(est.ci[1], digits, sign)}]"
 
 
-def markdown(rows: list[Row], metric: str, baseline: str | None = None, digits: int = 4, label_header: str = "row") -> str:
+def markdown(
+    rows: list[Row], metric: str, baseline: str | None = None, digits: int = 4, label_header: str = "row"
+) -> str:
     """The study table: n, mean ± std, 95 % CI, and the paired difference with its verdict."""
     header = [label_header, "n", f"{metric} mean ± std", "95 % CI"]
     if baseline:
@@ -116,7 +118,11 @@ def markdown(rows: list[Row], metric: str, baseline: str | None = None, digits: 
         if est is None:
             cells = [row.label, "0", DASH, DASH] + ([DASH, DASH, "not run"] if baseline else [])
         else:
-            spread = f"{_fmt(est.mean, digits)} ± {_fmt(est.std, digits)}" if est.std is not None else f"{_fmt(est.mean, digits)} ± {DASH}"
+            spread = (
+                f"{_fmt(est.mean, digits)} ± {_fmt(est.std, digits)}"
+                if est.std is not None
+                else f"{_fmt(est.mean, digits)} ± {DASH}"
+            )
             cells = [row.label, str(est.n), spread, _ci(est, digits)]
             if baseline:
                 if row.verdict == "baseline":
@@ -128,8 +134,10 @@ def markdown(rows: list[Row], metric: str, baseline: str | None = None, digits: 
         lines.append("| " + " | ".join(cells) + " |")
     note = f"\nMean ± std over seeds; 95 % CIs are Student-t ({DASH} where n = 1)."
     if baseline:
-        note += (f" Δ is the paired difference against '{baseline}' over matching seeds; "
-                 "'within noise' means its 95 % CI holds 0.")
+        note += (
+            f" Δ is the paired difference against '{baseline}' over matching seeds; "
+            "'within noise' means its 95 % CI holds 0."
+        )
     return "\n".join(lines) + "\n" + note + "\n"
 
 
@@ -138,14 +146,19 @@ def as_json(rows: list[Row], metric: str, baseline: str | None) -> dict:
         "metric": metric,
         "baseline": baseline,
         "confidence": CONFIDENCE,
-        "rows": [{
-            "label": r.label,
-            "stage": r.stage,
-            "values": {str(s): v for s, v in sorted(r.values.items())},
-            **({"estimate": r.estimate.as_dict()} if r.estimate else {"estimate": None}),
-            "paired": ({**r.paired.as_dict(), "diffs": {str(s): d for s, d in r.diffs.items()}} if r.paired else None),
-            "verdict": r.verdict,
-        } for r in rows],
+        "rows": [
+            {
+                "label": r.label,
+                "stage": r.stage,
+                "values": {str(s): v for s, v in sorted(r.values.items())},
+                **({"estimate": r.estimate.as_dict()} if r.estimate else {"estimate": None}),
+                "paired": (
+                    {**r.paired.as_dict(), "diffs": {str(s): d for s, d in r.diffs.items()}} if r.paired else None
+                ),
+                "verdict": r.verdict,
+            }
+            for r in rows
+        ],
     }
 
 
@@ -165,7 +178,13 @@ def bar_plot(rows: list[Row], metric: str, path: Path, title: str = "") -> Path:
         if err:
             ax.errorbar(i, est.mean, yerr=err, color="black", capsize=5, lw=1.2)
         values = [row.values[s] for s in sorted(row.values)]
-        ax.scatter([i + (j - (len(values) - 1) / 2) * 0.08 for j in range(len(values))], values, s=12, color="#DD8452", zorder=3)
+        ax.scatter(
+            [i + (j - (len(values) - 1) / 2) * 0.08 for j in range(len(values))],
+            values,
+            s=12,
+            color="#DD8452",
+            zorder=3,
+        )
         ax.annotate(f"n={est.n}", (i, est.mean), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7)
     ax.set_xticks(range(len(shown)), [r.label for r in shown], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(metric)
@@ -182,7 +201,9 @@ def bar_plot(rows: list[Row], metric: str, path: Path, title: str = "") -> Path:
     return path
 
 
-def rows_from_summaries(groups: Mapping[str, Sequence[dict]], metric: str, stages: Mapping[str, str] | None = None) -> list[Row]:
+def rows_from_summaries(
+    groups: Mapping[str, Sequence[dict]], metric: str, stages: Mapping[str, str] | None = None
+) -> list[Row]:
     """Rows from {label: [summary.json dicts]}; each summary's `seed` keys its value."""
     rows = []
     for label, summaries in groups.items():
@@ -193,8 +214,10 @@ def rows_from_summaries(groups: Mapping[str, Sequence[dict]], metric: str, stage
                 continue
             seed = int(summary.get("seed", 0))
             if seed in values:
-                raise ValueError(f"row '{label}' has two runs with seed {seed} ({summary.get('run_dir')}); "
-                                 "group them under different labels")
+                raise ValueError(
+                    f"row '{label}' has two runs with seed {seed} ({summary.get('run_dir')}); "
+                    "group them under different labels"
+                )
             values[seed] = value
         rows.append(Row(label, values, stage=(stages or {}).get(label)))
     return rows
@@ -208,8 +231,16 @@ def metric_value(summary: dict, metric: str) -> float | None:
     return None
 
 
-def write_study(out: Path, rows: list[Row], metric: str, baseline: str | None = None, name: str = "report",
-                title: str = "", higher_is_better: bool = True, label_header: str = "row") -> str:
+def write_study(
+    out: Path,
+    rows: list[Row],
+    metric: str,
+    baseline: str | None = None,
+    name: str = "report",
+    title: str = "",
+    higher_is_better: bool = True,
+    label_header: str = "row",
+) -> str:
     """Compare, then write <name>.md, <name>.json and <name>.png into `out`; returns the markdown."""
     out.mkdir(parents=True, exist_ok=True)
     compare(rows, baseline, higher_is_better)

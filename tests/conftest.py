@@ -25,9 +25,15 @@ os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # Small, fast settings for any classifier-like run in the tests.
-TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "trainer.num_sanity_val_steps=0", "logger=csv",
-        "trainer.enable_model_summary=false"]
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "logger=csv",
+    "trainer.enable_model_summary=false",
+]
 
 
 def compose_config(overrides: list[str], run_dir: Path | None = None, config_name: str = "train") -> DictConfig:
@@ -57,11 +63,15 @@ def run_in_process(overrides: list[str], run_dir: Path) -> dict:
     return train(compose_config(overrides, run_dir))
 
 
-def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 600, env: dict | None = None, module: str | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path = ROOT, timeout: int = 600, env: dict | None = None, module: str | None = None
+) -> subprocess.CompletedProcess:
     """Run `python train.py <args>` (or `python -m <module> <args>`) as a user would."""
     entry = ["-m", module] if module else [str(ROOT / "train.py")]
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, *entry, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return subprocess.run(
+        [sys.executable, *entry, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
 
 
 def read_summary(run_dir: Path) -> dict:

@@ -12,7 +12,9 @@ from tasks.backbones.weights import count_parameters, export_backbone, load_back
 
 # Register the `_smallstem` variant of the common CNN students, so that an export
 # reloads with plain `timm.create_model` after `import tasks.backbones`.
-for _arch in _timm.list_models(["resnet*", "resnext*", "mobilenetv2*", "mobilenetv3*", "efficientnet_b*", "regnet[xy]_0*"]):
+for _arch in _timm.list_models(
+    ["resnet*", "resnext*", "mobilenetv2*", "mobilenetv3*", "efficientnet_b*", "regnet[xy]_0*"]
+):
     if not _arch.endswith("_smallstem"):
         small_stem_name(_arch)
 

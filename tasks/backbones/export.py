@@ -15,12 +15,27 @@ from tasks import cards
 from tasks.errors import UserError
 
 # pretrained_cfg keys that describe timm's own hub weights (tag, licence, paper): not ours.
-_PROVENANCE = ("tag", "license", "origin_url", "paper_ids", "paper_name", "notes", "hf_hub_id", "hf_hub_filename",
-               "url", "file", "source", "state_dict", "custom_load", "label_offset")
+_PROVENANCE = (
+    "tag",
+    "license",
+    "origin_url",
+    "paper_ids",
+    "paper_name",
+    "notes",
+    "hf_hub_id",
+    "hf_hub_filename",
+    "url",
+    "file",
+    "source",
+    "state_dict",
+    "custom_load",
+    "label_offset",
+)
 
 
-def export_timm(model: nn.Module, export_dir: str | Path, card: dict[str, Any] | None = None,
-                data: dict[str, Any] | None = None) -> dict[str, str]:
+def export_timm(
+    model: nn.Module, export_dir: str | Path, card: dict[str, Any] | None = None, data: dict[str, Any] | None = None
+) -> dict[str, str]:
     """Write `model.safetensors` + `config.json` for a timm model (one made by
     tasks.backbones.create_backbone, or any timm model). `data` is tasks.cards.data_config's
     dict (mean, std, input size, class names); `card` adds card fields (run, ...)."""
@@ -37,9 +52,9 @@ def export_timm(model: nn.Module, export_dir: str | Path, card: dict[str, Any] |
     model.pretrained_cfg = {k: v for k, v in saved_cfg.items() if k not in _PROVENANCE} | {"architecture": arch}
     config_path = export_dir / cards.TIMM_CONFIG
     extra = {"kind": cards.TIMM, "format": cards.FORMAT, **(card or {})}
-    extra["load"] = (("import tasks.backbones  # registers the *_smallstem variants in timm\n"
-                      if arch.endswith("_smallstem") else "")
-                     + f"timm.create_model('local-dir:{export_dir}', pretrained=True)")
+    extra["load"] = (
+        "import tasks.backbones  # registers the *_smallstem variants in timm\n" if arch.endswith("_smallstem") else ""
+    ) + f"timm.create_model('local-dir:{export_dir}', pretrained=True)"
     try:
         save_config_for_hf(model, str(config_path), model_config=extra)
     finally:
@@ -56,8 +71,17 @@ def write_legacy_alias(model: nn.Module, export_dir: str | Path) -> Path:
 
     spec = getattr(model, "kt_spec", None) or {}
     path = Path(export_dir) / "model.json"
-    path.write_text(json.dumps({"timm_name": spec.get("timm_name"), "timm_kwargs": spec.get("timm_kwargs", {}),
-                                "weights": cards.WEIGHTS, "alias_of": cards.TIMM_CONFIG}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "timm_name": spec.get("timm_name"),
+                "timm_kwargs": spec.get("timm_kwargs", {}),
+                "weights": cards.WEIGHTS,
+                "alias_of": cards.TIMM_CONFIG,
+            },
+            indent=2,
+        )
+    )
     return path
 
 
@@ -83,8 +107,10 @@ def load_timm_card(card: cards.Card, **overrides: Any) -> nn.Module:
         arch = str(card.fields["architecture"])
         _small_stem(arch)
         if not timm.is_model(arch):
-            raise UserError(f"Export card {card.path} names the architecture '{arch}', which this timm "
-                            f"({timm.__version__}) does not have.")
+            raise UserError(
+                f"Export card {card.path} names the architecture '{arch}', which this timm "
+                f"({timm.__version__}) does not have."
+            )
         card.weights()  # checked before timm reads it (timm picks the file by its name)
         model = timm.create_model(f"local-dir:{card.folder}", pretrained=True, **overrides)
         kwargs = {**dict(card.fields.get("model_args") or {}), **overrides}

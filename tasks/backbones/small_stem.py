@@ -64,13 +64,18 @@ def small_stem_name(arch: str) -> str:
         apply_small_stem(model, base)
         # The variant's own pretrained_cfg (a local-dir export's, or the base's defaults), named after the
         # variant, so that timm's save_config_for_hf writes an architecture that rebuilds this stem.
-        cfg = resolve_pretrained_cfg(base, pretrained_cfg=pretrained_cfg or None,
-                                     pretrained_cfg_overlay=pretrained_cfg_overlay).to_dict()
+        cfg = resolve_pretrained_cfg(
+            base, pretrained_cfg=pretrained_cfg or None, pretrained_cfg_overlay=pretrained_cfg_overlay
+        ).to_dict()
         model.pretrained_cfg = model.default_cfg = {**cfg, "architecture": name}
         if pretrained:
-            load_pretrained(model, pretrained_cfg=model.pretrained_cfg, cache_dir=cache_dir,
-                            num_classes=kwargs.get("num_classes", cfg.get("num_classes", 1000)),
-                            in_chans=kwargs.get("in_chans", 3))
+            load_pretrained(
+                model,
+                pretrained_cfg=model.pretrained_cfg,
+                cache_dir=cache_dir,
+                num_classes=kwargs.get("num_classes", cfg.get("num_classes", 1000)),
+                in_chans=kwargs.get("in_chans", 3),
+            )
         return model
 
     entrypoint.__name__ = name

@@ -15,7 +15,6 @@ from safetensors.torch import save_file
 from tasks.checkpoints import load_state_dict_file
 from tasks.errors import UserError
 
-
 _WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")  # a folder named so is a mistake, not an export
 
 
@@ -45,7 +44,9 @@ def load_backbone_weights(model: nn.Module, path: str | Path, prefix: str | None
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape and k not in head]
     if mismatched:
         details = ", ".join(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:5])
-        raise UserError(f"Weights in {path} do not fit the backbone ({details}). Use the architecture they were exported from.")
+        raise UserError(
+            f"Weights in {path} do not fit the backbone ({details}). Use the architecture they were exported from."
+        )
     state = {k: v for k, v in state.items() if not (k in head and k in own and own[k].shape != v.shape)}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k not in head]
@@ -53,12 +54,15 @@ def load_backbone_weights(model: nn.Module, path: str | Path, prefix: str | None
     if missing or unexpected:
         raise UserError(
             f"Weights in {path} do not match the backbone: missing {missing[:8]}, unexpected {unexpected[:8]}"
-            f"{' (check init_prefix)' if prefix is None and unexpected else ''}. Use the architecture they were exported from."
+            f"{' (check init_prefix)' if prefix is None and unexpected else ''}. "
+            "Use the architecture they were exported from."
         )
     return model
 
 
-def export_backbone(model: nn.Module, export_dir: str | Path, name: str = "model", card: dict[str, Any] | None = None) -> dict[str, str]:
+def export_backbone(
+    model: nn.Module, export_dir: str | Path, name: str = "model", card: dict[str, Any] | None = None
+) -> dict[str, str]:
     """Write `<name>.safetensors` and `<name>.json` (architecture, kwargs, how to load)."""
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
@@ -75,9 +79,14 @@ def export_backbone(model: nn.Module, export_dir: str | Path, name: str = "model
         "weights": weights.name,
         "num_parameters": count_parameters(model),
         "load": (
-            ("import tasks.backbones  # registers *_smallstem variants\n" if spec["timm_name"].endswith("_smallstem") else "")
+            (
+                "import tasks.backbones  # registers *_smallstem variants\n"
+                if spec["timm_name"].endswith("_smallstem")
+                else ""
+            )
             + f"timm.create_model('{spec['timm_name']}', pretrained=True, "
-            f"pretrained_cfg_overlay=dict(file='{weights.name}', num_classes={kwargs.get('num_classes', 0)}), **timm_kwargs)"
+            f"pretrained_cfg_overlay=dict(file='{weights.name}', num_classes={kwargs.get('num_classes', 0)}), "
+            "**timm_kwargs)"
         ),
         **(card or {}),
     }
@@ -97,6 +106,3 @@ def load_exported(card_path: str | Path, **overrides: Any) -> nn.Module:
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Its parameters (shared ones once), or only those that require grad."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-

@@ -21,17 +21,27 @@ class RandomAffine:
 
     def sample_theta(self, n: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
         """(n, 2, 3) matrices mapping output to input coordinates (affine_grid convention)."""
+
         def uniform(lo, hi):
             return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
 
         angle = uniform(-self.degrees, self.degrees) * math.pi / 180
         scale = uniform(*self.scale)
         if self.integer_translate:
-            shift = torch.randint(-int(self.translate_px), int(self.translate_px) + 1, (2, n), generator=generator, device=device)
-            tx, ty = (shift.float() * 2 / size)
+            shift = torch.randint(
+                -int(self.translate_px), int(self.translate_px) + 1, (2, n), generator=generator, device=device
+            )
+            tx, ty = shift.float() * 2 / size
         else:
-            tx, ty = uniform(-self.translate_px, self.translate_px) * 2 / size, uniform(-self.translate_px, self.translate_px) * 2 / size
-        flip = torch.where(torch.rand(n, generator=generator, device=device) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(n, device=device)
+            tx, ty = (
+                uniform(-self.translate_px, self.translate_px) * 2 / size,
+                uniform(-self.translate_px, self.translate_px) * 2 / size,
+            )
+        flip = (
+            torch.where(torch.rand(n, generator=generator, device=device) < 0.5, -1.0, 1.0)
+            if self.hflip
+            else torch.ones(n, device=device)
+        )
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
         return theta

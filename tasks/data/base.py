@@ -4,7 +4,8 @@ it publishes (`mean`, `std`) so teachers can map inputs back to their own range.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -61,8 +62,10 @@ class ImageDataModule(pl.LightningDataModule):
     # --- normalisation -------------------------------------------------------------
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (1, -1, 1, 1)
-        return (torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(shape),
-                torch.tensor(self.std, device=x.device, dtype=x.dtype).view(shape))
+        return (
+            torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(shape),
+            torch.tensor(self.std, device=x.device, dtype=x.dtype).view(shape),
+        )
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = self._stats(x)

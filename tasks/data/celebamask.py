@@ -22,8 +22,8 @@ Masks (`masks`): "parts" (the published per-part PNGs, merged on the fly) or "me
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -39,10 +39,46 @@ from tasks.dense.seg_pipeline import ResizeCropFlip
 from tasks.errors import UserError
 
 PART_ORDERS = {
-    "repfusion": ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r", "nose", "mouth",
-                  "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat"),
-    "authors": ("skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear", "mouth", "u_lip",
-                "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth"),
+    "repfusion": (
+        "skin",
+        "l_brow",
+        "r_brow",
+        "l_eye",
+        "r_eye",
+        "eye_g",
+        "l_ear",
+        "r_ear",
+        "ear_r",
+        "nose",
+        "mouth",
+        "u_lip",
+        "l_lip",
+        "neck",
+        "neck_l",
+        "cloth",
+        "hair",
+        "hat",
+    ),
+    "authors": (
+        "skin",
+        "nose",
+        "eye_g",
+        "l_eye",
+        "r_eye",
+        "l_brow",
+        "r_brow",
+        "l_ear",
+        "r_ear",
+        "mouth",
+        "u_lip",
+        "l_lip",
+        "hair",
+        "hat",
+        "ear_r",
+        "neck_l",
+        "neck",
+        "cloth",
+    ),
 }
 PARTS = PART_ORDERS["authors"]
 MIRROR_PARTS = (("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear"))
@@ -127,8 +163,15 @@ def read_repfusion_split(root: Path) -> dict[str, list[int]]:
 class CelebAMaskSet(Dataset):
     """([0, 1] image (3, S, S), int64 label map (S, S)); the image is resized to the masks' size S."""
 
-    def __init__(self, root: Path, indices: list[int], size: int, order: str = "authors", with_background: bool = True,
-                 masks: str = "parts"):
+    def __init__(
+        self,
+        root: Path,
+        indices: list[int],
+        size: int,
+        order: str = "authors",
+        with_background: bool = True,
+        masks: str = "parts",
+    ):
         self.root, self.indices, self.size, self.order, self.masks = root, indices, size, order, masks
         self.table = label_table(with_background)
 
@@ -151,17 +194,36 @@ class CelebAMaskDataModule(SegmentationDataModule):
     pad_label = 255  # pixels from outside the image are unknown, not background
     mean, std = IMAGENET_MEAN, IMAGENET_STD
 
-    def __init__(self, root: str, image_size: int = 512, crop_size: int | None = 448, class_order: str = "repfusion",
-                 with_background: bool = False, flip_swap_lr: bool = False, split: str = "celeba", masks: str = "parts",
-                 augment: str = "mmseg", ratio_range: Sequence[float] = (0.5, 2.0), cat_max_ratio: float = 0.75,
-                 flip_prob: float = 0.5, photometric: bool = True, **kwargs):
-        for key, value, allowed in (("class_order", class_order, CLASS_ORDERS), ("split", split, SPLIT_CHOICES),
-                                    ("masks", masks, MASK_CHOICES), ("augment", augment, AUGMENTS)):
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 512,
+        crop_size: int | None = 448,
+        class_order: str = "repfusion",
+        with_background: bool = False,
+        flip_swap_lr: bool = False,
+        split: str = "celeba",
+        masks: str = "parts",
+        augment: str = "mmseg",
+        ratio_range: Sequence[float] = (0.5, 2.0),
+        cat_max_ratio: float = 0.75,
+        flip_prob: float = 0.5,
+        photometric: bool = True,
+        **kwargs,
+    ):
+        for key, value, allowed in (
+            ("class_order", class_order, CLASS_ORDERS),
+            ("split", split, SPLIT_CHOICES),
+            ("masks", masks, MASK_CHOICES),
+            ("augment", augment, AUGMENTS),
+        ):
             if value not in allowed:
                 raise UserError(f"data.{key}='{value}' is not one of {list(allowed)}.")
         if masks == "merged" and class_order != "repfusion":
-            raise UserError("data.masks=merged reads RepFusion's mask/<i>.png, whose labels follow the 'repfusion' "
-                            "part order; set data.class_order=repfusion (or data.masks=parts).")
+            raise UserError(
+                "data.masks=merged reads RepFusion's mask/<i>.png, whose labels follow the 'repfusion' "
+                "part order; set data.class_order=repfusion (or data.masks=parts)."
+            )
         required = [IMAGES, MASKS if masks == "parts" else MERGED]
         required += [MAPPING] if split == "celeba" else [REPFUSION_SPLIT.format(s) for s in SPLITS]
         self.root = require_layout(root, required, "CelebAMask-HQ", LAYOUT.format(root=root), SOURCE)
@@ -174,16 +236,22 @@ class CelebAMaskDataModule(SegmentationDataModule):
         if self.batch_augment is None:
             self.batch_augment = self._augmentation(augment, tuple(ratio_range), cat_max_ratio, flip_prob, photometric)
 
-    def _augmentation(self, augment: str, ratio_range: tuple, cat_max_ratio: float, flip_prob: float,
-                      photometric: bool):
+    def _augmentation(
+        self, augment: str, ratio_range: tuple, cat_max_ratio: float, flip_prob: float, photometric: bool
+    ):
         if augment == "affine":  # one warp of the 512 image (the translation plays the crop), then the centre crop
             return RandomAffine(scale=ratio_range, translate_px=64, hflip=flip_prob > 0)
         if not self.crop_size:
             raise UserError("data.augment=mmseg needs data.crop_size (mmseg's RandomCrop size, 448 in the recipe).")
-        return ResizeCropFlip(crop_size=self.crop_size, ratio_range=ratio_range, cat_max_ratio=cat_max_ratio,
-                              flip_prob=flip_prob, photometric=PhotoMetricDistortion() if photometric else None,
-                              ignore_index=self.ignore_index,
-                              pad_value=tuple(self.mean))
+        return ResizeCropFlip(
+            crop_size=self.crop_size,
+            ratio_range=ratio_range,
+            cat_max_ratio=cat_max_ratio,
+            flip_prob=flip_prob,
+            photometric=PhotoMetricDistortion() if photometric else None,
+            ignore_index=self.ignore_index,
+            pad_value=tuple(self.mean),
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -193,8 +261,14 @@ class CelebAMaskDataModule(SegmentationDataModule):
         if empty:
             raise UserError(f"The {self.split} split under {self.root} lists no {'/'.join(empty)} image.")
         # One image per split must exist: catches a split file without its images.
-        require_layout(self.root, [f"{IMAGES}/{ids[0]}.jpg" for ids in split.values()], "CelebAMask-HQ",
-                       LAYOUT.format(root=self.root), SOURCE)
+        require_layout(
+            self.root,
+            [f"{IMAGES}/{ids[0]}.jpg" for ids in split.values()],
+            "CelebAMask-HQ",
+            LAYOUT.format(root=self.root),
+            SOURCE,
+        )
         self.train_set, self.val_set, self.test_set = (
             CelebAMaskSet(self.root, split[s], self.image_size, self.class_order, self.with_background, self.masks)
-            for s in SPLITS)
+            for s in SPLITS
+        )

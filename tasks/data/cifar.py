@@ -17,10 +17,16 @@ from tasks.data.layout import require_layout
 from tasks.errors import UserError
 
 _LAYOUTS = {
-    10: ("cifar-10-batches-py", ["data_batch_1", "data_batch_5", "test_batch", "batches.meta"],
-         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract it into data.root)"),
-    100: ("cifar-100-python", ["train", "test", "meta"],
-          "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (extract it into data.root)"),
+    10: (
+        "cifar-10-batches-py",
+        ["data_batch_1", "data_batch_5", "test_batch", "batches.meta"],
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (extract it into data.root)",
+    ),
+    100: (
+        "cifar-100-python",
+        ["train", "test", "meta"],
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (extract it into data.root)",
+    ),
 }
 
 
@@ -35,8 +41,10 @@ def _read_split(root: str, num_classes: int, train: bool) -> TensorDataset:
     for name, md5 in cls.train_list if train else cls.test_list:
         path = folder / name
         if not tv_cifar.check_integrity(str(path), md5):
-            raise UserError(f"CIFAR-{num_classes} file {path} failed the md5 check against the published archive. "
-                            f"Re-extract the archive from {_LAYOUTS[num_classes][2]}.")
+            raise UserError(
+                f"CIFAR-{num_classes} file {path} failed the md5 check against the published archive. "
+                f"Re-extract the archive from {_LAYOUTS[num_classes][2]}."
+            )
         entry = files.read_array_pickle(path, f"CIFAR-{num_classes} batch")
         images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
@@ -80,7 +88,10 @@ class CIFARDataModule(ImageDataModule):
         test = _read_split(self.root, self.num_classes, train=False)
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed))
         if self.val_size > 0:
-            self.train_set, self.val_set = _ToFloat(train, order[self.val_size:]), _ToFloat(train, order[: self.val_size])
+            self.train_set, self.val_set = (
+                _ToFloat(train, order[self.val_size :]),
+                _ToFloat(train, order[: self.val_size]),
+            )
         else:  # the original recipes validate on the test set
             self.train_set, self.val_set = _ToFloat(train), _ToFloat(test)
         self.test_set = _ToFloat(test)

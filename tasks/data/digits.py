@@ -21,7 +21,9 @@ def load_digit_images(image_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]
     return x.expand(-1, 3, -1, -1).contiguous(), torch.tensor(digits.target, dtype=torch.long)
 
 
-def split_indices(labels: torch.Tensor, val_fraction: float, test_fraction: float, split_seed: int) -> dict[str, list[int]]:
+def split_indices(
+    labels: torch.Tensor, val_fraction: float, test_fraction: float, split_seed: int
+) -> dict[str, list[int]]:
     """Stratified train/val/test indices, fixed by `split_seed`."""
     idx = list(range(len(labels)))
     rest, test = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=split_seed)
@@ -36,8 +38,15 @@ class DigitsDataModule(ImageDataModule):
     mean = (0.3053, 0.3053, 0.3053)
     std = (0.3236, 0.3236, 0.3236)
 
-    def __init__(self, image_size: int = 32, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                 split_seed: int = 0, train_subset: int | None = None, **kwargs):
+    def __init__(
+        self,
+        image_size: int = 32,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        train_subset: int | None = None,
+        **kwargs,
+    ):
         """`train_subset`: keep a fixed stratified subset of this many training images (few-label
         runs); val and test do not change."""
         super().__init__(**kwargs)
@@ -54,6 +63,10 @@ class DigitsDataModule(ImageDataModule):
         splits = split_indices(y, self.val_fraction, self.test_fraction, self.split_seed)
         if self.train_subset is not None and self.train_subset < len(splits["train"]):
             train = splits["train"]
-            kept, _ = train_test_split(train, train_size=self.train_subset, stratify=y[train], random_state=self.split_seed)
+            kept, _ = train_test_split(
+                train, train_size=self.train_subset, stratify=y[train], random_state=self.split_seed
+            )
             splits["train"] = sorted(kept)
-        self.train_set, self.val_set, self.test_set = (TensorDataset(x[splits[s]], y[splits[s]]) for s in ("train", "val", "test"))
+        self.train_set, self.val_set, self.test_set = (
+            TensorDataset(x[splits[s]], y[splits[s]]) for s in ("train", "val", "test")
+        )

@@ -37,8 +37,8 @@ def mosaics(images: torch.Tensor, masks: torch.Tensor, grid: int, seed: int) -> 
     for cell in range(grid * grid):
         order = torch.randperm(n, generator=g)
         r, c = divmod(cell, grid)
-        out_x[:, :, r * s:(r + 1) * s, c * s:(c + 1) * s] = images[order]
-        out_m[:, r * s:(r + 1) * s, c * s:(c + 1) * s] = masks[order]
+        out_x[:, :, r * s : (r + 1) * s, c * s : (c + 1) * s] = images[order]
+        out_m[:, r * s : (r + 1) * s, c * s : (c + 1) * s] = masks[order]
     return out_x, out_m
 
 
@@ -48,8 +48,17 @@ class DigitsSegDataModule(SegmentationDataModule):
     mean = (0.3055, 0.3055, 0.3055)
     std = (0.3192, 0.3192, 0.3192)
 
-    def __init__(self, image_size: int = 32, grid: int = 2, threshold: float = 0.4, ignore_band: float = 0.1,
-                 val_fraction: float = 0.15, test_fraction: float = 0.15, split_seed: int = 0, **kwargs):
+    def __init__(
+        self,
+        image_size: int = 32,
+        grid: int = 2,
+        threshold: float = 0.4,
+        ignore_band: float = 0.1,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if image_size % grid:
             raise ValueError(f"image_size ({image_size}) must be a multiple of grid ({grid}).")

@@ -20,7 +20,9 @@ from tasks.errors import UserError
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 TORCHVISION_SUBDIR = Path("FashionMNIST") / "raw"
-DOWNLOAD_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ (or github.com/zalandoresearch/fashion-mnist)"
+DOWNLOAD_URL = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ (or github.com/zalandoresearch/fashion-mnist)"
+)
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 SPLITS = {  # split -> (images file, labels file, count)
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
@@ -82,7 +84,9 @@ def to_float_images(images: np.ndarray, image_size: int) -> torch.Tensor:
     return x
 
 
-def stratified_split(labels: np.ndarray, val_size: int, train_subset: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, val_size: int, train_subset: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) indices: a fixed stratified val split, then an optional stratified subset of
     the rest. The val split does not depend on `train_subset`, so studies share it."""
     idx = np.arange(len(labels))
@@ -115,16 +119,26 @@ class FashionMNISTDataModule(ImageDataModule):
     mean = (0.2854,)
     std = (0.3384,)
 
-    def __init__(self, root: str | None = None, image_size: int = 32, in_chans: int = 3, val_size: int = 5000,
-                 train_subset: int | None = None, split_seed: int = 0, **kwargs):
+    def __init__(
+        self,
+        root: str | None = None,
+        image_size: int = 32,
+        in_chans: int = 3,
+        val_size: int = 5000,
+        train_subset: int | None = None,
+        split_seed: int = 0,
+        **kwargs,
+    ):
         if in_chans not in (1, 3):
             raise UserError(f"data.in_chans must be 1 (grey) or 3 (grey replicated to RGB), got {in_chans}.")
         count = SPLITS["train"][2]
         if not 0 <= val_size < count:
             raise UserError(f"data.val_size must be in [0, {count}), got {val_size}.")
         if train_subset is not None and not 10 <= train_subset <= count - val_size:
-            raise UserError(f"data.train_subset must be in [10, {count - val_size}] (at least one image per class, "
-                            f"at most what the val split leaves), got {train_subset}.")
+            raise UserError(
+                f"data.train_subset must be in [10, {count - val_size}] (at least one image per class, "
+                f"at most what the val split leaves), got {train_subset}."
+            )
         self.files = locate_files(root)  # fails at instantiation, before training, when the data is missing
         kwargs.setdefault("mean", self.mean * in_chans)
         kwargs.setdefault("std", self.std * in_chans)
@@ -152,6 +166,8 @@ class FashionMNISTDataModule(ImageDataModule):
         self.train_set = subset(train_idx)
         # With val_size=0 the official test set also serves for validation (as the original recipes do).
         self.val_set = subset(val_idx) if len(val_idx) else None
-        self.test_set = GreyImages(to_float_images(test_images, self.image_size), torch.from_numpy(test_labels), self.in_chans)
+        self.test_set = GreyImages(
+            to_float_images(test_images, self.image_size), torch.from_numpy(test_labels), self.in_chans
+        )
         if self.val_set is None:
             self.val_set = self.test_set

@@ -21,7 +21,9 @@ _EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 def _transforms(size: int, train: bool) -> v2.Compose:
     to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     if train:
-        return v2.Compose([v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True), v2.RandomHorizontalFlip(), *to_tensor])
+        return v2.Compose(
+            [v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True), v2.RandomHorizontalFlip(), *to_tensor]
+        )
     return v2.Compose([v2.Resize(int(round(size * 1.143)), antialias=True), v2.CenterCrop(size), *to_tensor])
 
 
@@ -40,7 +42,9 @@ class ImageList(Dataset):
 def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, int]], list[str]]:
     """(image, class index) pairs of root/<class>/**/<image>, classes sorted by name."""
     classes = classes or sorted(p.name for p in root.iterdir() if p.is_dir())
-    items = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).rglob("*")) if f.suffix.lower() in _EXTENSIONS]
+    items = [
+        (f, i) for i, c in enumerate(classes) for f in sorted((root / c).rglob("*")) if f.suffix.lower() in _EXTENSIONS
+    ]
     return items, classes
 
 
@@ -61,12 +65,26 @@ def holdout(items: list, per_class: int, seed: int) -> tuple[list, list]:
 
 class ImageFolderDataModule(ImageDataModule):
     mean, std = IMAGENET_MEAN, IMAGENET_STD
-    LAYOUT = "  {root}/\n    train/<class>/<image>\n    val/<class>/<image>\n    test/<class>/<image>   (optional; val is the test set without it)\n"
+    LAYOUT = (
+        "  {root}/\n    train/<class>/<image>\n    val/<class>/<image>\n"
+        "    test/<class>/<image>   (optional; val is the test set without it)\n"
+    )
 
     def __init__(self, root: str, image_size: int = 224, val_per_class: int = 0, split_seed: int = 0, **kwargs):
-        require_layout(root, ["train"], "ImageFolder", self.LAYOUT.format(root=root), "any folder tree of images, one sub-folder per class")
+        require_layout(
+            root,
+            ["train"],
+            "ImageFolder",
+            self.LAYOUT.format(root=root),
+            "any folder tree of images, one sub-folder per class",
+        )
         super().__init__(**kwargs)
-        self.root, self.image_size, self.val_per_class, self.split_seed = Path(root), image_size, val_per_class, split_seed
+        self.root, self.image_size, self.val_per_class, self.split_seed = (
+            Path(root),
+            image_size,
+            val_per_class,
+            split_seed,
+        )
         self.classes = sorted(p.name for p in (self.root / "train").iterdir() if p.is_dir())
         self.num_classes = len(self.classes)
 
@@ -90,14 +108,26 @@ class TinyImageNetDataModule(ImageFolderDataModule):
     """Tiny-ImageNet-200: validation held out of train (`val_per_class`), the official val as test."""
 
     mean, std = (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)
-    LAYOUT = ("  {root}/   (tiny-imagenet-200)\n    wnids.txt\n    train/<wnid>/images/<wnid>_<k>.JPEG\n"
-              "    val/images/val_<k>.JPEG\n    val/val_annotations.txt\n")
+    LAYOUT = (
+        "  {root}/   (tiny-imagenet-200)\n    wnids.txt\n    train/<wnid>/images/<wnid>_<k>.JPEG\n"
+        "    val/images/val_<k>.JPEG\n    val/val_annotations.txt\n"
+    )
 
     def __init__(self, root: str, image_size: int = 64, val_per_class: int = 10, split_seed: int = 0, **kwargs):
-        require_layout(root, ["wnids.txt", "train", "val/images", "val/val_annotations.txt"], "Tiny-ImageNet",
-                       self.LAYOUT.format(root=root), "http://cs231n.stanford.edu/tiny-imagenet-200.zip (unzip it)")
+        require_layout(
+            root,
+            ["wnids.txt", "train", "val/images", "val/val_annotations.txt"],
+            "Tiny-ImageNet",
+            self.LAYOUT.format(root=root),
+            "http://cs231n.stanford.edu/tiny-imagenet-200.zip (unzip it)",
+        )
         ImageDataModule.__init__(self, **kwargs)
-        self.root, self.image_size, self.val_per_class, self.split_seed = Path(root), image_size, val_per_class, split_seed
+        self.root, self.image_size, self.val_per_class, self.split_seed = (
+            Path(root),
+            image_size,
+            val_per_class,
+            split_seed,
+        )
         self.classes = (self.root / "wnids.txt").read_text().split()
         self.num_classes = len(self.classes)
 

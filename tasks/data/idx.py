@@ -20,10 +20,14 @@ def read_idx(path: str | Path, expected_shape: tuple[int, ...] | None = None) ->
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise UserError(f"'{path}' is not a readable IDX file ({err}). Replace it with the original download.") from None
+        raise UserError(
+            f"'{path}' is not a readable IDX file ({err}). Replace it with the original download."
+        ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
-        raise UserError(f"'{path}' is not an IDX file (bad magic number {raw[:4].hex() or 'empty'}). "
-                        "Replace it with the original download.")
+        raise UserError(
+            f"'{path}' is not an IDX file (bad magic number {raw[:4].hex() or 'empty'}). "
+            "Replace it with the original download."
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -32,8 +36,10 @@ def read_idx(path: str | Path, expected_shape: tuple[int, ...] | None = None) ->
     dtype = np.dtype(_DTYPES[raw[2]])
     size = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != size:
-        raise UserError(f"'{path}' holds {len(raw) - header} data bytes where its header {shape} promises {size} "
-                        "(truncated or padded). Replace it with the original download.")
+        raise UserError(
+            f"'{path}' holds {len(raw) - header} data bytes where its header {shape} promises {size} "
+            "(truncated or padded). Replace it with the original download."
+        )
     if expected_shape is not None and shape != tuple(expected_shape):
         raise UserError(f"'{path}' has shape {shape}, expected {tuple(expected_shape)}. Is it the right file?")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)

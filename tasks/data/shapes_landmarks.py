@@ -23,8 +23,16 @@ from torch.utils.data import TensorDataset
 
 from tasks.dense.data import KeypointDataModule
 
-KEYPOINT_NAMES = (*(f"contour{k}" for k in range(8)), "left_eye_outer", "left_eye_inner", "right_eye_inner",
-                  "right_eye_outer", "nose_tip", "mouth_left", "mouth_right")
+KEYPOINT_NAMES = (
+    *(f"contour{k}" for k in range(8)),
+    "left_eye_outer",
+    "left_eye_inner",
+    "right_eye_inner",
+    "right_eye_outer",
+    "nose_tip",
+    "mouth_left",
+    "mouth_right",
+)
 FLIP_INDEX = (3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 12, 14, 13)
 SUPERSAMPLE = 4
 
@@ -45,9 +53,14 @@ def render_face(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     contour = np.stack([np.cos(angles), np.sin(angles) * 1.15], 1) * rng.uniform(0.88, 1.08, (8, 1))
     eye_y, eye_x = rng.uniform(-0.35, -0.15), rng.uniform(0.30, 0.45)
     eye_w, eye_h = rng.uniform(0.13, 0.2), rng.uniform(0.06, 0.1)
-    eyes = [_ellipse(side * eye_x + rng.uniform(-0.03, 0.03), eye_y + rng.uniform(-0.03, 0.03), eye_w, eye_h) for side in (-1, 1)]
+    eyes = [
+        _ellipse(side * eye_x + rng.uniform(-0.03, 0.03), eye_y + rng.uniform(-0.03, 0.03), eye_w, eye_h)
+        for side in (-1, 1)
+    ]
     nose_tip = np.array([rng.uniform(-0.05, 0.05), rng.uniform(0.12, 0.25)])
-    nose = np.array([[-0.07, eye_y + 0.1], [0.07, eye_y + 0.1], nose_tip + [0.08, 0.0], nose_tip, nose_tip - [0.08, 0.0]])
+    nose = np.array(
+        [[-0.07, eye_y + 0.1], [0.07, eye_y + 0.1], nose_tip + [0.08, 0.0], nose_tip, nose_tip - [0.08, 0.0]]
+    )
     mouth_y, mouth_w = rng.uniform(0.45, 0.6), rng.uniform(0.2, 0.33)
     mouth = _ellipse(rng.uniform(-0.04, 0.04), mouth_y, mouth_w, rng.uniform(0.04, 0.09))
     points = np.concatenate([contour, eyes[0][[12, 0]], eyes[1][[12, 0]], nose_tip[None], mouth[[12, 0]]])
@@ -100,8 +113,15 @@ class ShapesLandmarksDataModule(KeypointDataModule):
     mean = (0.53, 0.53, 0.53)  # measured on generated images
     std = (0.28, 0.28, 0.28)
 
-    def __init__(self, image_size: int = 64, train_size: int = 2000, val_size: int = 300, test_size: int = 300,
-                 data_seed: int = 0, **kwargs):
+    def __init__(
+        self,
+        image_size: int = 64,
+        train_size: int = 2000,
+        val_size: int = 300,
+        test_size: int = 300,
+        data_seed: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.image_size, self.sizes, self.data_seed = image_size, (train_size, val_size, test_size), data_seed
 

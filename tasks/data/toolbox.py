@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -107,8 +107,9 @@ class RandomErasing:
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         from timm.data.random_erasing import RandomErasing as TimmErasing
 
-        erase = TimmErasing(self.probability, mode=self.mode, min_count=self.min_count, max_count=self.max_count,
-                            device=x.device)
+        erase = TimmErasing(
+            self.probability, mode=self.mode, min_count=self.min_count, max_count=self.max_count, device=x.device
+        )
         with seeded_globals(generator, x.device):
             return erase(x.clone())
 
@@ -145,13 +146,23 @@ class MixupCutmix:
                 raise UserError(f"mixup.{name} must be in [0, 1], got {getattr(self, name)}.")
         if self.mode not in ("batch", "pair", "elem"):
             raise UserError(f"mixup.mode must be batch, pair or elem, got '{self.mode}'.")
-        self._mixup = Mixup(mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha, prob=self.prob,
-                            switch_prob=self.switch_prob, mode=self.mode, label_smoothing=self.label_smoothing,
-                            num_classes=self.num_classes)
+        self._mixup = Mixup(
+            mixup_alpha=self.mixup_alpha,
+            cutmix_alpha=self.cutmix_alpha,
+            prob=self.prob,
+            switch_prob=self.switch_prob,
+            mode=self.mode,
+            label_smoothing=self.label_smoothing,
+            num_classes=self.num_classes,
+        )
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if len(x) % 2:
-            raise UserError(f"Mixup/CutMix needs an even batch size; this batch has {len(x)} images. "
-                            "Set data.batch_size to an even number.")
+            raise UserError(
+                f"Mixup/CutMix needs an even batch size; this batch has {len(x)} images. "
+                "Set data.batch_size to an even number."
+            )
         with seeded_globals(generator, x.device):
             return self._mixup(x.clone(), y)

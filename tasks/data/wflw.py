@@ -50,20 +50,33 @@ LAYOUT = """  {root}/   one of
       images/<event folder>/<file>.jpg
       annotations/face_landmarks_wflw_{{train,test}}.json      (+ face_landmarks_wflw_test_<subset>.json)
 """
-SOURCE = ("https://wywu.github.io/projects/LAB/WFLW.html (WFLW_images.tar.gz and WFLW_annotations.tar.gz; "
-          "extract both into data.root)")
-LAYOUTS = {"raw": ("WFLW_images", [f"{LISTS}/list_98pt_rect_attr_train.txt", f"{LISTS}/list_98pt_rect_attr_test.txt"]),
-           "mmpose": ("images", [f"{MMPOSE_ANNOTATIONS}/face_landmarks_wflw_train.json",
-                                 f"{MMPOSE_ANNOTATIONS}/face_landmarks_wflw_test.json"])}
+SOURCE = (
+    "https://wywu.github.io/projects/LAB/WFLW.html (WFLW_images.tar.gz and WFLW_annotations.tar.gz; "
+    "extract both into data.root)"
+)
+LAYOUTS = {
+    "raw": ("WFLW_images", [f"{LISTS}/list_98pt_rect_attr_train.txt", f"{LISTS}/list_98pt_rect_attr_test.txt"]),
+    "mmpose": (
+        "images",
+        [f"{MMPOSE_ANNOTATIONS}/face_landmarks_wflw_train.json", f"{MMPOSE_ANNOTATIONS}/face_landmarks_wflw_test.json"],
+    ),
+}
 CROP_BOXES, LAYOUT_CHOICES, AUGMENTS = ("landmarks", "rect"), ("auto", *LAYOUTS), ("mmpose", "uniform")
-CAVEAT = ("WFLW: data.val_size=0 validates on the 2,500 test faces, as RepFusion's mmpose recipe did (save_best='NME' "
-          "on the test set): the checkpoint is chosen on the test set, so its test NME is optimistic. "
-          "data.val_size=500 holds out 500 training faces for validation instead.")
+CAVEAT = (
+    "WFLW: data.val_size=0 validates on the 2,500 test faces, as RepFusion's mmpose recipe did (save_best='NME' "
+    "on the test set): the checkpoint is chosen on the test set, so its test NME is optimistic. "
+    "data.val_size=500 holds out 500 training faces for validation instead."
+)
 # Mirror correspondence of the 98 points (as in mmpose's WFLW dataset info).
-_PAIRS = [(i, 32 - i) for i in range(16)] + [(33 + i, 46 - i) for i in range(5)] \
-    + [(38 + i, 50 - i) for i in range(4)] \
-    + [(55, 59), (56, 58)] + [(60 + i, 72 - i) for i in range(5)] + [(65, 75), (66, 74), (67, 73)] \
+_PAIRS = (
+    [(i, 32 - i) for i in range(16)]
+    + [(33 + i, 46 - i) for i in range(5)]
+    + [(38 + i, 50 - i) for i in range(4)]
+    + [(55, 59), (56, 58)]
+    + [(60 + i, 72 - i) for i in range(5)]
+    + [(65, 75), (66, 74), (67, 73)]
     + [(76, 82), (77, 81), (78, 80), (87, 83), (86, 84), (88, 92), (89, 91), (95, 93), (96, 97)]
+)
 
 
 def _flip_index() -> tuple[int, ...]:
@@ -92,8 +105,15 @@ class WFLWFaces(Dataset):
     C = image_size * context: a context crop (same pixel density, `context` times wider) for
     the device-side mmpose augmentation, or the face crop itself (context 1)."""
 
-    def __init__(self, images: Path, records: list[dict], size: int, margin: float, crop_box: str = "landmarks",
-                 context: float = 1.0):
+    def __init__(
+        self,
+        images: Path,
+        records: list[dict],
+        size: int,
+        margin: float,
+        crop_box: str = "landmarks",
+        context: float = 1.0,
+    ):
         self.images, self.records, self.size, self.margin = images, records, size, margin
         self.crop_box, self.context = crop_box, context
 
@@ -125,18 +145,35 @@ class WFLWDataModule(KeypointDataModule):
     interocular = (60, 72)  # outer eye corners
     mean, std = IMAGENET_MEAN, IMAGENET_STD
 
-    def __init__(self, root: str, image_size: int = 256, margin: float = 1.25, crop_box: str = "landmarks",
-                 layout: str = "auto", val_size: int = 0, split_seed: int = 0, augment: str = "mmpose",
-                 rot_factor: float = 30.0, rot_prob: float = 0.6, scale_factor: float = 0.25, flip_prob: float = 0.5,
-                 **kwargs):
-        for key, value, allowed in (("crop_box", crop_box, CROP_BOXES), ("layout", layout, LAYOUT_CHOICES),
-                                    ("augment", augment, AUGMENTS)):
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 256,
+        margin: float = 1.25,
+        crop_box: str = "landmarks",
+        layout: str = "auto",
+        val_size: int = 0,
+        split_seed: int = 0,
+        augment: str = "mmpose",
+        rot_factor: float = 30.0,
+        rot_prob: float = 0.6,
+        scale_factor: float = 0.25,
+        flip_prob: float = 0.5,
+        **kwargs,
+    ):
+        for key, value, allowed in (
+            ("crop_box", crop_box, CROP_BOXES),
+            ("layout", layout, LAYOUT_CHOICES),
+            ("augment", augment, AUGMENTS),
+        ):
             if value not in allowed:
                 raise UserError(f"data.{key}='{value}' is not one of {list(allowed)}.")
         self.layout = self._find_layout(Path(root).expanduser()) if layout == "auto" else layout
         if self.layout == "mmpose" and crop_box == "rect":
-            raise UserError("data.crop_box=rect needs the raw layout's face rectangles; mmpose's JSON has none. "
-                            "Use data.crop_box=landmarks (mmpose's own box) or the raw annotations.")
+            raise UserError(
+                "data.crop_box=rect needs the raw layout's face rectangles; mmpose's JSON has none. "
+                "Use data.crop_box=landmarks (mmpose's own box) or the raw annotations."
+            )
         folder, lists = LAYOUTS[self.layout]
         self.root = require_layout(root, [folder, *lists], "WFLW", LAYOUT.format(root=root), SOURCE)
         super().__init__(**kwargs)
@@ -155,7 +192,7 @@ class WFLWDataModule(KeypointDataModule):
 
     @staticmethod
     def _find_layout(root: Path) -> str:
-        for name, (folder, lists) in LAYOUTS.items():
+        for name, (_folder, lists) in LAYOUTS.items():
             if (root / lists[0]).is_file():
                 return name
         return "raw"  # require_layout then names what is missing
@@ -166,14 +203,15 @@ class WFLWDataModule(KeypointDataModule):
         train, test, subset_source = (read_raw if self.layout == "raw" else read_mmpose)(self.root)
         missing = [r["image"] for r in train[:1] + test[:1] if not (self.images / r["image"]).is_file()]
         if missing:
-            require_layout(self.root, [f"{self.images.name}/{missing[0]}"], "WFLW", LAYOUT.format(root=self.root),
-                           SOURCE)
+            require_layout(
+                self.root, [f"{self.images.name}/{missing[0]}"], "WFLW", LAYOUT.format(root=self.root), SOURCE
+            )
         if self.val_size >= len(train):
             raise UserError(f"data.val_size={self.val_size} leaves no training face (the train list has {len(train)}).")
         if self.val_size > 0:  # held out of train with a fixed seed
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
-            val = [train[i] for i in sorted(order[:self.val_size])]
-            train = [train[i] for i in sorted(order[self.val_size:])]
+            val = [train[i] for i in sorted(order[: self.val_size])]
+            train = [train[i] for i in sorted(order[self.val_size :])]
         else:  # the original recipe validates on the test set
             val = test
             rank_zero_only(log.warning)(CAVEAT)
@@ -181,5 +219,6 @@ class WFLWDataModule(KeypointDataModule):
         counts = ", ".join(f"{n} {sum(r['tag'] >> b & 1 for r in test)}" for b, n in enumerate(SUBSETS))
         rank_zero_only(log.info)(f"WFLW test subsets from {subset_source}: {counts}")
         self.train_set = WFLWFaces(self.images, train, self.image_size, self.margin, self.crop_box, self.train_context)
-        self.val_set, self.test_set = (WFLWFaces(self.images, r, self.image_size, self.margin, self.crop_box)
-                                       for r in (val, test))
+        self.val_set, self.test_set = (
+            WFLWFaces(self.images, r, self.image_size, self.margin, self.crop_box) for r in (val, test)
+        )

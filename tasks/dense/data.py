@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -46,8 +47,9 @@ class PairAugment(ABC):
     the DataModule's seeded generator (e.g. mmseg's resize-crop-flip pipeline)."""
 
     @abstractmethod
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented ([0, 1] images, label maps)."""
 
 
@@ -59,8 +61,8 @@ class SegmentationDataModule(DenseDataModule):
     ignore_index: int = 255
     class_names: Sequence[str] = ()
     flip_pairs: Sequence[Sequence[int]] = ()  # classes a horizontal flip exchanges (left/right parts)
-    pad_label: int = 0                        # label of pixels a warp brings in from outside the image
-    crop_size: int | None = None              # train crops, taken at the centre after the warp
+    pad_label: int = 0  # label of pixels a warp brings in from outside the image
+    crop_size: int | None = None  # train crops, taken at the centre after the warp
 
     @property
     def num_classes(self) -> int:

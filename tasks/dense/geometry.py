@@ -6,7 +6,7 @@ align_corners=False (u = (2x + 1) / W - 1), the convention of `tasks.data.Random
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -23,8 +23,9 @@ def to_pixels(coords: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return ((coords + 1) * scale - 1) / 2
 
 
-def transform_keypoints(points: torch.Tensor, theta: torch.Tensor, in_size: Sequence[int],
-                        out_size: Sequence[int] | None = None) -> torch.Tensor:
+def transform_keypoints(
+    points: torch.Tensor, theta: torch.Tensor, in_size: Sequence[int], out_size: Sequence[int] | None = None
+) -> torch.Tensor:
     """Where keypoints (N, K, 2) of an `in_size` image land in the `out_size` image that
     `grid_sample(affine_grid(theta))` makes of it. `theta` (N, 2, 3) maps output to input
     coordinates, so the points move by its inverse."""
@@ -46,8 +47,9 @@ def swap_on_flip(values: torch.Tensor, flipped: torch.Tensor, flip_index: torch.
     return torch.where(mask, values[:, flip_index], values)
 
 
-def warp_labels(labels: torch.Tensor, theta: torch.Tensor, warp: Callable[..., torch.Tensor],
-                fill: int) -> torch.Tensor:
+def warp_labels(
+    labels: torch.Tensor, theta: torch.Tensor, warp: Callable[..., torch.Tensor], fill: int
+) -> torch.Tensor:
     """Warp integer label maps (N, H, W) with `warp(x, theta, mode=...)` (nearest: labels are
     never blended); pixels brought in from outside the map get `fill`."""
     shifted = (labels.long() + 1).unsqueeze(1).float()  # 0 now marks "outside"
@@ -78,4 +80,4 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """The central `size` x `size` window of (..., H, W)."""
     h, w = x.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
-    return x[..., top:top + size, left:left + size]
+    return x[..., top : top + size, left : left + size]

@@ -12,7 +12,7 @@ Two coordinate conventions (`encoding`):
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +31,9 @@ def heatmap_to_pixels(coords: torch.Tensor, stride: float, encoding: str = "unbi
     return coords * stride if encoding == "msra" else (coords + 0.5) * stride - 0.5
 
 
-def encode_heatmaps(points: torch.Tensor, visible: torch.Tensor, size: Sequence[int], stride: float,
-                    sigma: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_heatmaps(
+    points: torch.Tensor, visible: torch.Tensor, size: Sequence[int], stride: float, sigma: float = 2.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets for keypoints (N, K, 2) in input pixels: unnormalised Gaussians (peak 1,
     `sigma` in heatmap cells) on an (H, W) = `size` grid, and (N, K) weights that are 0 for
     invisible keypoints or keypoints outside the heatmap (their target is all zeros)."""
@@ -63,8 +64,9 @@ def _blur(heatmaps: torch.Tensor, kernel: int) -> torch.Tensor:
     return x * peak_before / peak_after
 
 
-def decode_heatmaps(heatmaps: torch.Tensor, stride: float, refine: str = "taylor",
-                    blur_kernel: int = 0, encoding: str = "unbiased") -> tuple[torch.Tensor, torch.Tensor]:
+def decode_heatmaps(
+    heatmaps: torch.Tensor, stride: float, refine: str = "taylor", blur_kernel: int = 0, encoding: str = "unbiased"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Keypoints (N, K, 2) in input pixels and scores (N, K) from heatmaps (N, K, H, W).
 
     `refine`: "taylor" (one Newton step on the log-heatmap at the argmax, exact for a
@@ -93,8 +95,13 @@ def decode_heatmaps(heatmaps: torch.Tensor, stride: float, refine: str = "taylor
     inner_x, inner_y = (px > 0) & (px < w - 1), (py > 0) & (py < h - 1)
     if refine == "quarter":  # mmpose's rule: both axes or neither, and never next to the left/top border
         inner_x = inner_y = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
-    offset = 0.25 * torch.stack([torch.sign(at(heatmaps, px + 1, py) - at(heatmaps, px - 1, py)) * inner_x,
-                                 torch.sign(at(heatmaps, px, py + 1) - at(heatmaps, px, py - 1)) * inner_y], dim=-1)
+    offset = 0.25 * torch.stack(
+        [
+            torch.sign(at(heatmaps, px + 1, py) - at(heatmaps, px - 1, py)) * inner_x,
+            torch.sign(at(heatmaps, px, py + 1) - at(heatmaps, px, py - 1)) * inner_y,
+        ],
+        dim=-1,
+    )
     if refine == "taylor" and h >= 3 and w >= 3:
         maps = _blur(heatmaps, blur_kernel) if blur_kernel > 1 else heatmaps
         log = maps.clamp(min=1e-10).log()
@@ -105,8 +112,9 @@ def decode_heatmaps(heatmaps: torch.Tensor, stride: float, refine: str = "taylor
         right, left, down, up = at(log, sx + 1, sy), at(log, sx - 1, sy), at(log, sx, sy + 1), at(log, sx, sy - 1)
         gx, gy = 0.5 * (right - left), 0.5 * (down - up)
         hxx, hyy = right - 2 * centre + left, down - 2 * centre + up
-        hxy = 0.25 * (at(log, sx + 1, sy + 1) - at(log, sx - 1, sy + 1)
-                      - at(log, sx + 1, sy - 1) + at(log, sx - 1, sy - 1))
+        hxy = 0.25 * (
+            at(log, sx + 1, sy + 1) - at(log, sx - 1, sy + 1) - at(log, sx + 1, sy - 1) + at(log, sx - 1, sy - 1)
+        )
         det = hxx * hyy - hxy**2
         step = torch.stack([hyy * gx - hxy * gy, hxx * gy - hxy * gx], dim=-1)
         newton = -step / det.abs().clamp(min=1e-12).unsqueeze(-1)
@@ -116,8 +124,9 @@ def decode_heatmaps(heatmaps: torch.Tensor, stride: float, refine: str = "taylor
     return heatmap_to_pixels(coords + offset, stride, encoding), scores
 
 
-def soft_argmax(heatmaps: torch.Tensor, stride: float, beta: float = 10.0,
-                window: int | None = 3, encoding: str = "unbiased") -> tuple[torch.Tensor, torch.Tensor]:
+def soft_argmax(
+    heatmaps: torch.Tensor, stride: float, beta: float = 10.0, window: int | None = 3, encoding: str = "unbiased"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable decoding: the expected cell under softmax(beta * heatmap), in input
     pixels, with the peak value as score. `window` = r restricts the softmax to the
     (2r+1)^2 cells around the argmax, so a large flat background does not pull the estimate

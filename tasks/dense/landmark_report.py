@@ -5,7 +5,7 @@ make-up, occlusion, blur). A sample's subsets are the set bits of its integer ta
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
@@ -30,8 +30,15 @@ class LandmarkReport(Metric):
 
     full_state_update = False
 
-    def __init__(self, normalizer: str, pair: Sequence[int] | None, average: str = "points",
-                 subsets: Sequence[str] = (), threshold: float = 0.1, **kwargs):
+    def __init__(
+        self,
+        normalizer: str,
+        pair: Sequence[int] | None,
+        average: str = "points",
+        subsets: Sequence[str] = (),
+        threshold: float = 0.1,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         check_nme_options(normalizer, pair, average)
         self.normalizer, self.pair, self.average = normalizer, pair, average
@@ -39,8 +46,13 @@ class LandmarkReport(Metric):
         for name in ("sums", "counts", "tags"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, visible: torch.Tensor | None = None,
-               tags: torch.Tensor | None = None) -> None:
+    def update(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        visible: torch.Tensor | None = None,
+        tags: torch.Tensor | None = None,
+    ) -> None:
         sums, counts = image_errors(pred, target, visible, self.normalizer, self.pair)
         self.sums.append(sums)
         self.counts.append(counts)
@@ -49,6 +61,7 @@ class LandmarkReport(Metric):
     def _rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         def cat(x):
             return torch.cat(x) if isinstance(x, list) else x
+
         return cat(self.sums), cat(self.counts), cat(self.tags)
 
     def compute(self) -> dict[str, torch.Tensor]:

@@ -6,10 +6,10 @@ samples kept for the pictures."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -37,8 +37,15 @@ def describe_partial(factory: Callable) -> dict[str, Any]:
 
 
 class DenseModule(pl.LightningModule, ABC):
-    def __init__(self, backbone: dict[str, Any], head: Callable, num_outputs: int, optimizer: Callable,
-                 scheduler: Callable | None = None, plot_samples: int = 8):
+    def __init__(
+        self,
+        backbone: dict[str, Any],
+        head: Callable,
+        num_outputs: int,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        plot_samples: int = 8,
+    ):
         super().__init__()
         self.backbone = create_backbone(**backbone, num_classes=0)
         channels, reductions = feature_info(self.backbone)
@@ -58,9 +65,9 @@ class DenseModule(pl.LightningModule, ABC):
         return self.head(x, self.features(x))
 
     # --- evaluation -----------------------------------------------------------------
-    headline = ""            # name of the ModuleDict attribute {val, test} of the monitored metric
+    headline = ""  # name of the ModuleDict attribute {val, test} of the monitored metric
     higher_is_better = True
-    picture_name = ""        # plots/<stage>_<picture_name>.png
+    picture_name = ""  # plots/<stage>_<picture_name>.png
 
     @abstractmethod
     def evaluate(self, batch: Any, batch_idx: int, stage: str) -> None:
@@ -104,8 +111,9 @@ class DenseModule(pl.LightningModule, ABC):
 
     # --- optimisation and export ------------------------------------------------------
     def configure_optimizers(self):
-        return configure_optimizers(self, [p for p in self.parameters() if p.requires_grad],
-                                    self.optimizer_factory, self.scheduler_factory)
+        return configure_optimizers(
+            self, [p for p in self.parameters() if p.requires_grad], self.optimizer_factory, self.scheduler_factory
+        )
 
     def export_artifacts(self, export_dir: Path) -> dict[str, str]:
         """The fine-tuned backbone as safetensors + card (reloads with timm or model.backbone.init)."""

@@ -5,7 +5,7 @@ outer eye corners, points 60 and 72). The two agree when every point is visible.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
@@ -16,8 +16,9 @@ NORMALIZERS = ("pair", "bbox_diagonal", "bbox_size", "none")
 AVERAGES = ("points", "images")
 
 
-def normalizing_length(target: torch.Tensor, visible: torch.Tensor, kind: str,
-                       pair: Sequence[int] | None = None) -> torch.Tensor:
+def normalizing_length(
+    target: torch.Tensor, visible: torch.Tensor, kind: str, pair: Sequence[int] | None = None
+) -> torch.Tensor:
     """(N,) lengths from the true keypoints (N, K, 2): "pair" = distance between keypoints
     pair[0] and pair[1]; "bbox_diagonal" / "bbox_size" = diagonal / sqrt(area) of the tight
     box around the visible keypoints; "none" = 1 (errors in pixels)."""
@@ -38,14 +39,16 @@ def check_nme_options(normalizer: str, pair: Sequence[int] | None, average: str)
     if normalizer not in NORMALIZERS:
         raise UserError(f"Unknown NME normalizer '{normalizer}'. Choose one of {list(NORMALIZERS)}.")
     if normalizer == "pair" and (pair is None or len(pair) != 2):
-        raise UserError("The 'pair' NME normalizer needs two keypoint indices, "
-                        "e.g. [60, 72] for WFLW's outer eye corners.")
+        raise UserError(
+            "The 'pair' NME normalizer needs two keypoint indices, e.g. [60, 72] for WFLW's outer eye corners."
+        )
     if average not in AVERAGES:
         raise UserError(f"Unknown NME average '{average}'. Choose one of {list(AVERAGES)}.")
 
 
-def image_errors(pred: torch.Tensor, target: torch.Tensor, visible: torch.Tensor | None, normalizer: str,
-                 pair: Sequence[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+def image_errors(
+    pred: torch.Tensor, target: torch.Tensor, visible: torch.Tensor | None, normalizer: str, pair: Sequence[int] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image (N,): the sum of normalised errors over visible points, and their number."""
     pred, target = pred.double(), target.double()
     if visible is None:

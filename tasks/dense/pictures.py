@@ -26,15 +26,24 @@ def _image(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def mask_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor, num_classes: int,
-                ignore_index: int = 255, title: str = "") -> plt.Figure:
+def mask_figure(
+    images: torch.Tensor,
+    true: torch.Tensor,
+    pred: torch.Tensor,
+    num_classes: int,
+    ignore_index: int = 255,
+    title: str = "",
+) -> plt.Figure:
     """One column per sample: the image, the true label map, the predicted one."""
     n = images.shape[0]
     colours = palette(num_classes, ignore_index)
     fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.0), squeeze=False)
     for i in range(n):
-        panels = (_image(images[i]), colours[true[i].long().cpu().numpy() % 256],
-                  colours[pred[i].long().cpu().numpy() % 256])
+        panels = (
+            _image(images[i]),
+            colours[true[i].long().cpu().numpy() % 256],
+            colours[pred[i].long().cpu().numpy() % 256],
+        )
         for row, panel in enumerate(panels):
             axes[row, i].imshow(panel, interpolation="nearest")
             axes[row, i].axis("off")
@@ -45,8 +54,9 @@ def mask_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor, nu
     return fig
 
 
-def keypoint_figure(images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor, visible: torch.Tensor | None = None,
-                    title: str = "") -> plt.Figure:
+def keypoint_figure(
+    images: torch.Tensor, true: torch.Tensor, pred: torch.Tensor, visible: torch.Tensor | None = None, title: str = ""
+) -> plt.Figure:
     """One panel per sample: true keypoints (green circles), predicted ones (red crosses),
     and a line from each true point to its prediction."""
     n = images.shape[0]

@@ -13,8 +13,8 @@ runs it, from the loader's (image, label map) at the base size B (512 for CelebA
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +33,9 @@ class ResizeCropFlip(PairAugment):
     ignore_index: int = 255
     pad_value: Sequence[float] = (0.0, 0.0, 0.0)
 
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         n, device = x.shape[0], x.device
         base, crop = x.shape[-1], self.crop_size
 
@@ -42,15 +43,15 @@ class ResizeCropFlip(PairAugment):
             return torch.rand(n, *shape, generator=generator, device=device)
 
         lo, hi = self.ratio_range
-        sizes = (base * (lo + (hi - lo) * rand())).long()                  # int(B * r)
+        sizes = (base * (lo + (hi - lo) * rand())).long()  # int(B * r)
         margins = (sizes - crop).clamp(min=0)
-        offsets = (rand(11, 2) * (margins[:, None, None] + 1)).long()      # randint(0, margin + 1) per candidate
+        offsets = (rand(11, 2) * (margins[:, None, None] + 1)).long()  # randint(0, margin + 1) per candidate
         flips = rand() < self.flip_prob
         chosen = self._choose_crops(labels, sizes, offsets)
-        valid = torch.minimum(sizes, torch.tensor(crop, device=device))   # crop side before padding
+        valid = torch.minimum(sizes, torch.tensor(crop, device=device))  # crop side before padding
 
         out = torch.arange(crop, device=device)
-        inside = (out[None] < valid[:, None])                                            # (N, crop)
+        inside = out[None] < valid[:, None]  # (N, crop)
         cols = torch.where(flips[:, None], valid[:, None] - 1 - out[None], out[None]) + chosen[:, 1:2]
         rows = out[None] + chosen[:, 0:1]
         # Image: bilinear at the resized pixel centres, clamped at the border (cv2.resize).
@@ -60,7 +61,7 @@ class ResizeCropFlip(PairAugment):
         image = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
         if self.photometric is not None:
             image = self.photometric(image, generator)
-        mask = (inside[:, :, None] & inside[:, None, :])                                 # (N, crop, crop)
+        mask = inside[:, :, None] & inside[:, None, :]  # (N, crop, crop)
         pad = torch.tensor(self.pad_value, device=device, dtype=image.dtype).view(1, 3, 1, 1)
         image = torch.where(mask[:, None], image, pad)
         label = self._nearest(labels, rows, cols, sizes)
@@ -73,7 +74,7 @@ class ResizeCropFlip(PairAugment):
         base = labels.shape[-1]
         src_r = (rows * base // sizes[:, None]).clamp(max=base - 1)
         src_c = (cols * base // sizes[:, None]).clamp(0, base - 1)
-        picked = labels.gather(1, src_r[:, :, None].expand(-1, -1, base))                 # (N, crop, B)
+        picked = labels.gather(1, src_r[:, :, None].expand(-1, -1, base))  # (N, crop, B)
         return picked.gather(2, src_c[:, None, :].expand(-1, rows.shape[1], -1))
 
     def _choose_crops(self, labels: torch.Tensor, sizes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:

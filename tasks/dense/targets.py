@@ -5,7 +5,7 @@ TopDownGenerateTarget with encoding="MSRA", the RepFusion WFLW recipe's)."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -13,8 +13,9 @@ from tasks.dense.heatmap import ENCODINGS, encode_heatmaps
 from tasks.errors import UserError
 
 
-def encode_msra(points: torch.Tensor, visible: torch.Tensor, size: Sequence[int], stride: float,
-                sigma: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_msra(
+    points: torch.Tensor, visible: torch.Tensor, size: Sequence[int], stride: float, sigma: float = 2.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """mmpose's MSRA targets for keypoints (N, K, 2) in input pixels on an (H, W) grid.
 
     The centre is the cell mu = trunc(x / stride + 0.5) (Python's int(), so it rounds towards
@@ -43,8 +44,14 @@ def encode_msra(points: torch.Tensor, visible: torch.Tensor, size: Sequence[int]
     return heat * (weight > 0.5)[..., None, None], weight
 
 
-def encode_targets(points: torch.Tensor, visible: torch.Tensor, size: Sequence[int], stride: float,
-                   sigma: float = 2.0, encoding: str = "unbiased") -> tuple[torch.Tensor, torch.Tensor]:
+def encode_targets(
+    points: torch.Tensor,
+    visible: torch.Tensor,
+    size: Sequence[int],
+    stride: float,
+    sigma: float = 2.0,
+    encoding: str = "unbiased",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets (N, K, H, W) and weights (N, K) in the named convention."""
     if encoding == "msra":
         return encode_msra(points, visible, size, stride, sigma)

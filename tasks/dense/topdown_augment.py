@@ -19,14 +19,15 @@ import torch.nn.functional as F
 
 @dataclass
 class TopDownScaleRotation:
-    rot_factor: float = 30.0    # rotation N(0, rot_factor) degrees, clipped to +-2 rot_factor ...
-    rot_prob: float = 0.6       # ... applied with this probability (else 0)
+    rot_factor: float = 30.0  # rotation N(0, rot_factor) degrees, clipped to +-2 rot_factor ...
+    rot_prob: float = 0.6  # ... applied with this probability (else 0)
     scale_factor: float = 0.25  # crop scale 1 + N(0, scale_factor), clipped to 1 +- scale_factor (> 1 zooms out)
     flip_prob: float = 0.5
-    context: float = 2.0        # input crop side / output crop side
+    context: float = 2.0  # input crop side / output crop side
 
     def sample_theta(self, n: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
         """(n, 2, 3) affine_grid matrices from the output crop to the `size`-pixel context crop."""
+
         def randn() -> torch.Tensor:
             return torch.randn(n, generator=generator, device=device)
 

@@ -37,11 +37,20 @@ def parse_raw_list(path: Path) -> list[dict]:
         if not fields:
             continue
         if len(fields) != 2 * NUM_POINTS + 4 + 6 + 1:
-            raise UserError(f"{path}:{number}: expected 207 fields (196 coordinates, 4 box, 6 attributes, "
-                            f"image path), got {len(fields)}.")
+            raise UserError(
+                f"{path}:{number}: expected 207 fields (196 coordinates, 4 box, 6 attributes, "
+                f"image path), got {len(fields)}."
+            )
         values = np.array(fields[:-1], dtype=np.float64)
-        records.append({"points": values[:196].reshape(NUM_POINTS, 2), "visible": np.ones(NUM_POINTS),
-                        "box": values[196:200], "attributes": values[200:206].astype(int), "image": fields[-1]})
+        records.append(
+            {
+                "points": values[:196].reshape(NUM_POINTS, 2),
+                "visible": np.ones(NUM_POINTS),
+                "box": values[196:200],
+                "attributes": values[200:206].astype(int),
+                "image": fields[-1],
+            }
+        )
     return records
 
 
@@ -53,8 +62,9 @@ def parse_raw_subset(path: Path) -> list[tuple[str, np.ndarray]]:
         if not fields:
             continue
         if len(fields) not in (2 * NUM_POINTS + 1, 2 * NUM_POINTS + 11):
-            raise UserError(f"{path}:{number}: expected 197 fields (196 coordinates, image path) or 207, "
-                            f"got {len(fields)}.")
+            raise UserError(
+                f"{path}:{number}: expected 197 fields (196 coordinates, image path) or 207, got {len(fields)}."
+            )
         faces.append((fields[-1], np.array(fields[:196], dtype=np.float64).reshape(NUM_POINTS, 2)))
     return faces
 
@@ -69,16 +79,26 @@ def parse_mmpose_json(path: Path) -> list[dict]:
         for ann in sorted(data["annotations"], key=lambda a: a["id"]):
             keypoints = np.array(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
             if keypoints.shape[0] != NUM_POINTS:
-                raise UserError(f"{path}: annotation {ann['id']} has {keypoints.shape[0]} keypoints, "
-                                f"WFLW has {NUM_POINTS}.")
+                raise UserError(
+                    f"{path}: annotation {ann['id']} has {keypoints.shape[0]} keypoints, WFLW has {NUM_POINTS}."
+                )
             if keypoints.max() == 0:
                 continue
-            records.append({"points": keypoints[:, :2], "visible": np.minimum(1, keypoints[:, 2]), "box": None,
-                            "attributes": None, "image": names[ann["image_id"]],
-                            "center": np.array(ann["center"], dtype=np.float64), "scale": float(ann["scale"])})
+            records.append(
+                {
+                    "points": keypoints[:, :2],
+                    "visible": np.minimum(1, keypoints[:, 2]),
+                    "box": None,
+                    "attributes": None,
+                    "image": names[ann["image_id"]],
+                    "center": np.array(ann["center"], dtype=np.float64),
+                    "scale": float(ann["scale"]),
+                }
+            )
     except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{path} is not an mmpose WFLW annotation file "
-                        f"(COCO layout with keypoints, center, scale): {err!r}.") from None
+        raise UserError(
+            f"{path} is not an mmpose WFLW annotation file (COCO layout with keypoints, center, scale): {err!r}."
+        ) from None
     return records
 
 
@@ -96,8 +116,10 @@ def tag_subsets(test: list[dict], subsets: dict[str, list[tuple[str, np.ndarray]
         for image, points in subsets.get(name, []):
             record = index.get(face_key(image, points))
             if record is None:
-                raise UserError(f"{source}: a face of the '{name}' subset ({image}) is not in the test annotations; "
-                                "the subset files and the test list come from different releases.")
+                raise UserError(
+                    f"{source}: a face of the '{name}' subset ({image}) is not in the test annotations; "
+                    "the subset files and the test list come from different releases."
+                )
             record["tag"] |= 1 << bit
 
 

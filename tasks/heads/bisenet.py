@@ -7,7 +7,7 @@ maps (auxiliary outputs, used only for the training loss)."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -27,8 +27,12 @@ class SpatialPath(nn.Module):
         if len(c) != 4:
             raise UserError(f"BiSeNetV1 spatial_channels needs 4 values (mmseg: [64, 64, 64, 128]), got {c}.")
         strides = [2 if i < downsample else 1 for i in range(3)]
-        self.layers = nn.Sequential(ConvBNReLU(3, c[0], 7, strides[0]), ConvBNReLU(c[0], c[1], 3, strides[1]),
-                                    ConvBNReLU(c[1], c[2], 3, strides[2]), ConvBNReLU(c[2], c[3], 1))
+        self.layers = nn.Sequential(
+            ConvBNReLU(3, c[0], 7, strides[0]),
+            ConvBNReLU(c[0], c[1], 3, strides[1]),
+            ConvBNReLU(c[1], c[2], 3, strides[2]),
+            ConvBNReLU(c[2], c[3], 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -40,8 +44,12 @@ class AttentionRefinement(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.conv = ConvBNReLU(in_channels, out_channels)
-        self.attention = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(out_channels, out_channels, 1, bias=False),
-                                       nn.BatchNorm2d(out_channels), nn.Sigmoid())
+        self.attention = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(out_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.Sigmoid(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -86,9 +94,18 @@ class BiSeNetV1Head(nn.Module):
     spatial_channels [256, 256, 256, 512], context_channels 512, fuse_channels 1024,
     aux_channels 256."""
 
-    def __init__(self, channels: Sequence[int], reductions: Sequence[int], num_classes: int,
-                 spatial_channels: Sequence[int] = (64, 64, 64, 128), context_channels: int = 128,
-                 fuse_channels: int = 256, aux_channels: int = 64, dropout: float = 0.1, aux: bool = True):
+    def __init__(
+        self,
+        channels: Sequence[int],
+        reductions: Sequence[int],
+        num_classes: int,
+        spatial_channels: Sequence[int] = (64, 64, 64, 128),
+        context_channels: int = 128,
+        fuse_channels: int = 256,
+        aux_channels: int = 64,
+        dropout: float = 0.1,
+        aux: bool = True,
+    ):
         super().__init__()
         if len(channels) < 3:
             raise UserError(f"BiSeNetV1 needs a backbone with at least 3 stages; this one has {len(channels)}.")
@@ -96,15 +113,22 @@ class BiSeNetV1Head(nn.Module):
         self.in_indices = [n - 2, n - 1]
         downsample = math.log2(reductions[n - 3])
         if downsample != int(downsample) or downsample > 3:
-            raise UserError(f"BiSeNetV1: the backbone's third-last stage has stride {reductions[n - 3]}; "
-                            "the spatial path reaches strides 1, 2, 4 or 8. "
-                            "Use a backbone whose third-last stage has one of those strides.")
+            raise UserError(
+                f"BiSeNetV1: the backbone's third-last stage has stride {reductions[n - 3]}; "
+                "the spatial path reaches strides 1, 2, 4 or 8. "
+                "Use a backbone whose third-last stage has one of those strides."
+            )
         self.spatial = SpatialPath(spatial_channels, int(downsample))
         self.context = ContextPath(channels[n - 2], channels[n - 1], context_channels)
         self.fusion = FeatureFusion(spatial_channels[-1] + context_channels, fuse_channels)
         self.decode = FCNBlock(fuse_channels, fuse_channels, num_classes, num_convs=1, dropout=dropout)
-        self.aux = nn.ModuleList([FCNBlock(context_channels, aux_channels, num_classes, num_convs=1, dropout=dropout)
-                                  for _ in range(2)]) if aux else None
+        self.aux = (
+            nn.ModuleList(
+                [FCNBlock(context_channels, aux_channels, num_classes, num_convs=1, dropout=dropout) for _ in range(2)]
+            )
+            if aux
+            else None
+        )
 
     def forward(self, image: torch.Tensor, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         spatial = self.spatial(image)

@@ -4,7 +4,7 @@ and auxiliary heads of BiSeNetV1."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -16,8 +16,15 @@ from tasks.heads.layers import ConvBNReLU, stage_indices
 class FCNBlock(nn.Module):
     """num_convs 3x3 conv-BN-ReLU, optional concat of the input, dropout, 1x1 conv to classes."""
 
-    def __init__(self, in_channels: int, channels: int, num_classes: int, num_convs: int = 1,
-                 concat_input: bool = False, dropout: float = 0.1):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        num_classes: int,
+        num_convs: int = 1,
+        concat_input: bool = False,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         layers = [ConvBNReLU(in_channels if i == 0 else channels, channels) for i in range(num_convs)]
         self.convs = nn.Sequential(*layers) if layers else nn.Identity()
@@ -43,9 +50,17 @@ def resize_concat(features: Sequence[torch.Tensor]) -> torch.Tensor:
 class FCNHead(nn.Module):
     """Segmentation head on backbone stages `in_indices` (default: the last stage)."""
 
-    def __init__(self, channels: Sequence[int], reductions: Sequence[int], num_classes: int,
-                 in_indices: Sequence[int] = (-1,), head_channels: int = 256, num_convs: int = 2,
-                 concat_input: bool = True, dropout: float = 0.1):
+    def __init__(
+        self,
+        channels: Sequence[int],
+        reductions: Sequence[int],
+        num_classes: int,
+        in_indices: Sequence[int] = (-1,),
+        head_channels: int = 256,
+        num_convs: int = 2,
+        concat_input: bool = True,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.in_indices = sorted(stage_indices(in_indices, len(channels), "FCNHead"))
         width = sum(channels[i] for i in self.in_indices)

@@ -4,7 +4,7 @@ optional 1x1 convs and a 1x1 conv to one heatmap per keypoint."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -15,17 +15,26 @@ from tasks.heads.layers import ConvBNReLU, stage_indices
 
 def deconv_layer(in_channels: int, out_channels: int) -> nn.Sequential:
     """4x4 transposed conv with stride 2 (exactly doubles the size), BN, ReLU."""
-    return nn.Sequential(nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
 
 
 class HeatmapHead(nn.Module):
     """`deconv_channels` [256, 256, 256] (mmpose ResNet recipe: stride 32 -> 4) or [] with
     `in_indices` [1, 2, 3, 4] on HRNetV2 (the branches concatenated at stride 4)."""
 
-    def __init__(self, channels: Sequence[int], reductions: Sequence[int], num_keypoints: int,
-                 in_indices: Sequence[int] = (-1,), deconv_channels: Sequence[int] = (256, 256, 256),
-                 extra_convs: int = 0):
+    def __init__(
+        self,
+        channels: Sequence[int],
+        reductions: Sequence[int],
+        num_keypoints: int,
+        in_indices: Sequence[int] = (-1,),
+        deconv_channels: Sequence[int] = (256, 256, 256),
+        extra_convs: int = 0,
+    ):
         super().__init__()
         self.in_indices = sorted(stage_indices(in_indices, len(channels), "HeatmapHead"))
         width = sum(channels[i] for i in self.in_indices)

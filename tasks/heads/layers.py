@@ -3,7 +3,7 @@ stages by index."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn as nn
 
@@ -25,10 +25,14 @@ def stage_indices(indices: Sequence[int], num_stages: int, head: str) -> list[in
     resolved = []
     for i in indices:
         if not -num_stages <= i < num_stages:
-            raise UserError(f"{head}: stage index {i} out of range; the backbone has {num_stages} stages "
-                            f"(0..{num_stages - 1} or -1..-{num_stages}).")
+            raise UserError(
+                f"{head}: stage index {i} out of range; the backbone has {num_stages} stages "
+                f"(0..{num_stages - 1} or -1..-{num_stages})."
+            )
         resolved.append(i % num_stages)
     if num_stages - 1 not in resolved:
-        raise UserError(f"{head}: the stages {list(indices)} leave out the backbone's last stage; include -1 "
-                        "(a backbone layer that feeds no output gets no gradient, which DDP refuses).")
+        raise UserError(
+            f"{head}: the stages {list(indices)} leave out the backbone's last stage; include -1 "
+            "(a backbone layer that feeds no output gets no gradient, which DDP refuses)."
+        )
     return resolved

@@ -17,9 +17,10 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tasks.errors import EXIT_BUG, EXIT_USER, TrainingDiverged, UserError
 
@@ -43,11 +44,15 @@ def _hydra_log_file() -> Path | None:
 
 def bug_log(entry: str, err: BaseException) -> Path:
     """Append the traceback of `err` to the run's log (or logs/errors/<entry>-<time>.log)."""
-    text = (f"\n=== {datetime.now().isoformat(timespec='seconds')} {entry}: unexpected {type(err).__name__}\n"
-            + "".join(traceback.format_exception(type(err), err, err.__traceback__)))
+    text = f"\n=== {datetime.now().isoformat(timespec='seconds')} {entry}: unexpected {type(err).__name__}\n" + "".join(
+        traceback.format_exception(type(err), err, err.__traceback__)
+    )
     name = f"{entry}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
-    candidates = [_hydra_log_file(), Path(os.environ.get("KT_LOG_DIR", "logs")) / "errors" / name,
-                  Path("/tmp") / f"kt-{entry}-{os.getpid()}.log"]
+    candidates = [
+        _hydra_log_file(),
+        Path(os.environ.get("KT_LOG_DIR", "logs")) / "errors" / name,
+        Path("/tmp") / f"kt-{entry}-{os.getpid()}.log",
+    ]
     for path in candidates:
         if path is None:
             continue
@@ -65,8 +70,11 @@ def report_bug(entry: str, err: BaseException) -> None:
     path = bug_log(entry, err)
     first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
     cause = f"{type(err).__name__}{': ' + first if first else ''}"
-    print(f"error: this is a bug in {entry}, not a mistake of yours ({cause}). "
-          f"The full traceback is in {path}; please report it with that file.", file=sys.stderr)
+    print(
+        f"error: this is a bug in {entry}, not a mistake of yours ({cause}). "
+        f"The full traceback is in {path}; please report it with that file.",
+        file=sys.stderr,
+    )
 
 
 def discard_fresh_run_dir(run_dir: str | Path | None) -> bool:
@@ -91,8 +99,9 @@ def discard_fresh_run_dir(run_dir: str | Path | None) -> bool:
     return True
 
 
-def run_guarded(entry: str, body: Callable[..., Any], *args: Any, run_dir: Callable[[], Path | None] | None = None,
-                **kwargs: Any) -> Any:
+def run_guarded(
+    entry: str, body: Callable[..., Any], *args: Any, run_dir: Callable[[], Path | None] | None = None, **kwargs: Any
+) -> Any:
     """`body(*args, **kwargs)` with the exit-code contract; `run_dir()` names the dir a
     failed start discards."""
     try:
@@ -119,11 +128,14 @@ def run_guarded(entry: str, body: Callable[..., Any], *args: Any, run_dir: Calla
 
 def guarded(entry: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator form of `run_guarded` for argparse commands."""
+
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def inner(*args: Any, **kwargs: Any) -> Any:
             return run_guarded(entry, fn, *args, **kwargs)
+
         return inner
+
     return wrap
 
 

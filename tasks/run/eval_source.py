@@ -35,11 +35,11 @@ class Source:
     """A resolved `ckpt=`: the module to run, the checkpoint Lightning loads into it (None for an
     export, whose network is already built), and what its network expects."""
 
-    kind: str                            # "export" or "checkpoint"
-    path: Path                           # the card or the checkpoint file
+    kind: str  # "export" or "checkpoint"
+    path: Path  # the card or the checkpoint file
     module: pl.LightningModule
     checkpoint: Path | None = None
-    run_dir: Path | None = None          # the run that made it, when it is known and still there
+    run_dir: Path | None = None  # the run that made it, when it is known and still there
     run_config: DictConfig | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)  # timm's data config: mean, std, input_size, ...
     class_names: list[str] | None = None
@@ -48,8 +48,12 @@ class Source:
         def text(path: Path | None) -> str | None:
             return str(path) if path else None
 
-        return {"kind": self.kind, "path": str(self.path), "checkpoint": text(self.checkpoint),
-                "run_dir": text(self.run_dir)}
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "checkpoint": text(self.checkpoint),
+            "run_dir": text(self.run_dir),
+        }
 
 
 class ExportClassifier(pl.LightningModule):
@@ -60,8 +64,12 @@ class ExportClassifier(pl.LightningModule):
         super().__init__()
         self.net = net
         n = int(net.num_classes)
-        self.metrics = torch.nn.ModuleDict({f"test_{name}": MulticlassAccuracy(n, top_k=k, average="micro")
-                                            for name, k in (("acc", 1), ("acc_top5", min(5, n)))})
+        self.metrics = torch.nn.ModuleDict(
+            {
+                f"test_{name}": MulticlassAccuracy(n, top_k=k, average="micro")
+                for name, k in (("acc", 1), ("acc_top5", min(5, n)))
+            }
+        )
         self.test_loss = MeanMetric()
 
     forward = ClassificationModule.forward
@@ -103,8 +111,9 @@ def run_checkpoint(run_dir: Path) -> Path:
     if len(found) == 1:
         return found[0]
     held = f"several checkpoints {[p.name for p in found]}" if found else "no checkpoint"
-    raise UserError(f"Run dir {run_dir} has {held} under checkpoints/. Point ckpt= at one .ckpt, or at the run's "
-                    "export/ folder.")
+    raise UserError(
+        f"Run dir {run_dir} has {held} under checkpoints/. Point ckpt= at one .ckpt, or at the run's export/ folder."
+    )
 
 
 def _run_dir_of(checkpoint: Path) -> Path | None:
@@ -116,21 +125,30 @@ def _run_dir_of(checkpoint: Path) -> Path | None:
 
 def saved_config(run_dir: Path) -> DictConfig:
     """A run's composed config as it saved it (read as plain YAML; interpolations resolve later)."""
-    return OmegaConf.create(files.read_yaml(run_dir / SAVED_CONFIG, "Saved run config",
-                                            "The run dir is incomplete; evaluate its export/ folder instead."))
+    return OmegaConf.create(
+        files.read_yaml(
+            run_dir / SAVED_CONFIG,
+            "Saved run config",
+            "The run dir is incomplete; evaluate its export/ folder instead.",
+        )
+    )
 
 
 def from_export(path: Path) -> Source:
     card = cards.read_card(path)
     if card.kind not in EVAL_KINDS:
         run_dir = card.run.get("run_dir") or "<its run dir>"
-        raise UserError(f"ckpt={path} is an export of kind '{card.kind}'; eval.py evaluates classifier exports "
-                        f"(kinds {list(EVAL_KINDS)}) and run checkpoints. Evaluate this run through its checkpoint: "
-                        f"ckpt={run_dir}.")
+        raise UserError(
+            f"ckpt={path} is an export of kind '{card.kind}'; eval.py evaluates classifier exports "
+            f"(kinds {list(EVAL_KINDS)}) and run checkpoints. Evaluate this run through its checkpoint: "
+            f"ckpt={run_dir}."
+        )
     net = cards.load_card(card)
     if not getattr(net, "num_classes", 0):
-        raise UserError(f"ckpt={path} is a backbone export without a classifier head (num_classes=0); eval.py "
-                        "measures classifiers. Fine-tune it first: python train.py model.backbone.init=<export>.")
+        raise UserError(
+            f"ckpt={path} is a backbone export without a classifier head (num_classes=0); eval.py "
+            "measures classifiers. Fine-tune it first: python train.py model.backbone.init=<export>."
+        )
     run_dir = Path(card.run["run_dir"]) if card.run.get("run_dir") else None
     run_dir = run_dir if run_dir is not None and (run_dir / SAVED_CONFIG).is_file() else None
     config = saved_config(run_dir) if run_dir else None
@@ -145,11 +163,19 @@ def from_export(path: Path) -> Source:
     elif config is not None:  # an old-layout card without its data: the run's data config has it
         preprocessing = _run_preprocessing(config, module)
     else:
-        preprocessing = {"unknown": f"{card.path} is an old-layout card without its normalisation, and its run dir "
-                                    "is gone"}
+        preprocessing = {
+            "unknown": f"{card.path} is an old-layout card without its normalisation, and its run dir is gone"
+        }
     names = card.fields.get("label_names") or data.get("label_names")
-    return Source("export", card.path, module, run_dir=run_dir, run_config=config, preprocessing=preprocessing,
-                  class_names=list(names) if names and len(names) == net.num_classes else None)
+    return Source(
+        "export",
+        card.path,
+        module,
+        run_dir=run_dir,
+        run_config=config,
+        preprocessing=preprocessing,
+        class_names=list(names) if names and len(names) == net.num_classes else None,
+    )
 
 
 def from_checkpoint(path: Path) -> Source:
@@ -160,13 +186,17 @@ def from_checkpoint(path: Path) -> Source:
 
     blob = load_checkpoint(path)  # weights only: a file that needs pickled code is refused here
     if "state_dict" not in blob:
-        raise UserError(f"ckpt={path} is not a Lightning checkpoint: it has no state_dict (it holds "
-                        f"{sorted(blob)[:10]}). Point ckpt= at {WHAT}.")
+        raise UserError(
+            f"ckpt={path} is not a Lightning checkpoint: it has no state_dict (it holds "
+            f"{sorted(blob)[:10]}). Point ckpt= at {WHAT}."
+        )
     run_dir = _run_dir_of(path)
     if run_dir is None:
-        raise UserError(f"ckpt={path} has no run dir around it (no {SAVED_CONFIG} beside checkpoints/): eval.py "
-                        "rebuilds a checkpoint's module from its run's config. Keep the checkpoint in its run dir, "
-                        "or evaluate the run's export/ folder.")
+        raise UserError(
+            f"ckpt={path} has no run dir around it (no {SAVED_CONFIG} beside checkpoints/): eval.py "
+            "rebuilds a checkpoint's module from its run's config. Keep the checkpoint in its run dir, "
+            "or evaluate the run's export/ folder."
+        )
     config = saved_config(run_dir)
     model_node = config.get("model")
     if not isinstance(model_node, DictConfig) or "_target_" not in model_node:
@@ -176,10 +206,19 @@ def from_checkpoint(path: Path) -> Source:
             model_node.backbone.init = None  # the checkpoint replaces every weight: the init file is not read
     module = build("model", model_node)
     if not is_overridden("test_step", module):
-        raise UserError(f"The run's module {model_node._target_} has no test step, so eval.py cannot measure it. "
-                        "Evaluate a run that trains a classifier, or its export.")
-    return Source("checkpoint", path, module, checkpoint=path, run_dir=run_dir, run_config=config,
-                  preprocessing=_run_preprocessing(config, module))
+        raise UserError(
+            f"The run's module {model_node._target_} has no test step, so eval.py cannot measure it. "
+            "Evaluate a run that trains a classifier, or its export."
+        )
+    return Source(
+        "checkpoint",
+        path,
+        module,
+        checkpoint=path,
+        run_dir=run_dir,
+        run_config=config,
+        preprocessing=_run_preprocessing(config, module),
+    )
 
 
 def _run_preprocessing(config: DictConfig, module: pl.LightningModule) -> dict[str, Any]:
@@ -215,8 +254,10 @@ def data_node(cfg: DictConfig, source: Source) -> DictConfig:
     node = cfg.get("data")
     if node is None:
         if source.run_config is None or source.run_config.get("data") is None:
-            raise UserError(f"ckpt={source.path} does not say which data it was trained on (its run dir is gone). "
-                            "Name the data to test on: data=<group> (e.g. data=digits, data=fashion_mnist).")
+            raise UserError(
+                f"ckpt={source.path} does not say which data it was trained on (its run dir is gone). "
+                "Name the data to test on: data=<group> (e.g. data=digits, data=fashion_mnist)."
+            )
         node = _resolved_in(source.run_config, "data")
     node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
     pre = source.preprocessing
@@ -238,5 +279,7 @@ def _resolved_in(config: DictConfig, key: str) -> DictConfig:
     try:
         return OmegaConf.create(OmegaConf.to_container(config[key], resolve=True))
     except OmegaConfBaseException as err:  # an interpolation of the old run that no longer resolves
-        raise UserError(f"The run's saved '{key}' config cannot be resolved ({str(err).splitlines()[0]}). "
-                        f"Name the data to test on: data=<group>.") from None
+        raise UserError(
+            f"The run's saved '{key}' config cannot be resolved ({str(err).splitlines()[0]}). "
+            f"Name the data to test on: data=<group>."
+        ) from None

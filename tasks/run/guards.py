@@ -14,8 +14,11 @@ from tasks.errors import UserError
 def _spawns_processes(trainer: DictConfig) -> bool:
     strategy = str(trainer.get("strategy", "auto"))
     devices = trainer.get("devices", 1)
-    many = (devices in ("auto", -1, "-1") or (isinstance(devices, int) and devices > 1)
-            or (isinstance(devices, (list, tuple)) and len(devices) > 1))
+    many = (
+        devices in ("auto", -1, "-1")
+        or (isinstance(devices, int) and devices > 1)
+        or (isinstance(devices, (list, tuple)) and len(devices) > 1)
+    )
     return many and strategy.startswith(("ddp", "fsdp", "deepspeed")) and "spawn" not in strategy
 
 

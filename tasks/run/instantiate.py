@@ -27,16 +27,21 @@ def build(path: str, node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(cause, UserError):
             raise cause from None
         message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise UserError(f"Could not build '{path}' ({node.get('_target_')}): {type(cause).__name__}: {message}. "
-                        f"Fix the values under '{path}'.") from None
+        raise UserError(
+            f"Could not build '{path}' ({node.get('_target_')}): {type(cause).__name__}: {message}. "
+            f"Fix the values under '{path}'."
+        ) from None
 
 
 def build_group(path: str, node: DictConfig | None) -> list[Any]:
     """Instantiate every `_target_` entry of a group (callbacks, loggers); null entries are off."""
     if not node:
         return []
-    return [build(f"{path}.{key}", value) for key, value in node.items()
-            if isinstance(value, DictConfig) and "_target_" in value]
+    return [
+        build(f"{path}.{key}", value)
+        for key, value in node.items()
+        if isinstance(value, DictConfig) and "_target_" in value
+    ]
 
 
 def trainer_plugins(trainer: DictConfig) -> dict[str, Any]:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
@@ -37,14 +38,24 @@ def run_once(task: Callable[[DictConfig], Any], cfg: DictConfig, config_name: st
     callbacks = Callbacks(cfg)
     callbacks.on_run_start(config=cfg, config_name=config_name)
     loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
-    ret = run_job(hydra_context=HydraContext(config_loader=loader, callbacks=callbacks), task_function=task,
-                  config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None)
+    ret = run_job(
+        hydra_context=HydraContext(config_loader=loader, callbacks=callbacks),
+        task_function=task,
+        config=cfg,
+        job_dir_key="hydra.run.dir",
+        job_subdir_key=None,
+    )
     callbacks.on_run_end(config=cfg, config_name=config_name, job_return=ret)
     return ret.return_value  # re-raises what the task raised
 
 
-def run_command(task: Callable[[DictConfig], Any], config_name: str, entry: str, cfg_dir: Path = CONF_DIR,
-                argv: list[str] | None = None) -> Any:
+def run_command(
+    task: Callable[[DictConfig], Any],
+    config_name: str,
+    entry: str,
+    cfg_dir: Path = CONF_DIR,
+    argv: list[str] | None = None,
+) -> Any:
     """The whole command: checks first (exit 2 on a user mistake, nothing written), then the
     guarded task in its run dir."""
     from tasks.run.preflight import preflight_config
@@ -54,8 +65,7 @@ def run_command(task: Callable[[DictConfig], Any], config_name: str, entry: str,
         return run_guarded(entry, task, cfg, run_dir=hydra_output_dir)
 
     name = job_name(task)
-    checked = run_guarded(entry, preflight_config, list(sys.argv if argv is None else argv), cfg_dir, config_name,
-                          name)
+    checked = run_guarded(entry, preflight_config, list(sys.argv if argv is None else argv), cfg_dir, config_name, name)
     if checked.config is not None:
         return run_once(guarded_task, checked.config, config_name)
     from hydra import main as hydra_main

@@ -22,8 +22,21 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tasks.errors import UserError
 from tasks.run.resume import resume_run_dir
 
-_PASS_THROUGH_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--version",
-                       "--shell-completion", "-sc", "--resolve", "-p", "--package"}
+_PASS_THROUGH_FLAGS = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--info",
+    "-i",
+    "--cfg",
+    "-c",
+    "--version",
+    "--shell-completion",
+    "-sc",
+    "--resolve",
+    "-p",
+    "--package",
+}
 _PLUGINS = {
     "submitit": "the SLURM/submitit launcher needs the cluster extra: pip install -e '.[cluster]'",
     "optuna": "the Optuna sweeper needs the sweep extra: pip install -e '.[sweep]'",
@@ -95,12 +108,16 @@ def _explain(err: Exception, cfg_dir: Path, overrides: list[str], config_name: s
         except Exception:
             options, declared = [], []
         if leaf in declared:
-            return (f"'{leaf}' is a valid key of '{parent}' but this config does not set it yet, so it cannot be "
-                    f"overridden. Add it with a '+': +{given.lstrip('+~')}")
+            return (
+                f"'{leaf}' is a valid key of '{parent}' but this config does not set it yet, so it cannot be "
+                f"overridden. Add it with a '+': +{given.lstrip('+~')}"
+            )
         close = difflib.get_close_matches(leaf, sorted(set(options) | set(declared)), n=3, cutoff=0.6)
         hint = f" Did you mean '{(parent + '.') if parent else ''}{close[0]}'?" if close else ""
-        return (f"Unknown config key '{full_key}'.{hint} Valid keys under '{parent or '<root>'}': {sorted(options)}. "
-                f"(To add a new key on purpose, prefix it with '+'.)")
+        return (
+            f"Unknown config key '{full_key}'.{hint} Valid keys under '{parent or '<root>'}': {sorted(options)}. "
+            f"(To add a new key on purpose, prefix it with '+'.)"
+        )
     return text.split("\nSet the environment variable HYDRA_FULL_ERROR")[0].strip()
 
 
@@ -128,7 +145,7 @@ def sweep_jobs(parsed: list, max_jobs: int = MAX_SWEEP_CHECKS) -> list[list[str]
     jobs = []
     for i, values in enumerate(swept):
         for value in values:
-            jobs.append(fixed + firsts[:i] + [value] + firsts[i + 1:])
+            jobs.append(fixed + firsts[:i] + [value] + firsts[i + 1 :])
     return jobs
 
 
@@ -170,8 +187,9 @@ class Checked:
     config: DictConfig | None
 
 
-def preflight_config(argv: list[str], cfg_dir: Path, config_name: str = "train",
-                     job_name: str | None = None) -> Checked:
+def preflight_config(
+    argv: list[str], cfg_dir: Path, config_name: str = "train", job_name: str | None = None
+) -> Checked:
     """Compose and check the command line once; with `resume=`, the run dir to continue is set."""
     args = argv[1:]
     if any(a.split("=")[0] in _PASS_THROUGH_FLAGS for a in args):
@@ -220,8 +238,10 @@ def check_resume_file(resume: str) -> None:
         return
     kind = files.what_is(path)
     if not kind.startswith(("a zip archive (PyTorch", "a Python pickle")):
-        raise UserError(f"resume={resume}: {path} is corrupt or not a PyTorch checkpoint: it is {kind}. "
-                        "Point resume= at a run dir, its checkpoints/last.ckpt, or use resume=auto.")
+        raise UserError(
+            f"resume={resume}: {path} is corrupt or not a PyTorch checkpoint: it is {kind}. "
+            "Point resume= at a run dir, its checkpoints/last.ckpt, or use resume=auto."
+        )
 
 
 # `python -m <module>` apps that are Hydra apps, with their config name.

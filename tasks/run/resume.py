@@ -12,8 +12,9 @@ LAST = Path("checkpoints") / "last.ckpt"
 
 def latest_unfinished_run(runs_root: Path) -> Path | None:
     """The run dir under `runs_root` with the newest last.ckpt and no summary.json yet."""
-    candidates = [p.parent.parent for p in runs_root.glob(f"*/{LAST}")
-                  if not (p.parent.parent / "summary.json").exists()]
+    candidates = [
+        p.parent.parent for p in runs_root.glob(f"*/{LAST}") if not (p.parent.parent / "summary.json").exists()
+    ]
     return max(candidates, key=lambda d: (d / LAST).stat().st_mtime) if candidates else None
 
 
@@ -26,8 +27,10 @@ def resume_run_dir(resume: str | None, runs_root: Path) -> Path | None:
     path = Path(resume).expanduser().resolve()
     if path.is_dir():
         if not (path / LAST).is_file():
-            raise UserError(f"resume={resume}: {path / LAST} does not exist. Point resume= at a run dir that has "
-                            "checkpoints/last.ckpt, or at a .ckpt file.")
+            raise UserError(
+                f"resume={resume}: {path / LAST} does not exist. Point resume= at a run dir that has "
+                "checkpoints/last.ckpt, or at a .ckpt file."
+            )
         return path
     if path.is_file():
         # A checkpoint inside a run dir continues that run dir; one from elsewhere starts a new dir.

@@ -30,9 +30,12 @@ def checkpoint_paths(trainer) -> dict[str, str | None]:
     if callback is None:
         return {"best": None, "last": None}
     last = Path(callback.dirpath or "") / "last.ckpt" if callback.dirpath else None
-    return {"best": callback.best_model_path or None, "last": str(last) if last and last.is_file() else None,
-            "best_score": float(callback.best_model_score) if callback.best_model_score is not None else None,
-            "monitor": callback.monitor}
+    return {
+        "best": callback.best_model_path or None,
+        "last": str(last) if last and last.is_file() else None,
+        "best_score": float(callback.best_model_score) if callback.best_model_score is not None else None,
+        "monitor": callback.monitor,
+    }
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:

@@ -32,8 +32,10 @@ def test_the_plain_side_reads_the_frameworks_split_and_images():
 def test_the_plain_side_trains_the_frameworks_network_with_its_schedule():
     plain, framework = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
     rates = []
-    for module, make in ((plain, lambda o: startup_plain.schedule(o, 19, 10)),
-                         (framework, lambda o: cosine(o, steps_per_epoch=19, total_steps=190, warmup_epochs=1))):
+    for module, make in (
+        (plain, lambda o: startup_plain.schedule(o, 19, 10)),
+        (framework, lambda o: cosine(o, steps_per_epoch=19, total_steps=190, warmup_epochs=1)),
+    ):
         optimizer = torch.optim.SGD(module.parameters(), lr=0.05)
         scheduler, seen = make(optimizer), []
         for _ in range(190):
@@ -58,8 +60,14 @@ def test_the_plain_warps_are_the_frameworks_augmentation():
 @pytest.mark.slow
 def test_smoke_mode_runs_both_sides_and_records_their_ratio(tmp_path):
     out = tmp_path / "startup.json"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--smoke", "--results", str(out)],
-                            check=False, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.startup", "--smoke", "--results", str(out)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     record = json.loads(out.read_text())
     assert record["benchmark"] == "startup_smoke" and (record["epochs"], record["repeats"]) == (1, 1)

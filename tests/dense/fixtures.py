@@ -25,8 +25,15 @@ def make_celebamask(root: Path) -> None:
     (root / "CelebA-HQ-img").mkdir(parents=True)
     (root / "CelebAMask-HQ-mask-anno" / "0").mkdir(parents=True)
     (root / "mask").mkdir()
-    rows = ["idx orig_idx orig_file", "0 119613 119614.jpg", "1 170000 170001.jpg", "2 190000 190001.jpg", "3 5 6.jpg",
-            "4 190002 190003.jpg", "5 200000 200001.jpg"]
+    rows = [
+        "idx orig_idx orig_file",
+        "0 119613 119614.jpg",
+        "1 170000 170001.jpg",
+        "2 190000 190001.jpg",
+        "3 5 6.jpg",
+        "4 190002 190003.jpg",
+        "5 200000 200001.jpg",
+    ]
     (root / "CelebA-HQ-to-CelebA-mapping.txt").write_text("\n".join(rows) + "\n")
     for name, ids in (("train", [1, 3]), ("val", [0]), ("test", [2])):
         # no final newline, as RepFusion's script writes them
@@ -34,10 +41,33 @@ def make_celebamask(root: Path) -> None:
     rng = np.random.default_rng(0)
     for i in range(6):
         Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(root / "CelebA-HQ-img" / f"{i}.jpg")
-    boxes = {"skin": (4, 4, 28, 28), "hair": (24, 0, 32, 32), "cloth": (0, 26, 32, 32), "l_eye": (8, 12, 12, 14),
-             "r_eye": (20, 12, 24, 14)}
-    repfusion = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r", "nose", "mouth",
-                 "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat")
+    boxes = {
+        "skin": (4, 4, 28, 28),
+        "hair": (24, 0, 32, 32),
+        "cloth": (0, 26, 32, 32),
+        "l_eye": (8, 12, 12, 14),
+        "r_eye": (20, 12, 24, 14),
+    }
+    repfusion = (
+        "skin",
+        "l_brow",
+        "r_brow",
+        "l_eye",
+        "r_eye",
+        "eye_g",
+        "l_ear",
+        "r_ear",
+        "ear_r",
+        "nose",
+        "mouth",
+        "u_lip",
+        "l_lip",
+        "neck",
+        "neck_l",
+        "cloth",
+        "hair",
+        "hat",
+    )
     for i in range(6):
         merged = np.zeros((32, 32), np.uint8)
         for name, (x0, y0, x1, y1) in boxes.items():
@@ -61,15 +91,22 @@ def wflw_faces(seed: int = 1) -> list[dict]:
         box = (40.0 + n, 30.0, 100.0 + n, 90.0)  # 60 x 60 face rectangle
         points = rng.uniform((box[0] + 3, box[1] + 5), (box[2] - 7, box[3] - 2), (98, 2))
         points[60], points[72] = (55.25 + n, 50.5), (85.75 + n, 50.5)  # outer eye corners
-        faces.append({"split": "train" if n < 3 else "test", "box": box, "points": points, "attributes": attr,
-                      "image": f"0--Parade/0_Parade_marchingband_1_{n}.jpg"})
+        faces.append(
+            {
+                "split": "train" if n < 3 else "test",
+                "box": box,
+                "points": points,
+                "attributes": attr,
+                "image": f"0--Parade/0_Parade_marchingband_1_{n}.jpg",
+            }
+        )
     return faces
 
 
 def _draw(root: Path, face: dict) -> None:
     picture = np.zeros((120, 160, 3), np.uint8)
     x, y = face["points"][60].round().astype(int)
-    picture[y - 1:y + 2, x - 1:x + 2] = 255  # a 3x3 dot centred on point 60
+    picture[y - 1 : y + 2, x - 1 : x + 2] = 255  # a 3x3 dot centred on point 60
     path = root / face["image"]
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(picture).save(path, quality=100)
@@ -93,8 +130,9 @@ def make_wflw(root: Path, subsets: bool = True) -> list[dict]:
         folder.mkdir()
         test = [f for f in faces if f["split"] == "test"]
         for bit, name in enumerate(WFLW_SUBSETS):
-            rows = [" ".join([f"{v:.6f}" for v in f["points"].ravel()] + [f["image"]])
-                    for f in test if f["attributes"][bit]]
+            rows = [
+                " ".join([f"{v:.6f}" for v in f["points"].ravel()] + [f["image"]]) for f in test if f["attributes"][bit]
+            ]
             (folder / f"list_98pt_test_{name}.txt").write_text("\n".join(rows) + ("\n" if rows else ""))
     return faces
 
@@ -108,9 +146,20 @@ def _coco(faces: list[dict]) -> dict:
         scale = math.ceil(max(x2 - x1, y2 - y1)) / 200
         images.append({"id": n, "file_name": face["image"], "height": 120, "width": 160})
         keypoints = np.concatenate([points, np.ones((98, 1))], 1).ravel().tolist()
-        annotations.append({"keypoints": keypoints, "image_id": n, "id": n, "num_keypoints": 98, "iscrowd": 0,
-                            "bbox": [x1, y1, (x2 - x1) / scale, (y2 - y1) / scale], "area": (x2 - x1) * (y2 - y1),
-                            "category_id": 1, "center": [(x1 + x2) / 2, (y1 + y2) / 2], "scale": scale})
+        annotations.append(
+            {
+                "keypoints": keypoints,
+                "image_id": n,
+                "id": n,
+                "num_keypoints": 98,
+                "iscrowd": 0,
+                "bbox": [x1, y1, (x2 - x1) / scale, (y2 - y1) / scale],
+                "area": (x2 - x1) * (y2 - y1),
+                "category_id": 1,
+                "center": [(x1 + x2) / 2, (y1 + y2) / 2],
+                "scale": scale,
+            }
+        )
     return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "face"}]}
 
 

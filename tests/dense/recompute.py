@@ -37,8 +37,9 @@ def predictions(overrides: list[str], run_dir: Path, summary: dict, limit: int |
     return outputs, batches
 
 
-def miou(preds: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int,
-         ignore: int = 255) -> tuple[float, np.ndarray]:
+def miou(
+    preds: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int, ignore: int = 255
+) -> tuple[float, np.ndarray]:
     """mmseg's mIoU: intersections and unions summed over the whole set, classes whose union
     is empty left out of the mean."""
     inter, union = np.zeros(num_classes), np.zeros(num_classes)
@@ -53,8 +54,15 @@ def miou(preds: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int
     return float(np.nanmean(iou)), iou
 
 
-def landmark_metrics(preds: np.ndarray, target: np.ndarray, visible: np.ndarray, pair: tuple[int, int],
-                     tags: np.ndarray | None = None, subsets: tuple[str, ...] = (), threshold: float = 0.1) -> dict:
+def landmark_metrics(
+    preds: np.ndarray,
+    target: np.ndarray,
+    visible: np.ndarray,
+    pair: tuple[int, int],
+    tags: np.ndarray | None = None,
+    subsets: tuple[str, ...] = (),
+    threshold: float = 0.1,
+) -> dict:
     """mmpose's NME (over all visible points), and per image NME -> FR and AUC (trapezoid on a
     1e-5 grid of the cumulative error curve), on all images and each subset."""
     iod = np.linalg.norm(target[:, pair[0]] - target[:, pair[1]], axis=-1)

@@ -9,15 +9,26 @@ import torch
 from tests.conftest import read_summary, run_cli
 from tests.dense.recompute import landmark_metrics, miou, predictions
 
-TINY_DDP = ["trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-            "trainer.limit_test_batches=1", "trainer.num_sanity_val_steps=0", "logger=csv", "data.batch_size=8"]
+TINY_DDP = [
+    "trainer=ddp_cpu",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "logger=csv",
+    "data.batch_size=8",
+]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment,metric,extra", [
-    ("seg_digits", "test/miou", []),
-    ("landmarks_shapes", "test/nme", ["data.train_size=32", "data.val_size=16", "data.test_size=16"]),
-])
+@pytest.mark.parametrize(
+    "experiment,metric,extra",
+    [
+        ("seg_digits", "test/miou", []),
+        ("landmarks_shapes", "test/nme", ["data.train_size=32", "data.val_size=16", "data.test_size=16"]),
+    ],
+)
 def test_digits_experiments_under_ddp_cpu(experiment, metric, extra, tmp_path):
     result = run_cli([f"experiment={experiment}", *TINY_DDP, *extra, f"hydra.run.dir={tmp_path}"])
     assert result.returncode == 0, result.stderr[-3000:]

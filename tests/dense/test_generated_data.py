@@ -16,8 +16,12 @@ from tasks.data.shapes_landmarks import FLIP_INDEX, ShapesLandmarksDataModule, g
 def fake_trainer(epoch: int = 0) -> SimpleNamespace:
     """What ImageDataModule._augment_generator reads from a trainer."""
     progress = SimpleNamespace(current=SimpleNamespace(ready=0))
-    return SimpleNamespace(global_rank=0, current_epoch=epoch, training=True,
-                           fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
+    return SimpleNamespace(
+        global_rank=0,
+        current_epoch=epoch,
+        training=True,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+    )
 
 
 def test_digit_masks_class_mapping_and_ignore_band():
@@ -46,9 +50,9 @@ def test_digits_seg_splits_are_real_digits_with_consistent_masks():
     x, m = data.test_set.tensors
     assert x.shape == (270, 3, 32, 32) and m.dtype == torch.long
     ink, eps = x[:, 0], 1e-5
-    assert ((m[ink > 0.5 + eps] > 0) & (m[ink > 0.5 + eps] < 255)).all()     # ink: a digit class
-    assert (m[ink < 0.3 - eps] == 0).all()                                     # dark: background
-    assert (m[(ink > 0.3 + eps) & (ink < 0.5 - eps)] == 255).all()             # in between: ignored
+    assert ((m[ink > 0.5 + eps] > 0) & (m[ink > 0.5 + eps] < 255)).all()  # ink: a digit class
+    assert (m[ink < 0.3 - eps] == 0).all()  # dark: background
+    assert (m[(ink > 0.3 + eps) & (ink < 0.5 - eps)] == 255).all()  # in between: ignored
     # every 16x16 cell holds one digit class
     cell = m[:, :16, :16]
     classes = [set(c[(c > 0) & (c < 255)].tolist()) for c in cell]

@@ -8,8 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from tasks.data import RandomAffine
-from tasks.dense.geometry import (is_flipped, square_crop_theta, swap_labels, swap_on_flip, to_normalized, to_pixels,
-                                  transform_keypoints, warp_labels)
+from tasks.dense.geometry import (
+    is_flipped,
+    square_crop_theta,
+    swap_labels,
+    swap_on_flip,
+    to_normalized,
+    to_pixels,
+    transform_keypoints,
+    warp_labels,
+)
 
 
 def blob_image(points: torch.Tensor, size: int, sigma: float = 1.2) -> torch.Tensor:

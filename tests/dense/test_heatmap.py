@@ -7,8 +7,15 @@ import math
 import pytest
 import torch
 
-from tasks.dense.heatmap import (decode_heatmaps, encode_heatmaps, flip_heatmaps, heatmap_to_pixels, pixels_to_heatmap,
-                                 soft_argmax, weighted_heatmap_mse)
+from tasks.dense.heatmap import (
+    decode_heatmaps,
+    encode_heatmaps,
+    flip_heatmaps,
+    heatmap_to_pixels,
+    pixels_to_heatmap,
+    soft_argmax,
+    weighted_heatmap_mse,
+)
 from tasks.errors import UserError
 
 
@@ -32,8 +39,8 @@ def test_encode_golden_values():
     assert heat.shape == (1, 3, 8, 8)
     assert weight.tolist() == [[1.0, 0.0, 0.0]]  # outside and invisible points weigh nothing
     assert heat[0, 0, 2, 3].item() == 1.0
-    assert heat[0, 0, 2, 4].item() == pytest.approx(math.exp(-1 / 8))           # one cell right
-    assert heat[0, 0, 4, 5].item() == pytest.approx(math.exp(-(4 + 4) / 8))     # (2, 2) away
+    assert heat[0, 0, 2, 4].item() == pytest.approx(math.exp(-1 / 8))  # one cell right
+    assert heat[0, 0, 4, 5].item() == pytest.approx(math.exp(-(4 + 4) / 8))  # (2, 2) away
     assert heat[0, 1].abs().sum().item() == 0 and heat[0, 2].abs().sum().item() == 0
 
 
@@ -86,8 +93,8 @@ def test_flipped_image_heatmaps_flip_back_exactly():
     points = random_points(10, 3, 64, seed=5)
     flip_index = torch.tensor([2, 1, 0])
     mirrored = points.clone()
-    mirrored[..., 0] = 63 - points[..., 0]        # x -> W - 1 - x
-    mirrored = mirrored[:, flip_index]            # left becomes right
+    mirrored[..., 0] = 63 - points[..., 0]  # x -> W - 1 - x
+    mirrored = mirrored[:, flip_index]  # left becomes right
     ones = torch.ones(10, 3)
     original, _ = encode_heatmaps(points, ones, (16, 16), 4)
     flipped, _ = encode_heatmaps(mirrored, ones, (16, 16), 4)

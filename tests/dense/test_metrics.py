@@ -14,10 +14,13 @@ from tasks.heads import FCNHead
 from tasks.segmentation import SegmentationModule
 
 # Two faces, three points; the normaliser pair is (0, 1).
-TARGET = torch.tensor([[[0.0, 0.0], [4.0, 0.0], [2.0, 3.0]],
-                       [[0.0, 0.0], [0.0, 10.0], [5.0, 5.0]]])
-PRED = torch.tensor([[[0.0, 0.0], [4.0, 3.0], [2.0, 3.0]],      # errors 0, 3, 0 -> mean 1
-                     [[6.0, 8.0], [0.0, 10.0], [99.0, 99.0]]])  # errors 10, 0, (invisible) -> mean 5
+TARGET = torch.tensor([[[0.0, 0.0], [4.0, 0.0], [2.0, 3.0]], [[0.0, 0.0], [0.0, 10.0], [5.0, 5.0]]])
+PRED = torch.tensor(
+    [
+        [[0.0, 0.0], [4.0, 3.0], [2.0, 3.0]],  # errors 0, 3, 0 -> mean 1
+        [[6.0, 8.0], [0.0, 10.0], [99.0, 99.0]],
+    ]
+)  # errors 10, 0, (invisible) -> mean 5
 VISIBLE = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
 
 
@@ -56,9 +59,12 @@ def test_nme_rejects_bad_normaliser():
 
 
 def _segmenter(num_classes: int) -> SegmentationModule:
-    return SegmentationModule({"name": "resnet18", "small_input_stem": True},
-                              functools.partial(FCNHead, head_channels=8),
-                              num_classes, functools.partial(torch.optim.SGD, lr=0.1))
+    return SegmentationModule(
+        {"name": "resnet18", "small_input_stem": True},
+        functools.partial(FCNHead, head_channels=8),
+        num_classes,
+        functools.partial(torch.optim.SGD, lr=0.1),
+    )
 
 
 def test_miou_by_hand_with_ignore_and_an_absent_class():

@@ -49,9 +49,12 @@ def test_fcn_head_and_its_stage_check():
 def test_heatmap_heads_on_resnet_and_hrnet():
     resnet = LandmarkModule({"name": "resnet18"}, functools.partial(HeatmapHead, deconv_channels=[32, 32, 32]), 15, SGD)
     assert resnet.head_forward(torch.randn(2, 3, 64, 64)).shape == (2, 15, 16, 16)  # stride 32 / 2^3 = 4
-    hrnet = LandmarkModule({"name": "hrnet_w18_small", "head": ""},
-                           functools.partial(HeatmapHead, in_indices=[1, 2, 3, 4], deconv_channels=[], extra_convs=1),
-                           98, SGD)
+    hrnet = LandmarkModule(
+        {"name": "hrnet_w18_small", "head": ""},
+        functools.partial(HeatmapHead, in_indices=[1, 2, 3, 4], deconv_channels=[], extra_convs=1),
+        98,
+        SGD,
+    )
     assert hrnet.head_forward(torch.randn(1, 3, 64, 64)).shape == (1, 98, 16, 16)  # HRNetV2: stride 4
 
 
@@ -85,12 +88,20 @@ def test_landmarks_start_from_a_stage1_checkpoint_with_prefix(tmp_path):
     state = {f"student.backbone.{k}": v for k, v in student.state_dict().items()}
     state["adapter.0.weight"] = torch.zeros(4, 512, 1, 1)
     torch.save({"state_dict": state}, tmp_path / "stage1.ckpt")
-    module = LandmarkModule({**SMALL, "init": str(tmp_path / "stage1.ckpt"), "init_prefix": "student.backbone."},
-                            functools.partial(HeatmapHead), 15, SGD)
+    module = LandmarkModule(
+        {**SMALL, "init": str(tmp_path / "stage1.ckpt"), "init_prefix": "student.backbone."},
+        functools.partial(HeatmapHead),
+        15,
+        SGD,
+    )
     _same_weights(module.backbone, student.state_dict())
     with pytest.raises(UserError, match="prefix"):
-        LandmarkModule({**SMALL, "init": str(tmp_path / "stage1.ckpt"), "init_prefix": "teacher."},
-                       functools.partial(HeatmapHead), 15, SGD)
+        LandmarkModule(
+            {**SMALL, "init": str(tmp_path / "stage1.ckpt"), "init_prefix": "teacher."},
+            functools.partial(HeatmapHead),
+            15,
+            SGD,
+        )
 
 
 def test_seg_digits_runs_end_to_end_from_an_export(tmp_path):
@@ -131,5 +142,14 @@ def test_landmarks_shapes_runs_end_to_end_from_an_export(tmp_path):
 
 def test_keypoint_count_mismatch_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="num_keypoints=98"):
-        run_in_process(["experiment=landmarks_shapes", *TINY, "model.num_keypoints=98", "data.train_size=16",
-                        "data.val_size=8", "data.test_size=8"], tmp_path / "run")
+        run_in_process(
+            [
+                "experiment=landmarks_shapes",
+                *TINY,
+                "model.num_keypoints=98",
+                "data.train_size=16",
+                "data.val_size=8",
+                "data.test_size=8",
+            ],
+            tmp_path / "run",
+        )

@@ -19,8 +19,26 @@ from tests.conftest import TINY, run_in_process
 from tests.dense.fixtures import make_celebamask, make_wflw, make_wflw_mmpose
 from tests.dense.recompute import landmark_metrics, miou, predictions
 
-REPFUSION_CLASSES = ("skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r", "nose", "mouth",
-                     "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat")  # RepFusion's CelebAHQMask.CLASSES
+REPFUSION_CLASSES = (
+    "skin",
+    "l_brow",
+    "r_brow",
+    "l_eye",
+    "r_eye",
+    "eye_g",
+    "l_ear",
+    "r_ear",
+    "ear_r",
+    "nose",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "neck",
+    "neck_l",
+    "cloth",
+    "hair",
+    "hat",
+)  # RepFusion's CelebAHQMask.CLASSES
 
 
 def celeba(root, **kwargs) -> CelebAMaskDataModule:
@@ -36,10 +54,10 @@ def test_celebamask_default_is_repfusions_18_parts_without_background(tmp_path):
     assert (data.train_set.indices, data.val_set.indices, data.test_set.indices) == ([0, 3], [1], [2, 4, 5])
     x, labels = data.val_set[0]
     assert x.shape == (3, 32, 32) and labels.dtype == torch.int64
-    assert labels[2, 2].item() == 255                              # background is ignored
+    assert labels[2, 2].item() == 255  # background is ignored
     assert (labels[20, 20].item(), labels[13, 10].item(), labels[13, 22].item()) == (0, 3, 4)  # skin, l_eye, r_eye
     assert labels[30, 10].item() == 15 and labels[2, 28].item() == 16  # cloth, hair
-    assert labels[30, 30].item() == 16                             # hair is drawn after cloth in RepFusion's order
+    assert labels[30, 30].item() == 16  # hair is drawn after cloth in RepFusion's order
 
 
 def test_celebamask_authors_order_with_background_restores_the_previous_labels(tmp_path):
@@ -49,7 +67,7 @@ def test_celebamask_authors_order_with_background_restores_the_previous_labels(t
     assert data.flip_pairs == ((4, 5), (6, 7), (8, 9))
     _, labels = data.val_set[0]
     assert (labels[2, 2].item(), labels[20, 20].item(), labels[2, 28].item(), labels[13, 10].item()) == (0, 1, 13, 4)
-    assert labels[30, 30].item() == 18                             # cloth last in the authors' order
+    assert labels[30, 30].item() == 18  # cloth last in the authors' order
     # without background, the authors' order keeps its indices minus one
     assert celeba(tmp_path, class_order="authors").val_set[0][1][30, 30].item() == 17
 
@@ -185,10 +203,36 @@ def test_wflw_mmpose_augmentation_crops_from_a_wider_context(tmp_path):
 
 def test_wflw_flip_pairs_match_mmpose():
     # mmpose's WFLW dataset info, written out: contour, brows, nose, eyes, mouth, pupils.
-    pairs = [(i, 32 - i) for i in range(16)] + [(33, 46), (34, 45), (35, 44), (36, 43), (37, 42), (38, 50), (39, 49),
-                                                  (40, 48), (41, 47), (55, 59), (56, 58), (60, 72), (61, 71), (62, 70),
-                                                  (63, 69), (64, 68), (65, 75), (66, 74), (67, 73), (76, 82), (77, 81),
-                                                  (78, 80), (83, 87), (84, 86), (88, 92), (89, 91), (93, 95), (96, 97)]
+    pairs = [(i, 32 - i) for i in range(16)] + [
+        (33, 46),
+        (34, 45),
+        (35, 44),
+        (36, 43),
+        (37, 42),
+        (38, 50),
+        (39, 49),
+        (40, 48),
+        (41, 47),
+        (55, 59),
+        (56, 58),
+        (60, 72),
+        (61, 71),
+        (62, 70),
+        (63, 69),
+        (64, 68),
+        (65, 75),
+        (66, 74),
+        (67, 73),
+        (76, 82),
+        (77, 81),
+        (78, 80),
+        (83, 87),
+        (84, 86),
+        (88, 92),
+        (89, 91),
+        (93, 95),
+        (96, 97),
+    ]
     expected = list(range(98))
     for a, b in pairs:
         expected[a], expected[b] = b, a
@@ -214,9 +258,16 @@ FIXTURE_DATA = ["data.num_workers=0", "data.pin_memory=false", "data.batch_size=
 @pytest.mark.slow
 def test_celebamask_recipe_logs_mmsegs_miou(tmp_path):
     make_celebamask(tmp_path / "celeba")
-    overrides = ["experiment=seg_celebamask", *TINY, f"data.root={tmp_path / 'celeba'}", "data.image_size=64",
-                 "data.crop_size=48", *FIXTURE_DATA, "trainer.val_check_interval=1.0",
-                 "trainer.check_val_every_n_epoch=1"]
+    overrides = [
+        "experiment=seg_celebamask",
+        *TINY,
+        f"data.root={tmp_path / 'celeba'}",
+        "data.image_size=64",
+        "data.crop_size=48",
+        *FIXTURE_DATA,
+        "trainer.val_check_interval=1.0",
+        "trainer.check_val_every_n_epoch=1",
+    ]
     summary = run_in_process(overrides, tmp_path / "seg")
     preds, batches = predictions(overrides, tmp_path / "seg", summary)
     expected, per_class = miou(preds, [b[0] for b in batches], 18)
@@ -230,8 +281,14 @@ def test_celebamask_recipe_logs_mmsegs_miou(tmp_path):
 @pytest.mark.slow
 def test_wflw_recipe_logs_mmposes_nme_and_the_subset_report(tmp_path):
     make_wflw(tmp_path / "wflw")
-    overrides = ["experiment=landmarks_wflw", *TINY, f"data.root={tmp_path / 'wflw'}", "data.image_size=64",
-                 *FIXTURE_DATA, "model.backbone.name=resnet18"]
+    overrides = [
+        "experiment=landmarks_wflw",
+        *TINY,
+        f"data.root={tmp_path / 'wflw'}",
+        "data.image_size=64",
+        *FIXTURE_DATA,
+        "model.backbone.name=resnet18",
+    ]
     summary = run_in_process(overrides, tmp_path / "lm")
     preds, batches = predictions(overrides, tmp_path / "lm", summary)
     points, visible, tags = (torch.cat([b[i] for b in batches]).numpy() for i in range(3))

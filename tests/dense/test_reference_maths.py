@@ -30,8 +30,10 @@ SMALL = {"name": "resnet18", "small_input_stem": True}
 # --- mIoU (mmseg: intersections and unions summed over the set, empty unions left out) -------------
 def test_miou_on_an_accumulated_confusion_matrix_with_absent_classes():
     module = SegmentationModule(SMALL, functools.partial(FCNHead, head_channels=8), 5, SGD)
-    batches = [(torch.tensor([[0, 1, 1, 2, 3]]), torch.tensor([[0, 0, 1, 1, 255]])),   # (pred, target)
-               (torch.tensor([[0, 3, 0, 1]]), torch.tensor([[0, 3, 3, 1]]))]
+    batches = [
+        (torch.tensor([[0, 1, 1, 2, 3]]), torch.tensor([[0, 0, 1, 1, 255]])),  # (pred, target)
+        (torch.tensor([[0, 3, 0, 1]]), torch.tensor([[0, 3, 3, 1]])),
+    ]
     for pred, target in batches:
         module.miou["test"](pred, target)
         module.test_iou(pred, target)
@@ -93,19 +95,25 @@ def test_failure_rate_and_auc_at_10_percent():
 # --- MSRA targets (mmpose TopDownGenerateTarget, encoding="MSRA") ------------------------------------
 def test_msra_targets_round_the_centre_cut_at_3_sigma_and_keep_weights_near_the_border():
     g = lambda d2: math.exp(-d2 / 8)  # noqa: E731  sigma 2
-    points = torch.tensor([[[13.9, 6.1],      # x/4 = 3.475 -> int(3.975) = 3; y/4 = 1.525 -> int(2.025) = 2
-                            [-10.0, 20.0],    # x/4 + 0.5 = -2.0 -> mu_x = -2 (off the map, window -8..4 on it)
-                            [-27.0, 20.0],    # -6.25 -> int() = -6, not floor's -7: the window reaches column 0
-                            [-31.0, 20.0],    # -7.25 -> -7: window -13..-1, none on the map, weight still 1
-                            [-35.0, 20.0],    # -8.25 -> -8: window ends at -2 < 0 -> weight 0
-                            [30.0, 30.0]]])   # invisible -> weight 0
+    points = torch.tensor(
+        [
+            [
+                [13.9, 6.1],  # x/4 = 3.475 -> int(3.975) = 3; y/4 = 1.525 -> int(2.025) = 2
+                [-10.0, 20.0],  # x/4 + 0.5 = -2.0 -> mu_x = -2 (off the map, window -8..4 on it)
+                [-27.0, 20.0],  # -6.25 -> int() = -6, not floor's -7: the window reaches column 0
+                [-31.0, 20.0],  # -7.25 -> -7: window -13..-1, none on the map, weight still 1
+                [-35.0, 20.0],  # -8.25 -> -8: window ends at -2 < 0 -> weight 0
+                [30.0, 30.0],
+            ]
+        ]
+    )  # invisible -> weight 0
     visible = torch.tensor([[1.0, 1, 1, 1, 1, 0]])
     heat, weight = encode_msra(points, visible, (16, 16), stride=4, sigma=2)
     assert weight.tolist() == [[1, 1, 1, 1, 0, 0]]
     h = heat[0]
     assert h[0, 2, 3] == 1 and h[0, 2, 5].item() == pytest.approx(g(4)) and h[0, 4, 5].item() == pytest.approx(g(8))
     assert h[0, 2, 9].item() == pytest.approx(g(36)) and h[0, 2, 10] == 0 and h[0, 9, 3] == 0  # 3-sigma square cut
-    assert h[0, 8, 9].item() == pytest.approx(g(72))                                           # a square, not a disc
+    assert h[0, 8, 9].item() == pytest.approx(g(72))  # a square, not a disc
     assert h[1, 5, 0].item() == pytest.approx(g(4)) and h[1, 5, 4].item() == pytest.approx(g(36)) and h[1, 5, 5] == 0
     assert h[2, 5, 0].item() == pytest.approx(g(36)) and h[2, 5, 1] == 0
     assert h[3].abs().sum() == 0 and h[4].abs().sum() == 0 and h[5].abs().sum() == 0
@@ -121,15 +129,18 @@ def peaked(px: int, py: int, right: float, left: float, down: float, up: float, 
     return heat
 
 
-@pytest.mark.parametrize("px,py,expected", [
-    (4, 4, (4.25, 3.75)),   # inside: a quarter cell towards the higher neighbour on each axis
-    (6, 4, (6.25, 3.75)),   # px = W - 2 still refines
-    (1, 4, (1.0, 4.0)),     # px = 1: mmpose asks 1 < px, so neither axis moves
-    (4, 1, (4.0, 1.0)),     # py = 1: likewise
-    (4, 6, (4.25, 5.75)),
-    (0, 4, (0.0, 4.0)),
-    (7, 4, (7.0, 4.0)),
-])
+@pytest.mark.parametrize(
+    "px,py,expected",
+    [
+        (4, 4, (4.25, 3.75)),  # inside: a quarter cell towards the higher neighbour on each axis
+        (6, 4, (6.25, 3.75)),  # px = W - 2 still refines
+        (1, 4, (1.0, 4.0)),  # px = 1: mmpose asks 1 < px, so neither axis moves
+        (4, 1, (4.0, 1.0)),  # py = 1: likewise
+        (4, 6, (4.25, 5.75)),
+        (0, 4, (0.0, 4.0)),
+        (7, 4, (7.0, 4.0)),
+    ],
+)
 def test_quarter_offset_follows_mmpose_at_the_map_border(px, py, expected):
     heat = peaked(px, py, right=0.6, left=0.3, down=0.2, up=0.5)
     decoded, score = decode_heatmaps(heat, stride=4, refine="quarter", encoding="msra")
@@ -156,21 +167,107 @@ def test_taylor_decoding_of_msra_targets_returns_the_rounded_centre(blur_kernel)
 
 # --- flip test of an ideal model ----------------------------------------------------------------------
 # x positions whose x / 4 + 0.5 and (255 - x) / 4 + 0.5 stay 0.02 cells away from an integer (no rounding ties).
-XS = [60.3, 64.01, 67.72, 71.43, 75.14, 78.85, 82.56, 86.27, 93.69, 97.4, 101.11, 104.82, 108.53, 112.24, 115.95,
-      119.66, 123.37, 127.08, 130.79, 134.5, 138.21, 141.92, 145.63, 149.34, 156.76, 160.47, 164.18, 167.89, 171.6,
-      175.31, 179.02, 182.73, 186.44, 190.15, 193.86, 197.57, 201.28, 208.7, 212.41, 216.12]
+XS = [
+    60.3,
+    64.01,
+    67.72,
+    71.43,
+    75.14,
+    78.85,
+    82.56,
+    86.27,
+    93.69,
+    97.4,
+    101.11,
+    104.82,
+    108.53,
+    112.24,
+    115.95,
+    119.66,
+    123.37,
+    127.08,
+    130.79,
+    134.5,
+    138.21,
+    141.92,
+    145.63,
+    149.34,
+    156.76,
+    160.47,
+    164.18,
+    167.89,
+    171.6,
+    175.31,
+    179.02,
+    182.73,
+    186.44,
+    190.15,
+    193.86,
+    197.57,
+    201.28,
+    208.7,
+    212.41,
+    216.12,
+]
 # mmpose 0.29 (MSRA targets of the true point and of the mirrored point, flip_back, shift_heatmap, average,
 # post_process="default", transform_preds), computed in a scratch copy of its formulas:
-MMPOSE_FLIP_X = [60.0, 64.0, 68.0, 72.0, 76.0, 80.0, 84.0, 88.0, 93.0, 97.0, 101.0, 104.0, 108.0, 112.0, 116.0, 120.0,
-                 124.0, 128.0, 132.0, 136.0, 140.0, 141.0, 145.0, 149.0, 156.0, 160.0, 164.0, 168.0, 172.0, 176.0,
-                 180.0, 184.0, 188.0, 192.0, 193.0, 197.0, 201.0, 208.0, 212.0, 216.0]
+MMPOSE_FLIP_X = [
+    60.0,
+    64.0,
+    68.0,
+    72.0,
+    76.0,
+    80.0,
+    84.0,
+    88.0,
+    93.0,
+    97.0,
+    101.0,
+    104.0,
+    108.0,
+    112.0,
+    116.0,
+    120.0,
+    124.0,
+    128.0,
+    132.0,
+    136.0,
+    140.0,
+    141.0,
+    145.0,
+    149.0,
+    156.0,
+    160.0,
+    164.0,
+    168.0,
+    172.0,
+    176.0,
+    180.0,
+    184.0,
+    188.0,
+    192.0,
+    193.0,
+    197.0,
+    201.0,
+    208.0,
+    212.0,
+    216.0,
+]
 
 
 def ideal_landmarker(encoding: str, decode: str, shift: bool) -> LandmarkModule:
     """A landmark module whose head returns the training target of the one point drawn in the
     image (a Gaussian blob whose centroid it reads), so only the flip-test maths acts."""
-    module = LandmarkModule(SMALL, functools.partial(HeatmapHead, deconv_channels=[]), 1, SGD, target_encoding=encoding,
-                            decode=decode, flip_test=True, shift_heatmap=shift).eval()
+    module = LandmarkModule(
+        SMALL,
+        functools.partial(HeatmapHead, deconv_channels=[]),
+        1,
+        SGD,
+        target_encoding=encoding,
+        decode=decode,
+        flip_test=True,
+        shift_heatmap=shift,
+    ).eval()
     module.flip_index = torch.tensor([0])
 
     def head_forward(x: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,9 @@ def factors(make, steps: list[int], **kwargs) -> list[float]:
 
 
 def test_poly_warmup_starts_at_the_ratio_of_the_scheduled_lr():
-    kw = dict(steps_per_epoch=1000, total_steps=160000, power=0.9, min_lr_ratio=0.02, warmup_steps=1000,
-              warmup_ratio=0.1)
+    kw = dict(
+        steps_per_epoch=1000, total_steps=160000, power=0.9, min_lr_ratio=0.02, warmup_steps=1000, warmup_ratio=0.1
+    )
     regular = [0.02 + 0.98 * (1 - s / 160000) ** 0.9 for s in (0, 500, 999, 1000, 80000)]
     got = factors(poly, [0, 500, 999, 1000, 80000], **kw)
     warm = [0.1, 0.55, 1 - 0.9 / 1000, 1.0, 1.0]
@@ -28,8 +29,9 @@ def test_poly_warmup_starts_at_the_ratio_of_the_scheduled_lr():
 
 
 def test_step_schedule_with_mmposes_500_iteration_warmup():
-    kw = dict(steps_per_epoch=100, total_steps=6000, milestones=[40, 55], gamma=0.1, warmup_steps=500,
-              warmup_ratio=0.001)
+    kw = dict(
+        steps_per_epoch=100, total_steps=6000, milestones=[40, 55], gamma=0.1, warmup_steps=500, warmup_ratio=0.001
+    )
     got = factors(multistep, [0, 250, 500, 3999, 4000, 5500], **kw)
     assert got == pytest.approx([0.001, 1 - 0.999 * 0.5, 1.0, 1.0, 0.1, 0.01])
     epochs = factors(multistep, [0, 849, 850], **{**kw, "warmup": "plain", "warmup_epochs": 8.5})

@@ -28,8 +28,9 @@ def test_label_maps_resize_with_cv2s_nearest_rule():
 
 def test_small_resizes_are_padded_with_the_mean_colour_and_the_ignore_index():
     x, labels = torch.rand(2, 3, 32, 32), torch.randint(0, 5, (2, 32, 32))
-    pipeline = ResizeCropFlip(crop_size=24, ratio_range=(0.5, 0.5), cat_max_ratio=1.0, flip_prob=0.0, photometric=None,
-                              pad_value=MEAN)
+    pipeline = ResizeCropFlip(
+        crop_size=24, ratio_range=(0.5, 0.5), cat_max_ratio=1.0, flip_prob=0.0, photometric=None, pad_value=MEAN
+    )
     image, label = pipeline(x, labels, generator())
     assert image.shape == (2, 3, 24, 24) and label.shape == (2, 24, 24)
     # resized to 16 x 16 (bilinear with half-pixel centres, as cv2.resize), at the top left; padding after it
@@ -54,16 +55,16 @@ def test_crops_come_from_the_resized_image_at_the_drawn_offset():
     for seed in range(5):
         image, label = pipeline(x, labels, generator(seed))
         top, left = divmod(int(label[0, 0, 0]), 8)
-        assert torch.equal(label[0], labels[0, top:top + 4, left:left + 4])
-        assert torch.allclose(image[0], x[0, :, top:top + 4, left:left + 4], atol=1e-6)
+        assert torch.equal(label[0], labels[0, top : top + 4, left : left + 4])
+        assert torch.allclose(image[0], x[0, :, top : top + 4, left : left + 4], atol=1e-6)
 
 
 def test_cat_max_ratio_redraws_crops_dominated_by_one_class():
     labels = torch.zeros(3, 64, 64, dtype=torch.long)
-    labels[0, 0:12, 40:48] = 1       # sample 0: candidate 0 sees class 0 only; candidate 1 holds 96 px of class 1
-    labels[1] = 2                    # sample 1: one class everywhere, every candidate fails: the 11th is used
-    labels[2, :, :] = 255            # sample 2: 100 px of class 0, 20 of class 1, the rest ignored:
-    labels[2, 0:10, 0:10] = 0        # 100 / 120 > 0.75 although class 0 covers 100 / 256 of the crop
+    labels[0, 0:12, 40:48] = 1  # sample 0: candidate 0 sees class 0 only; candidate 1 holds 96 px of class 1
+    labels[1] = 2  # sample 1: one class everywhere, every candidate fails: the 11th is used
+    labels[2, :, :] = 255  # sample 2: 100 px of class 0, 20 of class 1, the rest ignored:
+    labels[2, 0:10, 0:10] = 0  # 100 / 120 > 0.75 although class 0 covers 100 / 256 of the crop
     labels[2, 10:12, 0:10] = 1
     offsets = torch.zeros(3, 11, 2, dtype=torch.long)
     offsets[0, 0], offsets[0, 1] = torch.tensor([30, 0]), torch.tensor([0, 36])

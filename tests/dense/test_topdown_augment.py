@@ -15,7 +15,7 @@ from tests.dense.test_geometry import blob_image, centroid
 def draws(augment: TopDownScaleRotation, n: int = 20000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(angle in degrees, scale, flipped) of n sampled warps."""
     theta = augment.sample_theta(n, 96, torch.Generator().manual_seed(0), torch.device("cpu")).double()
-    linear = theta[:, :, :2] * augment.context                  # scale * R(angle) * diag(flip, 1)
+    linear = theta[:, :, :2] * augment.context  # scale * R(angle) * diag(flip, 1)
     scale = linear.det().abs().sqrt()
     angle = torch.atan2(-linear[:, 0, 1], linear[:, 1, 1]) * 180 / math.pi
     return angle, scale, is_flipped(theta)
@@ -25,7 +25,7 @@ def test_identity_draw_keeps_the_centre_on_pixel_s_over_2():
     still = TopDownScaleRotation(rot_prob=0.0, scale_factor=0.0, flip_prob=0.0, context=2.0)
     theta = still.sample_theta(1, 96, torch.Generator().manual_seed(0), torch.device("cpu"))
     assert torch.allclose(theta, torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]]))
-    point = torch.tensor([[[48 + 5.5, 48 - 3.0]]])          # 5.5 px right of and 3 px above the context centre
+    point = torch.tensor([[[48 + 5.5, 48 - 3.0]]])  # 5.5 px right of and 3 px above the context centre
     assert torch.allclose(transform_keypoints(point, theta, (96, 96), (48, 48)), torch.tensor([[[24 + 5.5, 24 - 3.0]]]))
     flip = TopDownScaleRotation(rot_prob=0.0, scale_factor=0.0, flip_prob=1.0, context=2.0)
     mirrored = flip.sample_theta(1, 96, torch.Generator().manual_seed(0), torch.device("cpu"))
@@ -36,7 +36,7 @@ def test_identity_draw_keeps_the_centre_on_pixel_s_over_2():
 def test_keypoints_follow_the_warped_context_crop():
     augment = TopDownScaleRotation()
     g = torch.Generator().manual_seed(1)
-    points = 34 + torch.rand(16, 3, 2, generator=g) * 28           # near the centre of a 96-pixel context crop
+    points = 34 + torch.rand(16, 3, 2, generator=g) * 28  # near the centre of a 96-pixel context crop
     theta = augment.sample_theta(16, 96, g, torch.device("cpu"))
     warped = augment.warp(blob_image(points, 96), theta)
     assert warped.shape == (16, 3, 48, 48)

@@ -40,8 +40,12 @@ def tiny_spec(stages) -> Path:
     from dery import search
 
     run_dir = stages["root"] / "search"
-    overrides = [f"partition={stages['partition']}", "proxy.batches=1", "proxy.batch_size=8",
-                 f"cache_dir={run_dir / 'cache'}"]
+    overrides = [
+        f"partition={stages['partition']}",
+        "proxy.batches=1",
+        "proxy.batch_size=8",
+        f"cache_dir={run_dir / 'cache'}",
+    ]
     cfg = compose_stage("search", overrides, run_dir)
     result = search.compute(cfg, run_dir)
     _write_summary(run_dir, "search", result)

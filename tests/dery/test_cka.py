@@ -18,10 +18,10 @@ def test_golden_one_dimensional():
 
 def test_golden_two_dimensional():
     # x centred: rows (-1,0),(1,0),(0,1)-(0,1/3)... computed by hand below
-    x = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 3.0]])   # centred: (-1,-1), (1,-1), (0,2)
-    y = torch.tensor([[1.0], [1.0], [4.0]])                  # centred: (-1), (-1), (2)
+    x = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 3.0]])  # centred: (-1,-1), (1,-1), (0,2)
+    y = torch.tensor([[1.0], [1.0], [4.0]])  # centred: (-1), (-1), (2)
     # X^T Y = (1 - 1 + 0, 1 + 1 + 4) = (0, 6) -> 36; X^T X = diag(2, 6) -> sqrt(4 + 36); Y^T Y = 6
-    assert linear_cka(x, y) == pytest.approx(36 / (40 ** 0.5 * 6), abs=1e-14)
+    assert linear_cka(x, y) == pytest.approx(36 / (40**0.5 * 6), abs=1e-14)
 
 
 def test_invariances_and_identity():
@@ -29,7 +29,7 @@ def test_invariances_and_identity():
     x = torch.randn(50, 7, generator=g)
     q, _ = torch.linalg.qr(torch.randn(7, 7, generator=g))
     m = cka_matrix([x, 3.5 * x @ q + 2.0, torch.randn(50, 3, generator=g)])
-    assert m[0, 1].item() == pytest.approx(1.0, abs=1e-12)     # orthogonal transform, scale, shift
+    assert m[0, 1].item() == pytest.approx(1.0, abs=1e-12)  # orthogonal transform, scale, shift
     assert torch.allclose(m.diagonal(), torch.ones(3, dtype=torch.float64))
     assert torch.equal(m, m.T) and m.dtype == torch.float64
 
@@ -52,4 +52,4 @@ def test_chunked_estimate_is_the_mean_of_chunk_ckas():
     # (x.y)^2 / (|x|^2 |y|^2) = 9 / (4 * 5.5) = 9 / 22
     assert linear_cka(x, y) == pytest.approx(9 / 22, abs=1e-15)
     assert cka_matrix([x, y])[0, 1].item() == pytest.approx(9 / 22, abs=1e-15)
-    assert chunked_cka(x, y, chunk=6) == pytest.approx(9 / 22, abs=1e-15)       # one chunk: exact
+    assert chunked_cka(x, y, chunk=6) == pytest.approx(9 / 22, abs=1e-15)  # one chunk: exact

@@ -39,19 +39,29 @@ def reloaded_accuracy(run_dir) -> float:
     from tasks.data import DigitsDataModule
 
     net = load_reassembled(run_dir / "export" / "model.json")
-    data = DigitsDataModule(batch_size=64)   # as conf/data/digits.yaml
+    data = DigitsDataModule(batch_size=64)  # as conf/data/digits.yaml
     data.setup("test")
     x, y = next(iter(data.test_dataloader()))
     with torch.no_grad():
         return (net(data.normalize(x)).argmax(1) == y).float().mean().item()
 
 
-@pytest.mark.parametrize("mode,update_bn,expect", [("frozen", False, (True, True)), ("frozen", True, (True, False)),
-                                                   ("full", False, (False, False))])
+@pytest.mark.parametrize(
+    "mode,update_bn,expect",
+    [("frozen", False, (True, True)), ("frozen", True, (True, False)), ("full", False, (False, False))],
+)
 def test_training_modes(tiny_spec, tmp_path, mode, update_bn, expect):
     run_dir = tmp_path / "run"
-    summary = run_in_process(["experiment=dery_digits", f"model.spec={tiny_spec}", f"model.mode={mode}",
-                              f"model.update_block_bn={update_bn}", *TINY], run_dir)
+    summary = run_in_process(
+        [
+            "experiment=dery_digits",
+            f"model.spec={tiny_spec}",
+            f"model.mode={mode}",
+            f"model.update_block_bn={update_bn}",
+            *TINY,
+        ],
+        run_dir,
+    )
     card = json.loads((run_dir / "export" / "model.json").read_text())
     spec = load_spec(tiny_spec)
     assert card["trainable_params"] == (spec["new_params"] if mode == "frozen" else spec["params"])
@@ -63,24 +73,33 @@ def test_training_modes(tiny_spec, tmp_path, mode, update_bn, expect):
 
 def test_class_count_must_match_the_spec(tiny_spec, tmp_path):
     with pytest.raises(UserError, match="10-class head"):
-        run_in_process(["experiment=dery_digits", f"model.spec={tiny_spec}", "model.num_classes=7", *TINY],
-                       tmp_path / "r")
+        run_in_process(
+            ["experiment=dery_digits", f"model.spec={tiny_spec}", "model.num_classes=7", *TINY], tmp_path / "r"
+        )
     with pytest.raises(UserError, match="model.mode"):
         run_in_process(["experiment=dery_digits", f"model.spec={tiny_spec}", "model.mode=half", *TINY], tmp_path / "s")
 
 
 @pytest.mark.slow
 def test_full_training_under_ddp_cpu(tiny_spec, tmp_path):
-    result = run_cli(["experiment=dery_digits", f"model.spec={tiny_spec}", "model.mode=full", "trainer=ddp_cpu", *TINY,
-                      f"hydra.run.dir={tmp_path / 'ddp'}"])
+    result = run_cli(
+        [
+            "experiment=dery_digits",
+            f"model.spec={tiny_spec}",
+            "model.mode=full",
+            "trainer=ddp_cpu",
+            *TINY,
+            f"hydra.run.dir={tmp_path / 'ddp'}",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = read_summary(tmp_path / "ddp")
-    assert "MEMBER: 2/2" in result.stdout + result.stderr          # two processes
+    assert "MEMBER: 2/2" in result.stdout + result.stderr  # two processes
     assert summary["global_step"] == 2 and "test/acc" in summary["test"]
     net = load_reassembled(tmp_path / "ddp" / "export" / "model.json")
     exported = load_file(str(tmp_path / "ddp" / "export" / "model.safetensors"))
     assert all(torch.equal(value, exported[key]) for key, value in net.state_dict().items())
-    assert _blocks_vs_zoo(load_spec(tiny_spec), exported) == (False, False)   # the blocks trained
+    assert _blocks_vs_zoo(load_spec(tiny_spec), exported) == (False, False)  # the blocks trained
 
 
 def test_random_init_control(tiny_spec, tmp_path):
@@ -88,16 +107,24 @@ def test_random_init_control(tiny_spec, tmp_path):
     from dery.spec import build_network
 
     spec = load_spec(tiny_spec)
-    zoo, one, two = build_network(spec), build_network(spec, False, random_seed=1), build_network(spec, False, random_seed=2)
+    zoo, one, two = (
+        build_network(spec),
+        build_network(spec, False, random_seed=1),
+        build_network(spec, False, random_seed=2),
+    )
     blocks = [{k: v for k, v in net.blocks.state_dict().items() if v.is_floating_point()} for net in (zoo, one, two)]
     assert blocks[0].keys() == blocks[1].keys() == blocks[2].keys()
     for key in blocks[0]:
-        if "running" not in key and blocks[0][key].std() > 0:   # weights (not BN statistics or constant inits)
-            assert not torch.equal(blocks[0][key], blocks[1][key]) and not torch.equal(blocks[1][key], blocks[2][key]), key
+        if "running" not in key and blocks[0][key].std() > 0:  # weights (not BN statistics or constant inits)
+            assert not torch.equal(blocks[0][key], blocks[1][key]) and not torch.equal(
+                blocks[1][key], blocks[2][key]
+            ), key
     # other weights; the same BN statistics, as the tiny zoo is an untrained random init too
     assert _blocks_vs_zoo(spec, {f"blocks.{k}": v for k, v in one.blocks.state_dict().items()}) == (False, True)
     with pytest.raises(UserError, match="model.init=random with model.mode=frozen"):
-        run_in_process(["experiment=dery_digits", f"model.spec={tiny_spec}", "model.init=random", *TINY], tmp_path / "r")
+        run_in_process(
+            ["experiment=dery_digits", f"model.spec={tiny_spec}", "model.init=random", *TINY], tmp_path / "r"
+        )
 
 
 def test_the_export_loads_through_the_card_registry_in_both_layouts(tiny_spec, tmp_path):

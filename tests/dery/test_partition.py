@@ -28,7 +28,7 @@ def test_block_similarity_is_input_plus_output_cka():
 
 def test_cap_counts_parameters_per_member():
     member = MemberNodes.of("m", [10, 10, 10, 10, 40], K=2, eps=0.2)
-    assert member.cap == pytest.approx(1.2 * 80 / 2)        # the paper's cap: 48
+    assert member.cap == pytest.approx(1.2 * 80 / 2)  # the paper's cap: 48
     assert [list(c) for c in member.feasible] == [[0, 4, 5]]  # (40 | 40) is the only cut within 48
     heavy = MemberNodes.of("h", [1, 1, 1, 1, 10], K=2, eps=0.2)
     # 8.4 is below the 10-parameter node: the cap rises to the smallest any 2-cut meets
@@ -50,12 +50,12 @@ def test_recovers_planted_structure_and_is_reproducible():
     sim, params = planted()
     result = partition(sim, params, K=4, eps=0.5, restarts=30, seed=3)
     cuts = list(result["cuts"].values())
-    assert cuts[0] == cuts[1] == cuts[2]                       # identical cuts in every member
-    assert result["objective"] == pytest.approx(12 * 2.0)      # every block equals its anchor: S = 1 + 1
+    assert cuts[0] == cuts[1] == cuts[2]  # identical cuts in every member
+    assert result["objective"] == pytest.approx(12 * 2.0)  # every block equals its anchor: S = 1 + 1
     sets = np.array(result["assign"]).reshape(3, 4)
     assert (sets == sets[0]).all() and sorted(sets[0]) == [0, 1, 2, 3]  # one set per stage position
     assert partition(sim, params, K=4, eps=0.5, restarts=30, seed=3) == result
-    for m, c in result["cuts"].items():                        # tiling and the cap hold
+    for c in result["cuts"].values():  # tiling and the cap hold
         assert c[0] == 0 and c[-1] == 8 and all(b - a >= 1 and 5 * (b - a) <= 1.5 * 40 / 4 for a, b in zip(c, c[1:]))
 
 
@@ -77,8 +77,8 @@ def test_partition_stage_output(stages):
     zoo = json.loads((stages["similarity"] / "zoo.json").read_text())
     assert saved["K"] == 4 and saved["restarts"] == 20 and (stages["partition"] / "plots" / "partition.png").is_file()
     covered = {(b["member"], b["stage"]) for s in saved["sets"] for b in s["blocks"]}
-    assert covered == {(m, k) for m in zoo["members"] for k in range(4)}   # every block in exactly one set
+    assert covered == {(m, k) for m in zoo["members"] for k in range(4)}  # every block in exactly one set
     for name, info in saved["members"].items():
         nodes = [n for b in info["blocks"] for n in b["nodes"]]
-        assert nodes == zoo["members"][name]["nodes"]                      # blocks tile the member in order
+        assert nodes == zoo["members"][name]["nodes"]  # blocks tile the member in order
         assert all(b["params"] <= info["cap"] for b in info["blocks"])

@@ -29,8 +29,10 @@ def _prefixes(plans) -> int:
 def test_tree_equals_each_candidate_alone_with_swin_and_drop_path():
     # timm's Swin has drop_path_rate 0.1: stochastic depth is on in NASWOT's train mode; 2 x 2
     # windows, so Swin blocks fed by a ResNet block run on several windows
-    specs = {name: {"arch": FAMILIES[name][0], "kwargs": {**FAMILIES[name][1], "num_classes": 10}, "weights": "random"}
-             for name in ("resnet", "swin")}
+    specs = {
+        name: {"arch": FAMILIES[name][0], "kwargs": {**FAMILIES[name][1], "num_classes": 10}, "weights": "random"}
+        for name in ("resnet", "swin")
+    }
     specs["swin"]["kwargs"]["window_size"] = 2
     members = load_zoo(specs, (3, 32, 32))
     pool, planner = Pool(stage_partition(members), members), Planner(members, (3, 32, 32), 10)
@@ -83,5 +85,5 @@ def test_tree_scores_only_what_the_cache_lacks(stages, tmp_path):
     cache.scores.pop(next(iter(cache.scores)))
     tree = PrefixTree(members, batches, 0)
     assert tree.scores(plans, cache, progress=False) == full
-    assert tree.evaluated_stages == len(plans[0].blocks) + 1          # one candidate: its K stages and its head
+    assert tree.evaluated_stages == len(plans[0].blocks) + 1  # one candidate: its K stages and its head
     assert json.loads((tmp_path / "scores.json").read_text()) == cache.scores

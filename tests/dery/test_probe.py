@@ -12,12 +12,17 @@ from PIL import Image
 
 from dery.probe import Probe, stratified_order
 
-DIGITS = OmegaConf.create({"_target_": "tasks.data.DigitsDataModule", "batch_size": 64,
-                           "batch_augment": {"_target_": "tasks.data.RandomAffine", "degrees": 10, "translate_px": 2}})
+DIGITS = OmegaConf.create(
+    {
+        "_target_": "tasks.data.DigitsDataModule",
+        "batch_size": 64,
+        "batch_augment": {"_target_": "tasks.data.RandomAffine", "degrees": 10, "translate_px": 2},
+    }
+)
 
 
 def test_stratified_order_takes_the_classes_in_turn():
-    labels = torch.tensor([0] * 6 + [1] * 3 + [2] * 1)        # class-sorted, as ImageNet's val
+    labels = torch.tensor([0] * 6 + [1] * 3 + [2] * 1)  # class-sorted, as ImageNet's val
     order = stratified_order(labels, 7, seed=0)
     assert [int(labels[i]) for i in order] == [0, 1, 2, 0, 1, 0, 1]
     assert len(set(order)) == 7 and stratified_order(labels, 7, seed=0) == order
@@ -28,10 +33,10 @@ def test_stratified_order_takes_the_classes_in_turn():
 def test_digits_probe_batches_are_balanced_and_not_augmented():
     probe = Probe(DIGITS, "train", 160, 32)
     for b, x in enumerate(probe.batches()):
-        classes = Counter(int(probe.labels[i]) for i in probe.indices[32 * b:32 * (b + 1)])
+        classes = Counter(int(probe.labels[i]) for i in probe.indices[32 * b : 32 * (b + 1)])
         assert sorted(classes) == list(range(10)) and max(classes.values()) - min(classes.values()) <= 1
-        images = probe.datamodule.train_set.tensors[0][probe.indices[32 * b:32 * (b + 1)]]
-        assert torch.equal(x, probe.datamodule.normalize(images))   # the stored images, normalised, nothing else
+        images = probe.datamodule.train_set.tensors[0][probe.indices[32 * b : 32 * (b + 1)]]
+        assert torch.equal(x, probe.datamodule.normalize(images))  # the stored images, normalised, nothing else
     assert b == 4
 
 
@@ -48,11 +53,18 @@ def _image_folder(root, classes=3, per_class=4):
 
 def test_image_folder_probe_uses_the_evaluation_transform(tmp_path):
     _image_folder(tmp_path)
-    cfg = OmegaConf.create({"_target_": "tasks.data.ImageFolderDataModule", "root": str(tmp_path), "image_size": 16,
-                            "num_workers": 0, "batch_size": 4})
+    cfg = OmegaConf.create(
+        {
+            "_target_": "tasks.data.ImageFolderDataModule",
+            "root": str(tmp_path),
+            "image_size": 16,
+            "num_workers": 0,
+            "batch_size": 4,
+        }
+    )
     probe = Probe(cfg, "train", 6, 6)
     first, second = next(probe.batches()), next(probe.batches())
-    assert torch.equal(first, second)                          # no random crop or flip
+    assert torch.equal(first, second)  # no random crop or flip
     assert [int(probe.labels[i]) for i in probe.indices] == [0, 1, 2, 0, 1, 2]
     path, _ = probe.dataset.items[probe.indices[0]]
     with Image.open(path) as img:

@@ -42,8 +42,8 @@ def test_silu_is_hooked_by_default_and_not_in_the_original_set():
     # SiLU(z) > 0 iff z > 0: the same codes. Per layer K = [[2, 0, 1], [0, 2, 1], [1, 1, 2]], det 4.
     x = torch.tensor([[1.0, 3.0], [-1.0, 0.5], [2.0, 0.0]])
     net = _linear_silu()
-    assert naswot(net, [x]) == pytest.approx(math.log(2**3 * 4) / 3, abs=1e-12)              # Linear + SiLU: det 2K
-    assert naswot(net, [x], hooks="original") == pytest.approx(math.log(4) / 3, abs=1e-12)   # Linear only
+    assert naswot(net, [x]) == pytest.approx(math.log(2**3 * 4) / 3, abs=1e-12)  # Linear + SiLU: det 2K
+    assert naswot(net, [x], hooks="original") == pytest.approx(math.log(4) / 3, abs=1e-12)  # Linear only
 
 
 class WindowAttention(nn.Module):
@@ -64,9 +64,9 @@ def test_hooks_removed_and_mode_restored():
     net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.GELU(), nn.Dropout(0.0), nn.Linear(8, 3)).eval()
     x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
     first = naswot(net, [x])
-    assert naswot(net, [x]) == first                       # no hook left behind that would add layers
+    assert naswot(net, [x]) == first  # no hook left behind that would add layers
     assert all(not m._forward_hooks for m in net.modules())
-    assert not net.training                                # mode restored
+    assert not net.training  # mode restored
     # scored in train mode: BN uses batch statistics, so the running mean moved
     assert not torch.equal(net[1].running_mean, torch.zeros(8))
 
@@ -91,10 +91,12 @@ def test_kernel_counts_every_code_of_every_family(member):
     (K = D everywhere), which mixing the windows of different samples would break."""
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     counted = []
-    handles = [m.register_forward_hook(lambda m, a, o: counted.append(o[0] if isinstance(o, tuple) else o))
-               for m in hooked_modules(member.model)]
+    handles = [
+        m.register_forward_hook(lambda m, a, o: counted.append(o[0] if isinstance(o, tuple) else o))
+        for m in hooked_modules(member.model)
+    ]
     model = member.model.train()
-    for m in model.modules():   # stochastic depth would treat the two identical samples apart
+    for m in model.modules():  # stochastic depth would treat the two identical samples apart
         if type(m).__name__ == "DropPath":
             m.eval()
     recorder = CodeKernel([model])
@@ -104,7 +106,7 @@ def test_kernel_counts_every_code_of_every_family(member):
             model(x)
             per_sample = sum(out.numel() for out in counted) // 2
             assert recorder.kernel.diagonal().tolist() == [per_sample, per_sample]
-            if member.family == "swin":   # the stage-0 attention runs on 16 windows per image
+            if member.family == "swin":  # the stage-0 attention runs on 16 windows per image
                 assert max(out.shape[0] for out in counted) == 2 * 16
             recorder.kernel = torch.zeros(2, 2, dtype=torch.float64)
             model(x[:1].expand(2, -1, -1, -1).contiguous())
@@ -114,4 +116,3 @@ def test_kernel_counts_every_code_of_every_family(member):
         for handle in handles:
             handle.remove()
         model.eval()
-

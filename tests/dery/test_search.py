@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from dery.blocks import Block
-from dery.flops import count_flops
-from dery.plan import Planner
 from dery.candidates import Budget, Pool, exhaustive, random_search, search
+from dery.flops import count_flops
 from dery.milp import milp
+from dery.plan import Planner
 from dery.prefix_tree import candidate_naswot, candidate_network
 from dery.probe import Probe
 from dery.search import kendall_tau, load_partition, zoo_members
@@ -60,7 +60,7 @@ def test_plan_counts_equal_the_built_network(setup, case):
     assert out.shape == (1, 10)
     assert count_parameters(net) == plan.params and flops == plan.flops
     assert plan.new_params == count_parameters(net.stem) + count_parameters(net.adapters) + count_parameters(net.head)
-    net.train()(torch.randn(4, 3, 32, 32)).sum().backward()   # trains end to end
+    net.train()(torch.randn(4, 3, 32, 32)).sum().backward()  # trains end to end
 
 
 def test_adapter_stride_follows_spatial_sizes(setup):
@@ -75,7 +75,7 @@ def test_adapter_stride_follows_spatial_sizes(setup):
     # tokens -> tokens at the same grid: LayerNorm + Linear
     vit = planner.plan(_blocks(members, [("resnet", 0, 3), ("vit", 1, 1), ("vit", 2, 2), ("vit", 3, 3)]))
     assert [p["kind"] for p in vit.parts[1:-1]] == ["conv", "linear", "linear"]
-    assert vit.parts[1]["stride"] == 1 and vit.parts[1]["dst"] == "tokens"   # resnet layer2.1: 4x4 = vit's 4x4 tokens
+    assert vit.parts[1]["stride"] == 1 and vit.parts[1]["dst"] == "tokens"  # resnet layer2.1: 4x4 = vit's 4x4 tokens
 
 
 def test_candidates_are_valid(setup):
@@ -83,7 +83,7 @@ def test_candidates_are_valid(setup):
     pool = Pool(partition, members)
     _, plans = exhaustive(pool, planner, Budget())
     assert len(plans) == sum(1 for _ in pool.candidates()) >= 2
-    for candidate in itertools.product(*pool.by_stage):   # validity: one block per set, CNN first, no CNN after a ViT
+    for candidate in itertools.product(*pool.by_stage):  # validity: one block per set, CNN first, no CNN after a ViT
         sets = [pool.set_of(b) for b in candidate]
         kinds = [pool.is_cnn(b) for b in candidate]
         assert pool.valid(candidate) == (len(set(sets)) == 4 and kinds[0] and kinds == sorted(kinds, reverse=True))
@@ -104,17 +104,17 @@ def test_random_search_draws_uniformly_from_the_feasible_set(stage_sets):
     budget = Budget(params=float(np.median([p.params for p in plans])))
     feasible = {tuple(p.blocks) for p in exhaustive(pool, planner, budget)[0]}
     assert len(feasible) == 15
-    for enumerate_limit in (10**6, 0):   # the enumerated feasible set, and rejection sampling from all combinations
+    for enumerate_limit in (10**6, 0):  # the enumerated feasible set, and rejection sampling from all combinations
         counts = dict.fromkeys(feasible, 0)
         for seed in range(300):
             drawn, _ = random_search(pool, planner, budget, 5, np.random.default_rng(seed), enumerate_limit)
-            assert len(drawn) == len({tuple(p.blocks) for p in drawn}) == 5          # 5 distinct feasible networks
+            assert len(drawn) == len({tuple(p.blocks) for p in drawn}) == 5  # 5 distinct feasible networks
             for plan in drawn:
                 counts[tuple(plan.blocks)] += 1
         # each feasible network is drawn with probability 5/15: 100 of 300 (sd 8.2)
         assert all(60 <= c <= 140 for c in counts.values()), (enumerate_limit, sorted(counts.values()))
     everything, _ = random_search(pool, planner, budget, 500, np.random.default_rng(0))
-    assert {tuple(p.blocks) for p in everything} == feasible                   # fewer than N feasible: all of them
+    assert {tuple(p.blocks) for p in everything} == feasible  # fewer than N feasible: all of them
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_milp_is_exact_where_blocks_see_non_native_sizes(non_native):
     plan = planner.plan([next(b for b in pool.by_stage[k] if b.member == m) for k, m in enumerate("grrr")])
     assert plan.shapes[1] == [64, 2, 2] and pool.members["r"].in_shapes[plan.blocks[1].start] == (64, 16, 16)
     for key, values in (("flops", sorted({p.flops for p in plans})), ("params", sorted({p.params for p in plans}))):
-        for value in values:                     # every budget at which the feasible set changes
+        for value in values:  # every budget at which the feasible set changes
             budget = Budget(**{key: float(value)})
             feasible, _ = exhaustive(pool, planner, budget)
             solved = milp(pool, planner, budget, limit=len(feasible) + 5)
@@ -152,7 +152,7 @@ def test_infeasible_budget_names_the_smallest_feasible(setup):
         with pytest.raises(UserError, match=message):
             search(pool, planner, Budget(params=smallest - 1), mode, 10, 0)
         plans, info = search(pool, planner, Budget(params=smallest), mode, 10, 0)
-        assert info["mode"] == mode and [p.params for p in plans] == [smallest]   # the bound is inclusive
+        assert info["mode"] == mode and [p.params for p in plans] == [smallest]  # the bound is inclusive
     with pytest.raises(UserError, match="search mode 'auto' is unknown"):
         search(pool, planner, Budget(), "auto", 10, 0)
     with pytest.raises(UserError, match="above enumerate_limit=10"):
@@ -163,9 +163,18 @@ def test_search_stage_keeps_the_best_naswot_and_its_spec_rebuilds_the_network(st
     from dery import search as stage
 
     budget = 3.0e5
-    cfg = compose_stage("search", [f"partition={stages['partition']}", f"budget.params={budget}", "proxy.batches=2",
-                                   "proxy.batch_size=8", f"cache_dir={tmp_path / 'cache'}"], tmp_path)
-    assert cfg.mode == "random" and cfg.random_candidates == 500   # the paper's search is the default
+    cfg = compose_stage(
+        "search",
+        [
+            f"partition={stages['partition']}",
+            f"budget.params={budget}",
+            "proxy.batches=2",
+            "proxy.batch_size=8",
+            f"cache_dir={tmp_path / 'cache'}",
+        ],
+        tmp_path,
+    )
+    assert cfg.mode == "random" and cfg.random_candidates == 500  # the paper's search is the default
     result = stage.compute(cfg, tmp_path)
     spec = load_spec(result["spec"])
     table = json.loads((tmp_path / "candidates.json").read_text())
@@ -176,8 +185,9 @@ def test_search_stage_keeps_the_best_naswot_and_its_spec_rebuilds_the_network(st
     feasible = exhaustive(pool, planner, Budget(params=budget))[0]
     assert sorted(r["blocks"] for r in table) == sorted(pool.label(p.blocks) for p in feasible)
     batches = list(Probe(cfg.data, "train", 16, 8).batches())
-    alone = {tuple(pool.label(p.blocks)): candidate_naswot(candidate_network(p, members, 0), batches, 0)
-             for p in feasible}
+    alone = {
+        tuple(pool.label(p.blocks)): candidate_naswot(candidate_network(p, members, 0), batches, 0) for p in feasible
+    }
     assert {tuple(r["blocks"]): r["naswot"] for r in table} == alone
     best = max(alone, key=alone.get)
     assert [f"{b['member']}[{b['stage']}]" for b in spec["blocks"]] == list(best)
@@ -186,7 +196,7 @@ def test_search_stage_keeps_the_best_naswot_and_its_spec_rebuilds_the_network(st
     flops, _ = count_flops(net, torch.zeros(1, 3, 32, 32))
     assert count_parameters(net) == spec["params"] == result["chosen"]["params"] <= budget
     assert flops == spec["flops"]
-    assert len({b["set"] for b in spec["blocks"]}) == 4                       # no duplicate set
+    assert len({b["set"] for b in spec["blocks"]}) == 4  # no duplicate set
     assert (tmp_path / "plots" / "architecture.png").is_file()
     again = tmp_path / "copy.yaml"
     assert load_spec(save_spec(spec, again)) == spec
@@ -199,20 +209,22 @@ def test_search_stage_keeps_the_best_naswot_and_its_spec_rebuilds_the_network(st
 def test_kendall_tau_of_the_proxy_against_member_accuracy():
     """Members of three families (Swin with 16 windows in stage 0, EfficientNet's SiLU blocks):
     tau follows the accuracies' order against the NASWOT ranking: 1, -1, and 1/3 after one swap."""
-    specs = {name: {"arch": FAMILIES[name][0], "kwargs": {**FAMILIES[name][1], "num_classes": 10}, "weights": "random"}
-             for name in ("resnet", "swin", "efficientnet")}
+    specs = {
+        name: {"arch": FAMILIES[name][0], "kwargs": {**FAMILIES[name][1], "num_classes": 10}, "weights": "random"}
+        for name in ("resnet", "swin", "efficientnet")
+    }
     members = load_zoo(specs, (3, 32, 32))
     batches = [torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
     for member in members.values():
         member.accuracy = 0.5
     scores = {n: r["naswot"] for n, r in kendall_tau(members, batches, seed=0)["members"].items()}
     assert len(set(scores.values())) == 3
-    ranked = sorted(scores, key=scores.get)                     # lowest NASWOT first
+    ranked = sorted(scores, key=scores.get)  # lowest NASWOT first
     for accuracies, tau in (((0.1, 0.2, 0.3), 1.0), ((0.3, 0.2, 0.1), -1.0), ((0.2, 0.1, 0.3), 1 / 3)):
         for name, accuracy in zip(ranked, accuracies):
             members[name].accuracy = accuracy
         result = kendall_tau(members, batches, seed=0)
         assert result["tau"] == pytest.approx(tau, abs=1e-12)
-        assert {n: r["naswot"] for n, r in result["members"].items()} == scores   # seeded: the same scores
+        assert {n: r["naswot"] for n, r in result["members"].items()} == scores  # seeded: the same scores
     members["resnet"].accuracy = members["swin"].accuracy = None
     assert kendall_tau(members, batches)["tau"] is None and "at least two" in kendall_tau(members, batches)["note"]

@@ -23,6 +23,7 @@ def test_similarity_is_cached_by_members_weights_and_probe(stages, tmp_path):
 
     assert stages["sim"]["cache"]["hit"] is False
     cache = f"cache_dir={stages['root'] / 'cache'}"
+
     def run(overrides: list[str], name: str) -> dict:
         return similarity.compute(compose_stage("similarity", overrides, tmp_path / name), tmp_path / name)
 
@@ -30,7 +31,7 @@ def test_similarity_is_cached_by_members_weights_and_probe(stages, tmp_path):
     assert again["cache"]["hit"] is True and again["cache"]["matrix"] == stages["sim"]["cache"]["matrix"]
     assert (load_file(again["similarity"])["cka"] == load_file(stages["sim"]["similarity"])["cka"]).all()
     fewer = run(["dery/zoo=tiny", "probe.num_images=64", cache], "b")
-    assert fewer["cache"]["hit"] is False                       # other probe data: recomputed
+    assert fewer["cache"]["hit"] is False  # other probe data: recomputed
     renamed = ["dery/zoo=tiny", *PROBE, cache, "zoo.members.vit.kwargs.depth=5"]
     assert run(renamed, "c")["cache"]["hit"] is False
     zoo = json.loads(Path(stages["sim"]["zoo"]).read_text())
@@ -38,12 +39,15 @@ def test_similarity_is_cached_by_members_weights_and_probe(stages, tmp_path):
 
 
 def test_stage_apps_fail_with_one_message(tmp_path, stages):
-    missing = run_cli(["similarity=" + str(tmp_path / "none"), f"hydra.run.dir={tmp_path / 'p'}"],
-                      module="dery.partition")
+    missing = run_cli(
+        ["similarity=" + str(tmp_path / "none"), f"hydra.run.dir={tmp_path / 'p'}"], module="dery.partition"
+    )
     assert missing.returncode == 2 and "No finished similarity run" in missing.stderr
     assert "Traceback" not in missing.stderr
-    tight = run_cli([f"partition={stages['partition']}", "budget.params=1000", f"hydra.run.dir={tmp_path / 's'}"],
-                    module="dery.search")
+    tight = run_cli(
+        [f"partition={stages['partition']}", "budget.params=1000", f"hydra.run.dir={tmp_path / 's'}"],
+        module="dery.search",
+    )
     assert tight.returncode == 2 and "smallest feasible network has" in tight.stderr and "Traceback" not in tight.stderr
     with pytest.raises(UserError, match="zoo.members.*weights' must be set"):
         from dery import similarity
@@ -72,12 +76,17 @@ def test_imagenet_setup_composes_and_needs_its_data(tmp_path):
         tag = member.weights.removeprefix("hub:")
         assert timm.is_model(member.arch) and tag in timm.list_pretrained(tag), name
     runs = {r.stage: r for r in plan(load_chain("dery_imagenet"), tmp_path, [], {}, None)}
-    budgets = {s: [o for o in r.command if o.startswith(("budget.params=", "budget.flops="))]
-               for s, r in runs.items() if s.startswith("search")}
-    assert budgets == {"search_10m": ["budget.params=10e6", "budget.flops=6e9"],
-                       "search_30m": ["budget.params=30e6", "budget.flops=12e9"],
-                       "search_50m": ["budget.params=50e6", "budget.flops=20e9"],
-                       "search_90m": ["budget.params=90e6", "budget.flops=40e9"]}
+    budgets = {
+        s: [o for o in r.command if o.startswith(("budget.params=", "budget.flops="))]
+        for s, r in runs.items()
+        if s.startswith("search")
+    }
+    assert budgets == {
+        "search_10m": ["budget.params=10e6", "budget.flops=6e9"],
+        "search_30m": ["budget.params=30e6", "budget.flops=12e9"],
+        "search_50m": ["budget.params=50e6", "budget.flops=20e9"],
+        "search_90m": ["budget.params=90e6", "budget.flops=40e9"],
+    }
 
     def stage_overrides(stage: str) -> list[str]:
         return [o for o in runs[stage].command[3:] if not o.startswith("hydra.")]
@@ -100,22 +109,35 @@ def test_a_whole_chain_on_the_tiny_zoo(tmp_path):
 
     chain = {
         "stages": {
-            "similarity": {"module": "dery.similarity",
-                           "overrides": ["dery/zoo=tiny", *PROBE, f"cache_dir={tmp_path / 'cache'}"]},
+            "similarity": {
+                "module": "dery.similarity",
+                "overrides": ["dery/zoo=tiny", *PROBE, f"cache_dir={tmp_path / 'cache'}"],
+            },
             "partition": {"module": "dery.partition", "overrides": ["similarity={run:similarity}", "restarts=5"]},
-            "search": {"module": "dery.search", "overrides": ["partition={run:partition}", "budget.params=5e5",
-                                                              "proxy.batches=1", "proxy.batch_size=8",
-                                                              f"cache_dir={tmp_path / 'cache'}"]},
-            "frozen": {"experiment": "dery_digits", "seeds": [0, 1],
-                       "overrides": ["model.spec={run:search}/spec.yaml", *TINY]},
+            "search": {
+                "module": "dery.search",
+                "overrides": [
+                    "partition={run:partition}",
+                    "budget.params=5e5",
+                    "proxy.batches=1",
+                    "proxy.batch_size=8",
+                    f"cache_dir={tmp_path / 'cache'}",
+                ],
+            },
+            "frozen": {
+                "experiment": "dery_digits",
+                "seeds": [0, 1],
+                "overrides": ["model.spec={run:search}/spec.yaml", *TINY],
+            },
             "table": {"module": "dery.report", "overrides": ["chain={run:similarity}/.."]},
         },
         "compare": {"metric": "test/acc", "rows": {"DeRy frozen": "frozen"}},
     }
     path = tmp_path / "tiny_chain.yaml"
     OmegaConf.save(OmegaConf.create(chain), path)
-    result = run_cli([str(path), "--dir", str(tmp_path / "chain")], module="tasks.chain",
-                     env={"KT_LOG_DIR": str(tmp_path)})
+    result = run_cli(
+        [str(path), "--dir", str(tmp_path / "chain")], module="tasks.chain", env={"KT_LOG_DIR": str(tmp_path)}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "chain" / "chain_summary.json").read_text())
     # the chain's row: both seeds, each the accuracy its exported network reloads to
@@ -131,10 +153,12 @@ def test_a_whole_chain_on_the_tiny_zoo(tmp_path):
     assert json.loads((tmp_path / "chain" / "table" / "summary.json").read_text())["table"] == text
     rows = text.splitlines()
     assert rows[2].startswith("| zoo: resnet (resnet18) |")
-    assert rows[2].endswith("| 0 | – | – |")   # random init: no accuracy
+    assert rows[2].endswith("| 0 | – | – |")  # random init: no accuracy
     spec = load_spec(json.loads((tmp_path / "chain" / "search" / "summary.json").read_text())["spec"])
     dery = next(r for r in rows if r.startswith("| DeRy <= 0.50M params, frozen ("))
-    spread = abs(accuracies[0] - accuracies[1]) / 2 ** 0.5
-    assert (f") | {spec['params'] / 1e6:.3f}M | {spec['new_params'] / 1e6:.3f}M | {spec['flops'] / 1e6:.1f} | 2 | "
-            f"{sum(accuracies) / 2:.4f} ± {spread:.4f} | [") in dery
+    spread = abs(accuracies[0] - accuracies[1]) / 2**0.5
+    assert (
+        f") | {spec['params'] / 1e6:.3f}M | {spec['new_params'] / 1e6:.3f}M | {spec['flops'] / 1e6:.1f} | 2 | "
+        f"{sum(accuracies) / 2:.4f} ± {spread:.4f} | ["
+    ) in dery
     assert rows[-1].startswith("NASWOT against the members' test accuracy: Kendall tau –")

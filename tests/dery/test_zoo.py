@@ -34,7 +34,7 @@ def test_nodes_found_with_shapes(family_member):
     expected_family = {"resnext": "resnet", "deit": "vit"}.get(family, family)
     assert member.layout == layout and member.family == expected_family
     assert (member.nodes[0], member.nodes[-1], len(member.nodes)) == (first, last, count)
-    assert (member.in_shapes[0], member.out_shapes[-1]) == (first_in, last_out)   # from the architecture's definition
+    assert (member.in_shapes[0], member.out_shapes[-1]) == (first_in, last_out)  # from the architecture's definition
     # stem and head are no nodes
     assert 0 < sum(member.node_params) < sum(p.numel() for p in member.model.parameters())
 
@@ -93,9 +93,9 @@ def test_vit_at_a_non_native_size_needs_img_size():
     with pytest.raises(UserError, match=r"built for 224x224 inputs.*zoo.members.v.kwargs.img_size=32"):
         load_member("v", vit, (3, 32, 32))
     member = load_member("v", {**vit, "kwargs": {"depth": 2, "img_size": 32}}, (3, 32, 32))
-    assert member.in_shapes[0] == (1 + (32 // 16) ** 2, 192)            # CLS + a 2 x 2 grid of patches
+    assert member.in_shapes[0] == (1 + (32 // 16) ** 2, 192)  # CLS + a 2 x 2 grid of patches
     dynamic = load_member("d", {**vit, "kwargs": {"depth": 2, "dynamic_img_size": True}}, (3, 32, 32))
-    assert dynamic.in_shapes[0] == (1 + 4, 192)                          # timm resamples on the fly
+    assert dynamic.in_shapes[0] == (1 + 4, 192)  # timm resamples on the fly
 
 
 def test_weights_forms_and_errors(tmp_path):
@@ -115,8 +115,9 @@ def test_member_from_a_project_run_and_a_file(tmp_path, tiny):
     from tests.conftest import run_in_process
 
     run_dir = tmp_path / "run"
-    summary = run_in_process(["experiment=dery_zoo_digits", "model.backbone.name=mobilenetv3_small_050", *tiny],
-                             run_dir)
+    summary = run_in_process(
+        ["experiment=dery_zoo_digits", "model.backbone.name=mobilenetv3_small_050", *tiny], run_dir
+    )
     member = load_member("mb", {"weights": f"run:{run_dir}"}, (3, 32, 32))
     assert member.arch == "mobilenetv3_small_050" and member.accuracy == pytest.approx(summary["test"]["test/acc"])
     assert len(member.nodes) == 12

@@ -42,8 +42,8 @@ def confident_digits_teacher(tmp_path_factory) -> str:
 
 def load_test_split(overrides: list[str], tmp_path, batches: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `batches` test batches of a run's data config, normalised as the module sees them."""
-    from tests.conftest import compose_config
     from tasks.run.instantiate import build
+    from tests.conftest import compose_config
 
     data = build("data", compose_config(overrides, tmp_path).data)
     data.setup("test")
@@ -65,6 +65,11 @@ def evaluate_export(card: str, x: torch.Tensor, y: torch.Tensor, factors: list[s
     with torch.no_grad():
         logits = net.outputs(z, h)
     targets = task_targets(net.specs, factors, y)
-    leakage, _ = modularity_metrics([c.numpy().astype(np.float64) for c in h], z.numpy().astype(np.float64),
-                                    targets.numpy(), [s.num_classes for s in net.specs], net.task_names)
+    leakage, _ = modularity_metrics(
+        [c.numpy().astype(np.float64) for c in h],
+        z.numpy().astype(np.float64),
+        targets.numpy(),
+        [s.num_classes for s in net.specs],
+        net.task_names,
+    )
     return {"net": net, "z": z, "h": h, "logits": logits, "targets": targets, "leakage": leakage}

@@ -10,7 +10,8 @@ import copy
 import pytest
 import torch
 
-from kf.assemble import assemble, load_assembled, main as assemble_cli
+from kf.assemble import assemble, load_assembled
+from kf.assemble import main as assemble_cli
 from kf.factor import FactorNetwork, run_stacked
 from kf.task_spec import build_tasks
 from tasks.errors import UserError
@@ -21,8 +22,11 @@ from tests.kf.conftest import TINY_NET
 def trained():
     """A factor network with 4 tasks whose BatchNorms saw a few training batches."""
     torch.manual_seed(0)
-    specs = build_tasks([{"name": "low_high", "groups": [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]}] +
-                        [{"name": f"is{v}", "groups": [[u for u in range(10) if u != v], [v]]} for v in (1, 2, 3)], {"label": 10})
+    specs = build_tasks(
+        [{"name": "low_high", "groups": [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]}]
+        + [{"name": f"is{v}", "groups": [[u for u in range(10) if u != v], [v]]} for v in (1, 2, 3)],
+        {"label": 10},
+    )
     net = FactorNetwork(TINY_NET, TINY_NET, [s.num_classes for s in specs], feature_dim=0)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     for _ in range(3):
@@ -116,7 +120,10 @@ def test_parameter_report_is_n_small_plus_one_big(trained):
     net, specs = trained
     report = assemble(net, specs).parameter_report()
     big = sum(p.numel() for p in net.ckn.parameters())
-    small = [sum(p.numel() for p in net.tsns[k].parameters()) + sum(p.numel() for p in net.heads[k].parameters()) for k in range(4)]
+    small = [
+        sum(p.numel() for p in net.tsns[k].parameters()) + sum(p.numel() for p in net.heads[k].parameters())
+        for k in range(4)
+    ]
     assert report["ckn"] == big
     assert report["assembled"] == big + sum(small)
     assert report["separate"] == 4 * big + sum(small)
@@ -155,15 +162,18 @@ def test_exports_load_through_the_card_registry_in_both_layouts(trained, tmp_pat
     import shutil
 
     from kf.assemble import KIND as ASSEMBLED
-    from kf.multihead import KIND as MULTI_HEAD, MultiHeadNet, load_multi_head
+    from kf.multihead import KIND as MULTI_HEAD
+    from kf.multihead import MultiHeadNet, load_multi_head
     from tasks.cards import load_card
 
     net, specs = trained
     x = torch.randn(3, 3, 32, 32)
     torch.manual_seed(2)
     multi = MultiHeadNet.create(TINY_NET, specs).eval()
-    saved = {"assembled": (assemble(net, specs), ASSEMBLED, load_assembled),
-             "model": (multi, MULTI_HEAD, load_multi_head)}
+    saved = {
+        "assembled": (assemble(net, specs), ASSEMBLED, load_assembled),
+        "model": (multi, MULTI_HEAD, load_multi_head),
+    }
     for name, (network, kind, loader) in saved.items():
         new, old = tmp_path / f"{name}_new", tmp_path / f"{name}_old"
         network.save(new) if name == "assembled" else network.export(new)

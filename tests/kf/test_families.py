@@ -25,9 +25,11 @@ FAMILIES = {
     "regnet": {"name": "regnetx_002"},
     "vit": {"name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "depth": 3},
 }
-TASKS = [{"name": "high", "groups": [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]},
-         {"name": "is3", "groups": [[0, 1, 2, 4, 5, 6, 7, 8, 9], [3]]},
-         {"name": "mod3", "groups": [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]}]
+TASKS = [
+    {"name": "high", "groups": [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]},
+    {"name": "is3", "groups": [[0, 1, 2, 4, 5, 6, 7, 8, 9], [3]]},
+    {"name": "mod3", "groups": [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]},
+]
 
 
 def loaders() -> tuple[DataLoader, DataLoader]:
@@ -38,11 +40,27 @@ def loaders() -> tuple[DataLoader, DataLoader]:
 
 def factorize(teacher: dict, ckn: dict, tsn: dict, vectorize: bool, **extra) -> tuple[KFModule, pl.Trainer]:
     torch.manual_seed(0)
-    module = KFModule(teacher=teacher, ckn=ckn, tsn=tsn, tasks=TASKS, vectorize=vectorize,
-                      optimizer=functools.partial(torch.optim.SGD, lr=0.01), **extra)
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu", devices=1)
+    module = KFModule(
+        teacher=teacher,
+        ckn=ckn,
+        tsn=tsn,
+        tasks=TASKS,
+        vectorize=vectorize,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.01),
+        **extra,
+    )
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
     train, val = loaders()
     trainer.fit(module, train, val)
     return module, trainer

@@ -7,8 +7,17 @@ import math
 import pytest
 import torch
 
-from kf.losses import (cosine_matrix, group_logits, infomax_loss, infomin_loss, kd_loss, kd_target, label_smooth_ce,
-                       mse_logit_loss, vib_infomin_loss)
+from kf.losses import (
+    cosine_matrix,
+    group_logits,
+    infomax_loss,
+    infomin_loss,
+    kd_loss,
+    kd_target,
+    label_smooth_ce,
+    mse_logit_loss,
+    vib_infomin_loss,
+)
 from kf.task_spec import one_vs_rest
 from tasks.errors import UserError
 
@@ -69,7 +78,9 @@ def test_kd_loss_golden():
     logits, probs = torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]])
     assert kd_loss(logits, probs, 1.0).item() == pytest.approx(0.12011450695827758, abs=1e-6)
     assert kd_loss(logits, probs, 2.0).item() == pytest.approx(0.12371921448064555, abs=1e-6)
-    assert kd_loss(torch.tensor([[3.0, -1.0]]), torch.tensor([[0.9, 0.1]]), 10.0).item() == pytest.approx(22.79322790085045, rel=1e-5)
+    assert kd_loss(torch.tensor([[3.0, -1.0]]), torch.tensor([[0.9, 0.1]]), 10.0).item() == pytest.approx(
+        22.79322790085045, rel=1e-5
+    )
 
 
 def test_kd_loss_is_batch_mean():
@@ -156,8 +167,12 @@ def test_label_smoothing_classy_vision_and_standard():
     # logits (2, 0, 0), target 0: log p = (2 - log(e^2 + 2), -log(e^2 + 2), ...).
     # classy_vision: eps = 0.1 / 1.1, target (1 - eps + eps/3, eps/3, eps/3) -> 0.3607569.
     logits, target = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0])
-    assert label_smooth_ce(logits, target, 0.1, classy_vision=True).item() == pytest.approx(0.3607568874340058, abs=1e-6)
-    assert label_smooth_ce(logits, target, 0.1, classy_vision=False).item() == pytest.approx(0.3728780995552179, abs=1e-6)
+    assert label_smooth_ce(logits, target, 0.1, classy_vision=True).item() == pytest.approx(
+        0.3607568874340058, abs=1e-6
+    )
+    assert label_smooth_ce(logits, target, 0.1, classy_vision=False).item() == pytest.approx(
+        0.3728780995552179, abs=1e-6
+    )
 
 
 def test_infomin_batch_gaussian_kl():

@@ -46,11 +46,11 @@ def test_cross_probe_finds_the_planted_leak_and_nothing_else():
     leaky_codes, _, targets = codes(plant=True)
     leaky = cross_probe_matrix(leaky_codes, targets, NAMES)
     off = ~np.eye(K, dtype=bool)
-    assert np.diag(clean).min() > 0.93 and np.diag(leaky).min() > 0.93   # Phi(2) = 0.977: every h_i knows its task
-    assert clean[off].max() < 0.6                                        # chance is 0.5
-    assert leaky[0, 2] > 0.93                                            # the leak: h_0 predicts task 2
+    assert np.diag(clean).min() > 0.93 and np.diag(leaky).min() > 0.93  # Phi(2) = 0.977: every h_i knows its task
+    assert clean[off].max() < 0.6  # chance is 0.5
+    assert leaky[0, 2] > 0.93  # the leak: h_0 predicts task 2
     off[0, 2] = False
-    assert leaky[off].max() < 0.6                                        # ... and only there
+    assert leaky[off].max() < 0.6  # ... and only there
 
 
 def test_per_tsn_importance_moves_to_the_leaking_tsn():

@@ -12,9 +12,9 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from kf.assemble import load_assembled
+from kf.disentanglement import dci, mig
 from kf.factor import FactorNetwork
 from kf.leakage_reference import main as leakage_reference
-from kf.disentanglement import dci, mig
 from kf.metrics import accuracy
 from kf.shapes import FACTORS
 from tasks.backbones import load_exported
@@ -23,9 +23,21 @@ from tasks.errors import UserError
 from tests.conftest import TINY, compose_config, run_in_process
 from tests.kf.conftest import TINY_NET, evaluate_export, load_test_split, shrink
 
-KF_DIGITS = ["experiment=kf_digits", *shrink("ckn"), *shrink("tsn", ("name", "channels", "stem_width")), *TINY,
-             "trainer.limit_test_batches=4", "+data.eval_batch_size=32"]
-SHAPES_DATA = ["data.num_train=128", "data.num_val=64", "data.num_test=160", "data.batch_size=32", "+data.eval_batch_size=80"]
+KF_DIGITS = [
+    "experiment=kf_digits",
+    *shrink("ckn"),
+    *shrink("tsn", ("name", "channels", "stem_width")),
+    *TINY,
+    "trainer.limit_test_batches=4",
+    "+data.eval_batch_size=32",
+]
+SHAPES_DATA = [
+    "data.num_train=128",
+    "data.num_val=64",
+    "data.num_test=160",
+    "data.batch_size=32",
+    "+data.eval_batch_size=80",
+]
 
 
 def test_kf_digits_tiny_run_reports_what_its_export_computes(confident_digits_teacher, tmp_path):
@@ -44,7 +56,9 @@ def test_kf_digits_tiny_run_reports_what_its_export_computes(confident_digits_te
     first_three = float((margins[keep, :3].argmax(1) == y[keep]).float().mean())
     assert test["test/subset_acc/n3"] == pytest.approx(first_three, abs=1e-6)
     assert test["test/task_acc/class7"] == pytest.approx(accuracy_score(targets[:, 7], logits[7].argmax(1)), abs=1e-6)
-    assert test["test/task_bacc/class7"] == pytest.approx(balanced_accuracy_score(targets[:, 7], logits[7].argmax(1)), abs=1e-6)
+    assert test["test/task_bacc/class7"] == pytest.approx(
+        balanced_accuracy_score(targets[:, 7], logits[7].argmax(1)), abs=1e-6
+    )
     with torch.no_grad():
         teacher = load_exported(digits_teacher).eval()(x)
     assert test["test/teacher_acc"] == pytest.approx(float((teacher.argmax(1) == y).float().mean()), abs=1e-6)
@@ -52,21 +66,32 @@ def test_kf_digits_tiny_run_reports_what_its_export_computes(confident_digits_te
     c = int(teacher.argmax(1).mode().values)
     says_c = (torch.softmax(teacher, 1)[:, c] > 0.5).long()  # its probabilities summed into (rest, c)
     assert says_c.sum() > 0
-    assert test[f"test/teacher_task_acc/class{c}"] == pytest.approx(float((says_c == targets[:, c]).float().mean()), abs=1e-6)
+    assert test[f"test/teacher_task_acc/class{c}"] == pytest.approx(
+        float((says_c == targets[:, c]).float().mean()), abs=1e-6
+    )
     assert test["test/acc_gap"] == pytest.approx(test["test/acc"] - test["test/teacher_acc"], abs=1e-6)
     gap = test["test/task_bacc"] - test["test/teacher_task_bacc"]
     assert test["test/task_bacc_gap"] == pytest.approx(gap, abs=1e-6)
     for key, value in mine["leakage"].items():
         assert test[key] == pytest.approx(value, abs=1e-6), key
-    drop = [accuracy(lg, targets[:, k]) - accuracy(mine["net"].heads[k](mine["z"]), targets[:, k])
-            for k, lg in enumerate(logits)]
+    drop = [
+        accuracy(lg, targets[:, k]) - accuracy(mine["net"].heads[k](mine["z"]), targets[:, k])
+        for k, lg in enumerate(logits)
+    ]
     assert test["test/drop_tsn/own_acc_loss"] == pytest.approx(float(np.mean(drop)), abs=1e-6)
     assert "test/leakage_offdiag_max" not in test  # replaced: it was 0 by construction
     assert test["test/params/assembled"] == test["test/params/ckn"] + 10 * test["test/params/tsn_mean"]
     assert test["test/params/separate"] == 10 * test["test/params/ckn"] + 10 * test["test/params/tsn_mean"]
     plots = {p.name for p in (tmp_path / "run" / "plots").iterdir()}
-    assert {"task_accuracy.png", "cross_probe.png", "tsn_importance.png", "drop_tsn.png", "leakage.json",
-            "assembled_subsets.png", "transfer_probe.png"} <= plots
+    assert {
+        "task_accuracy.png",
+        "cross_probe.png",
+        "tsn_importance.png",
+        "drop_tsn.png",
+        "leakage.json",
+        "assembled_subsets.png",
+        "transfer_probe.png",
+    } <= plots
 
     # The exported assembled network is exactly the tested checkpoint's factors.
     net = load_assembled(summary["export"]["assembled"])
@@ -82,7 +107,9 @@ def test_kf_digits_tiny_run_reports_what_its_export_computes(confident_digits_te
     reference = leakage_reference([str(tmp_path / "run"), "--samples", "128"])
     for key, value in reference["trained"].items():
         assert test[f"test/{key}"] == pytest.approx(value, abs=1e-6), key
-    assert reference["untrained"]["dci_tsn/own_share"] != pytest.approx(reference["trained"]["dci_tsn/own_share"], abs=1e-3)
+    assert reference["untrained"]["dci_tsn/own_share"] != pytest.approx(
+        reference["trained"]["dci_tsn/own_share"], abs=1e-3
+    )
 
 
 def test_kf_without_teacher_says_how_to_make_one(tmp_path):
@@ -95,20 +122,49 @@ def test_kf_without_teacher_says_how_to_make_one(tmp_path):
 
 def test_wrong_factor_sizes_are_caught_at_fit_start(digits_teacher, tmp_path):
     with pytest.raises(UserError, match=r"Set model.factor_sizes to \{'label': 10\}"):
-        run_in_process([*KF_DIGITS, f"model.teacher.source={digits_teacher}", "+model.factor_sizes.pen=2", "model.probe_tasks=null",
-                        "model.tasks=[{name: low, factor: label, groups: [[0,1,2,3,4],[5,6,7,8,9]]}]", "model.kd_weight=0"], tmp_path)
+        run_in_process(
+            [
+                *KF_DIGITS,
+                f"model.teacher.source={digits_teacher}",
+                "+model.factor_sizes.pen=2",
+                "model.probe_tasks=null",
+                "model.tasks=[{name: low, factor: label, groups: [[0,1,2,3,4],[5,6,7,8,9]]}]",
+                "model.kd_weight=0",
+            ],
+            tmp_path,
+        )
 
 
 @pytest.mark.slow
 def test_shapes_baseline_teaches_kf_and_both_report_disentanglement(tmp_path):
-    base = run_in_process(["experiment=kf_shapes_baseline", *SHAPES_DATA, *TINY, "trainer.limit_test_batches=2",
-                           *shrink("backbone", ("name", "channels", "stem_width"))], tmp_path / "baseline")
-    for key in ("test/mig/shared", "test/dci_disentanglement/shared", "test/dci_completeness/shared",
-                "test/dci_informativeness/shared", "test/probe/color/shared", "test/task_acc/rotation"):
+    base = run_in_process(
+        [
+            "experiment=kf_shapes_baseline",
+            *SHAPES_DATA,
+            *TINY,
+            "trainer.limit_test_batches=2",
+            *shrink("backbone", ("name", "channels", "stem_width")),
+        ],
+        tmp_path / "baseline",
+    )
+    for key in (
+        "test/mig/shared",
+        "test/dci_disentanglement/shared",
+        "test/dci_completeness/shared",
+        "test/dci_informativeness/shared",
+        "test/probe/color/shared",
+        "test/task_acc/rotation",
+    ):
         assert key in base["test"], key
-    overrides = ["experiment=kf_shapes", *SHAPES_DATA, *TINY, "trainer.limit_test_batches=2",
-                 *shrink("ckn", ("name", "channels", "stem_width")), *shrink("tsn", ("name", "channels", "stem_width")),
-                 f"model.teacher.source={base['export']['card']}"]
+    overrides = [
+        "experiment=kf_shapes",
+        *SHAPES_DATA,
+        *TINY,
+        "trainer.limit_test_batches=2",
+        *shrink("ckn", ("name", "channels", "stem_width")),
+        *shrink("tsn", ("name", "channels", "stem_width")),
+        f"model.teacher.source={base['export']['card']}",
+    ]
     kf = run_in_process(overrides, tmp_path / "kf")
     test = kf["test"]
     # MIG, DCI and leakage recomputed from the exported network on the 160 test sprites.
@@ -133,10 +189,21 @@ def test_cifar10_recipe_builds_the_factor_networks_it_names(tmp_path):
     from tasks.backbones import create_backbone, export_backbone
     from tasks.run.instantiate import build
 
-    teacher = export_backbone(create_backbone("resnet18", num_classes=10, small_input_stem=True), tmp_path, name="model")["card"]
+    teacher = export_backbone(
+        create_backbone("resnet18", num_classes=10, small_input_stem=True), tmp_path, name="model"
+    )["card"]
     cfg = compose_config(["experiment=kf_cifar10", f"model.teacher.source={teacher}"], tmp_path)
-    assert (cfg.model.optimizer.lr, cfg.model.optimizer.weight_decay, list(cfg.model.scheduler.milestones)) == (0.1, 1e-4, [100, 150])
-    assert (cfg.trainer.max_epochs, cfg.trainer.gradient_clip_val, cfg.model.temperature, cfg.model.kd_weight) == (200, 35, 10.0, 0.1)
+    assert (cfg.model.optimizer.lr, cfg.model.optimizer.weight_decay, list(cfg.model.scheduler.milestones)) == (
+        0.1,
+        1e-4,
+        [100, 150],
+    )
+    assert (cfg.trainer.max_epochs, cfg.trainer.gradient_clip_val, cfg.model.temperature, cfg.model.kd_weight) == (
+        200,
+        35,
+        10.0,
+        0.1,
+    )
     module = build("model", cfg.model)
     assert len(module.factors.tsns) == 10 and module.factors.dim == 512
     assert module.factors.tsns[0].backbone.kt_spec["timm_name"] == "mobilenetv2_050_smallstem"

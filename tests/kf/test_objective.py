@@ -22,8 +22,13 @@ TWO_TASKS = [{"name": "digit"}, {"name": "high", "groups": [[0, 1, 2, 3, 4], [5,
 
 def module(teacher: str, **extra) -> KFModule:
     torch.manual_seed(0)
-    return KFModule(teacher={"source": teacher}, ckn=TINY_NET, tsn=TINY_NET,
-                    optimizer=functools.partial(torch.optim.SGD, lr=0.1), **{"tasks": "one_vs_rest", **extra})
+    return KFModule(
+        teacher={"source": teacher},
+        ckn=TINY_NET,
+        tsn=TINY_NET,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+        **{"tasks": "one_vs_rest", **extra},
+    )
 
 
 def infomax_grad(m: KFModule) -> torch.Tensor | None:
@@ -56,8 +61,13 @@ def test_kd_term_uses_the_chosen_target(digits_teacher):
         _, teacher = tempered.reader(X)
         tempered.train()
         logits = tempered.factors.logits(tempered.factors.common(X)[0], tempered.factors.specific(X))
-    expected = {mode: sum(float(kd_loss(lg, kd_target(teacher[0], spec.group_matrix(), 10.0, mode), 10.0))
-                          for lg, spec in zip(logits, tempered.specs)) for mode in ("tempered_groups", "original")}
+    expected = {
+        mode: sum(
+            float(kd_loss(lg, kd_target(teacher[0], spec.group_matrix(), 10.0, mode), 10.0))
+            for lg, spec in zip(logits, tempered.specs)
+        )
+        for mode in ("tempered_groups", "original")
+    }
     assert kd_term(tempered) == pytest.approx(expected["tempered_groups"], rel=1e-5)
     assert kd_term(original) == pytest.approx(expected["original"], rel=1e-5)
     assert expected["tempered_groups"] != pytest.approx(expected["original"], rel=1e-3)

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from tests.conftest import TINY, read_summary, run_cli
 from kf.metrics import accuracy
+from tests.conftest import TINY, read_summary, run_cli
 from tests.kf.conftest import evaluate_export, load_test_split, shrink
 
 SMALL_KF = [*shrink("ckn"), *shrink("tsn", ("name", "channels", "stem_width")), *TINY, "trainer.limit_test_batches=2"]
@@ -17,8 +17,12 @@ SMALL_KF = [*shrink("ckn"), *shrink("tsn", ("name", "channels", "stem_width")), 
 
 @pytest.mark.slow
 def test_ddp_cpu_two_processes(digits_teacher, tmp_path):
-    overrides = ["experiment=kf_digits", f"model.teacher.source={digits_teacher}", *SMALL_KF,
-                 "+data.eval_batch_size=32"]
+    overrides = [
+        "experiment=kf_digits",
+        f"model.teacher.source={digits_teacher}",
+        *SMALL_KF,
+        "+data.eval_batch_size=32",
+    ]
     result = run_cli([*overrides, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'run'}"])
     assert result.returncode == 0, result.stderr[-3000:]
     test = read_summary(tmp_path / "run")["test"]
@@ -37,8 +41,16 @@ def test_ddp_cpu_two_processes(digits_teacher, tmp_path):
 @pytest.mark.slow
 def test_digits_chain_runs_teacher_then_factorize(tmp_path):
     tiny = [o for o in TINY if not o.startswith("logger=")]
-    result = run_cli(["kf_digits", *[f"teacher:{o}" for o in tiny], *[f"factorize:{o}" for o in SMALL_KF if not o.startswith("logger=")],
-                      "--dir", str(tmp_path / "chain")], module="tasks.chain")
+    result = run_cli(
+        [
+            "kf_digits",
+            *[f"teacher:{o}" for o in tiny],
+            *[f"factorize:{o}" for o in SMALL_KF if not o.startswith("logger=")],
+            "--dir",
+            str(tmp_path / "chain"),
+        ],
+        module="tasks.chain",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "chain" / "chain_summary.json").read_text())
     rows = {r["label"]: r for r in report["rows"]}

@@ -37,7 +37,9 @@ def test_images_follow_their_factors():
     columns = torch.arange(32).float()
     centre = lambda img: float((img.amax(0).sum(0) * columns).sum() / img.amax(0).sum())  # noqa: E731
     assert centre(right) - centre(left) > 8
-    assert not torch.allclose(one(shape=0), one(shape=1)) and not torch.allclose(one(rotation=0, scale=5), one(rotation=2, scale=5))
+    assert not torch.allclose(one(shape=0), one(shape=1)) and not torch.allclose(
+        one(rotation=0, scale=5), one(rotation=2, scale=5)
+    )
     assert torch.allclose(one(shape=0, rotation=0), render(torch.tensor([[0, 0, 0, 3, 3, 0]]), FACTORS)[0])
 
 

@@ -21,8 +21,9 @@ def test_one_vs_rest_default():
 
 
 def test_grouped_and_binned_tasks():
-    specs = build_tasks([{"name": "low_high", "groups": [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]},
-                         {"name": "thirds", "bins": 3}], DIGITS)
+    specs = build_tasks(
+        [{"name": "low_high", "groups": [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]}, {"name": "thirds", "bins": 3}], DIGITS
+    )
     assert specs[0].value_to_class().tolist() == [0] * 5 + [1] * 5
     assert specs[1].groups == ((0, 1, 2), (3, 4, 5, 6), (7, 8, 9))
 
@@ -36,15 +37,18 @@ def test_per_factor_and_multi_factor_targets():
     assert task_targets(x_half, list(sizes), y).tolist() == [[0], [1]]
 
 
-@pytest.mark.parametrize("entry,message", [
-    ({"groups": [[0, 1, 2], [3, 4]]}, r"leaves values \[5, 6, 7, 8, 9\].*add them to a group"),
-    ({"groups": [[0, 1, 2, 3, 4, 5], [5, 6, 7, 8, 9]]}, r"values \[5\] in more than one group"),
-    ({"groups": [[0, 1, 2, 3, 4], [5, 6, 7, 8, 12]], "name": "t"}, r"values \[12\] outside 0..9"),
-    ({"groups": [list(range(10))]}, "at least two non-empty groups"),
-    ({"factor": "colour"}, r"factor='colour' is not a factor of the data.*\['label'\]"),
-    ({"grups": [[0], [1]]}, r"unknown keys \['grups'\]"),
-    ({"bins": 11}, "bins=11 must be between 2"),
-])
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ({"groups": [[0, 1, 2], [3, 4]]}, r"leaves values \[5, 6, 7, 8, 9\].*add them to a group"),
+        ({"groups": [[0, 1, 2, 3, 4, 5], [5, 6, 7, 8, 9]]}, r"values \[5\] in more than one group"),
+        ({"groups": [[0, 1, 2, 3, 4], [5, 6, 7, 8, 12]], "name": "t"}, r"values \[12\] outside 0..9"),
+        ({"groups": [list(range(10))]}, "at least two non-empty groups"),
+        ({"factor": "colour"}, r"factor='colour' is not a factor of the data.*\['label'\]"),
+        ({"grups": [[0], [1]]}, r"unknown keys \['grups'\]"),
+        ({"bins": 11}, "bins=11 must be between 2"),
+    ],
+)
 def test_bad_declarations_name_the_fix(entry, message):
     with pytest.raises(UserError, match=message):
         build_tasks([entry], DIGITS)
@@ -72,7 +76,13 @@ def test_coarsening_sums_teacher_classes_into_task_classes():
 
 def test_decoding_one_vs_rest_is_argmax_of_margins():
     specs = build_tasks("one_vs_rest", {"label": 3})
-    logits = [torch.tensor([[0.0, 2.0], [0.0, -1.0]]), torch.tensor([[0.0, 1.0], [0.0, 3.0]]), torch.tensor([[0.0, -5.0], [0.0, 0.0]])]
+    logits = [
+        torch.tensor([[0.0, 2.0], [0.0, -1.0]]),
+        torch.tensor([[0.0, 1.0], [0.0, 3.0]]),
+        torch.tensor([[0.0, -5.0], [0.0, 0.0]]),
+    ]
     pred = decode_factor([lg.log_softmax(1) for lg in logits], specs, "label")
     assert pred.tolist() == [0, 1]
-    assert decode_factor([logits[0].log_softmax(1)], specs[:1], "label") is None  # one binary task cannot tell 3 values apart
+    assert (
+        decode_factor([logits[0].log_softmax(1)], specs[:1], "label") is None
+    )  # one binary task cannot tell 3 values apart

@@ -20,7 +20,9 @@ def test_export_card_and_checkpoint_with_prefix_load_the_same_weights(digits_tea
     state = {f"net.{k}": v for k, v in from_card.state_dict().items()}
     torch.save({"state_dict": state, "epoch": 3}, tmp_path / "run.ckpt")
     spec = TeacherSpec(source=str(tmp_path / "run.ckpt"), arch="resnet10t", prefix="net.")
-    with pytest.raises(UserError, match="do not fit the backbone"):  # the checkpoint's channels are not resnet10t's defaults
+    with pytest.raises(
+        UserError, match="do not fit the backbone"
+    ):  # the checkpoint's channels are not resnet10t's defaults
         load_teacher(spec, DIGITS)
     spec.timm_kwargs = {"channels": [8, 16, 32, 64], "stem_width": 8}
     from_ckpt, _ = load_teacher(spec, DIGITS)

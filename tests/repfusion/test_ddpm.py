@@ -7,7 +7,6 @@ import json
 
 import torch
 from diffusers import DDPMScheduler
-
 from safetensors.torch import load_file
 
 from repfusion.ddpm import generate
@@ -16,8 +15,12 @@ from tasks.checkpoints import load_checkpoint
 from tests.conftest import TINY, run_in_process
 from tests.repfusion.conftest import make_unet
 
-TINY_UNET = ["model.unet.block_out_channels=[8,16,16]", "model.num_samples=4", "model.sample_steps=2",
-             "data.batch_size=16"]
+TINY_UNET = [
+    "model.unet.block_out_channels=[8,16,16]",
+    "model.num_samples=4",
+    "model.sample_steps=2",
+    "data.batch_size=16",
+]
 
 
 def test_ddpm_digits_trains_samples_and_exports_a_teacher(tmp_path):

@@ -17,7 +17,7 @@ def test_hint_golden_value():
         loss.adapter.weight.copy_(torch.tensor([[[[1.0]], [[2.0]]]]))
         loss.adapter.bias.fill_(0.5)
     f_s = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 2.0]]]])  # pooled: 2.5, 0.5
-    f_t = torch.tensor([[[[1.0, 1.0], [1.0, 5.0]]]])                            # pooled: 2.0
+    f_t = torch.tensor([[[[1.0, 1.0], [1.0, 5.0]]]])  # pooled: 2.0
     # adapter on pooled: 1 * 2.5 + 2 * 0.5 + 0.5 = 4.0; (4 - 2)^2 = 4
     assert loss(f_s, f_t).item() == pytest.approx(4.0)
     assert HintLoss(2, 1, weight=0.5).adapter is not None
@@ -104,8 +104,9 @@ def test_losses_are_float32_under_bf16_autocast(loss_cls):
     assert value.item() == pytest.approx(loss(f_s.float(), f_t.float()).item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("make", [lambda: ATLoss(4, 3), lambda: RKDLoss(4, 3), lambda: DenseLoss(4, 3)],
-                         ids=["at", "rkd", "dense"])
+@pytest.mark.parametrize(
+    "make", [lambda: ATLoss(4, 3), lambda: RKDLoss(4, 3), lambda: DenseLoss(4, 3)], ids=["at", "rkd", "dense"]
+)
 def test_standardize_makes_every_loss_blind_to_a_per_channel_affine_teacher(make):
     torch.manual_seed(0)
     plain = make()

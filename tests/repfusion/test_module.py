@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 
 from repfusion.knn import knn_accuracy
 from tasks.backbones import create_backbone
-from tasks.ema import ModelEMA
-from tasks.features import stage_features
 from tasks.checkpoints import load_checkpoint
 from tasks.data import load_digit_images
+from tasks.ema import ModelEMA
 from tasks.errors import UserError
+from tasks.features import stage_features
 from tasks.run.instantiate import build
 from tests.conftest import TINY, compose_config, run_in_process
 from tests.repfusion.conftest import stage1_overrides
@@ -39,8 +39,16 @@ def test_stage1_logs_plots_and_exports(stage1):
     run_dir, summary = stage1
     for key in ("test/knn_acc", "test/probe_acc", "test/loss_probe", "test/loss_feat", "test/t_mean"):
         assert key in summary["test"], key
-    for key in ("train/loss_feat", "train/loss_probe", "train/loss_policy", "train/loss_entropy",
-                "train/t_mean", "train/policy_entropy", "val/knn_acc", "val/loss_probe"):
+    for key in (
+        "train/loss_feat",
+        "train/loss_probe",
+        "train/loss_policy",
+        "train/loss_entropy",
+        "train/t_mean",
+        "train/policy_entropy",
+        "val/knn_acc",
+        "val/loss_probe",
+    ):
         assert key in summary["final"], key
     assert (run_dir / "plots" / "timestep_histogram.png").is_file()
     timesteps = json.loads((run_dir / "export" / "timesteps.json").read_text())
@@ -73,8 +81,13 @@ def test_checkpoint_leaves_the_teacher_out(stage1, teacher_dir):
     teacher_weights = load_file(str(teacher_dir / "unet" / "diffusion_pytorch_model.safetensors"))
     teacher_bytes = sum(t.numel() * t.element_size() for t in teacher_weights.values())
     saved_bytes = sum(t.numel() * t.element_size() for t in state.values())
-    saved_bytes += sum(t.numel() * t.element_size() for opt in ckpt["optimizer_states"] for s in opt["state"].values()
-                       for t in s.values() if torch.is_tensor(t))
+    saved_bytes += sum(
+        t.numel() * t.element_size()
+        for opt in ckpt["optimizer_states"]
+        for s in opt["state"].values()
+        for t in s.values()
+        if torch.is_tensor(t)
+    )
     size = ckpt_path.stat().st_size
     assert saved_bytes <= size < saved_bytes + 500_000 < saved_bytes + teacher_bytes
 
@@ -82,12 +95,29 @@ def test_checkpoint_leaves_the_teacher_out(stage1, teacher_dir):
 def test_export_initialises_stage2_classifier(stage1, tmp_path):
     run_dir, _ = stage1
     export = run_dir / "export" / "backbone.safetensors"
-    summary = run_in_process(["experiment=repfusion_digits_finetune", "model.backbone.name=test_resnet",
-                              f"model.backbone.init={export}", "data.batch_size=16", *TINY], tmp_path)
+    summary = run_in_process(
+        [
+            "experiment=repfusion_digits_finetune",
+            "model.backbone.name=test_resnet",
+            f"model.backbone.init={export}",
+            "data.batch_size=16",
+            *TINY,
+        ],
+        tmp_path,
+    )
     assert "test/acc" in summary["test"]
     ema_weights = load_file(str(export))
-    module = build("model", compose_config(["experiment=repfusion_digits_finetune", "model.backbone.name=test_resnet",
-                                            f"model.backbone.init={export}"], tmp_path / "x").model)
+    module = build(
+        "model",
+        compose_config(
+            [
+                "experiment=repfusion_digits_finetune",
+                "model.backbone.name=test_resnet",
+                f"model.backbone.init={export}",
+            ],
+            tmp_path / "x",
+        ).model,
+    )
     own = module.net.state_dict()
     assert all(torch.equal(own[k], v) for k, v in ema_weights.items())
 
@@ -139,12 +169,23 @@ def test_student_ema_follows_the_formula():
     assert not ema.model.weight.requires_grad and not ema.train().training
 
 
-@pytest.mark.parametrize("extra,optimizers", [
-    (["trainer.precision=bf16-mixed"], 2),
-    (["model.policy_optimizer=null", "model.timesteps.baseline=none", "model.timesteps.probe_norm=batch",
-      "model.timesteps.input_range=normalized", "model.timesteps.entropy_schedule=epochs"], 1),  # the first version
-    (["model.timesteps.mode=uniform", "model/distill_loss=rkd", "model.teacher.noise=true"], 2),
-])
+@pytest.mark.parametrize(
+    "extra,optimizers",
+    [
+        (["trainer.precision=bf16-mixed"], 2),
+        (
+            [
+                "model.policy_optimizer=null",
+                "model.timesteps.baseline=none",
+                "model.timesteps.probe_norm=batch",
+                "model.timesteps.input_range=normalized",
+                "model.timesteps.entropy_schedule=epochs",
+            ],
+            1,
+        ),  # the first version
+        (["model.timesteps.mode=uniform", "model/distill_loss=rkd", "model.teacher.noise=true"], 2),
+    ],
+)
 def test_stage1_variants_run(teacher_dir, tmp_path, extra, optimizers):
     summary = run_in_process(stage1_overrides(teacher_dir, *extra), tmp_path)
     assert summary["global_step"] == 3 * optimizers and "test/knn_acc" in summary["test"]  # one step per optimiser
@@ -154,8 +195,14 @@ def test_stage1_variants_run(teacher_dir, tmp_path, extra, optimizers):
 
 @pytest.mark.slow
 def test_resumed_stage1_matches_an_uninterrupted_one(teacher_dir, tmp_path):
-    common = stage1_overrides(teacher_dir, "trainer.deterministic=true", "export=false", "test=false",
-                              "model.timesteps.baseline=mean", "model.timesteps.entropy_end_epoch=2")
+    common = stage1_overrides(
+        teacher_dir,
+        "trainer.deterministic=true",
+        "export=false",
+        "test=false",
+        "model.timesteps.baseline=mean",
+        "model.timesteps.entropy_end_epoch=2",
+    )
     straight = run_in_process(common + ["trainer.max_epochs=2"], tmp_path / "straight")
     run_in_process(common + ["trainer.max_epochs=1"], tmp_path / "split")
     resumed = run_in_process(common + ["trainer.max_epochs=2", f"resume={tmp_path / 'split'}"], tmp_path / "split")
@@ -169,11 +216,19 @@ def test_resumed_stage1_matches_an_uninterrupted_one(teacher_dir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment,stem,metric", [("repfusion_seg_digits", False, "test/miou"),
-                                                    ("repfusion_landmarks_shapes", False, "test/nme")])
+@pytest.mark.parametrize(
+    "experiment,stem,metric",
+    [("repfusion_seg_digits", False, "test/miou"), ("repfusion_landmarks_shapes", False, "test/nme")],
+)
 def test_export_initialises_dense_stage2(teacher_dir, tmp_path, experiment, stem, metric):
-    overrides = stage1_overrides(teacher_dir, "model.student.name=resnet18", f"model.student.small_input_stem={stem}",
-                                 "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false")
+    overrides = stage1_overrides(
+        teacher_dir,
+        "model.student.name=resnet18",
+        f"model.student.small_input_stem={stem}",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "test=false",
+    )
     stage1 = run_in_process(overrides, tmp_path / "stage1")
     export = stage1["export"]["backbone"]
     stage2 = [f"experiment={experiment}", f"model.backbone.init={export}"]
@@ -206,15 +261,25 @@ def test_unlabeled_folder_yields_images_only(unlabeled_folder, tmp_path):
     item = data.train_set[0]
     assert isinstance(item, tuple) and len(item) == 1 and item[0].shape == (3, 32, 32)
     with pytest.raises(UserError, match="data.root"):
-        build("data", compose_config(["experiment=repfusion_labelfree", f"data.root={tmp_path / 'none'}"],
-                                     tmp_path).data)
+        build(
+            "data", compose_config(["experiment=repfusion_labelfree", f"data.root={tmp_path / 'none'}"], tmp_path).data
+        )
 
 
 def test_label_free_stage1_runs_without_labels_and_feeds_dense_stage2(teacher_dir, unlabeled_folder, tmp_path):
-    summary = run_in_process(["experiment=repfusion_labelfree", f"data.root={unlabeled_folder}",
-                              f"model.teacher.source={teacher_dir}", "data.batch_size=16", "trainer.max_epochs=1",
-                              "trainer.num_sanity_val_steps=0", "logger=csv", "trainer.enable_model_summary=false"],
-                             tmp_path / "stage1")
+    summary = run_in_process(
+        [
+            "experiment=repfusion_labelfree",
+            f"data.root={unlabeled_folder}",
+            f"model.teacher.source={teacher_dir}",
+            "data.batch_size=16",
+            "trainer.max_epochs=1",
+            "trainer.num_sanity_val_steps=0",
+            "logger=csv",
+            "trainer.enable_model_summary=false",
+        ],
+        tmp_path / "stage1",
+    )
     assert summary["global_step"] == 3  # 57 images, batches of 16, the last one dropped
     assert "test/loss_feat" in summary["test"] and not any("knn" in k or "probe" in k for k in summary["test"])
     assert not any("probe" in k or "loss_policy" in k for k in summary["final"])

@@ -55,12 +55,24 @@ def test_oracle_app_on_a_tiny_teacher(teacher_dir, tmp_path):
     distillation runs, one fake rl run's histogram drawn over it."""
     rl_run = tmp_path / "rl"
     (rl_run / "export").mkdir(parents=True)
-    (rl_run / "export" / "timesteps.json").write_text(json.dumps({"mode": "rl", "num_timesteps": 1000, "bins": 2,
-                                                                  "per_epoch": [[5, 5], [10, 0]]}))
+    (rl_run / "export" / "timesteps.json").write_text(
+        json.dumps({"mode": "rl", "num_timesteps": 1000, "bins": 2, "per_epoch": [[5, 5], [10, 0]]})
+    )
     out = tmp_path / "oracle"
-    result = run_cli([f"teacher.source={teacher_dir}", "grid=[0,400,999]", "probe.epochs=3", "probe.seeds=2",
-                      "probe.train_images=128", "probe.eval_images=64", "distill.grid=[]", f"policy_runs=[{rl_run}]",
-                      f"hydra.run.dir={out}"], module="repfusion.oracle")
+    result = run_cli(
+        [
+            f"teacher.source={teacher_dir}",
+            "grid=[0,400,999]",
+            "probe.epochs=3",
+            "probe.seeds=2",
+            "probe.train_images=128",
+            "probe.eval_images=64",
+            "distill.grid=[]",
+            f"policy_runs=[{rl_run}]",
+            f"hydra.run.dir={out}",
+        ],
+        module="repfusion.oracle",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert [r["t"] for r in summary["curve"]] == [0, 400, 999]
@@ -71,8 +83,9 @@ def test_oracle_app_on_a_tiny_teacher(teacher_dir, tmp_path):
     expected = np.interp(250, [0, 400, 999], [r["ce"] for r in summary["curve"]])
     assert policy["expected_ce"] == pytest.approx(expected) and policy["share"] == [1.0, 0.0]
     assert (out / "plots" / "timestep_oracle.png").stat().st_size > 10_000
-    redraw = run_cli([f"reuse={out}", f"policy_runs=[{tmp_path}]", f"hydra.run.dir={tmp_path / 'redraw'}"],
-                     module="repfusion.oracle")
+    redraw = run_cli(
+        [f"reuse={out}", f"policy_runs=[{tmp_path}]", f"hydra.run.dir={tmp_path / 'redraw'}"], module="repfusion.oracle"
+    )
     assert redraw.returncode == 0, redraw.stderr[-3000:]
     again = json.loads((tmp_path / "redraw" / "summary.json").read_text())
     assert again["curve"] == summary["curve"] and again["policies"] == summary["policies"]

@@ -200,8 +200,8 @@ def test_a_samples_reward_does_not_depend_on_the_rest_of_its_batch():
 
 def test_running_standardize_uses_the_statistics_of_earlier_batches():
     norm = RunningStandardize(2, momentum=0.25, eps=0.0)
-    first = torch.tensor([[0.0, 1.0], [2.0, 3.0]])     # mean (1, 2), var (1, 1)
-    second = torch.tensor([[5.0, 2.0], [7.0, 2.0]])    # mean (6, 2), var (1, 0)
+    first = torch.tensor([[0.0, 1.0], [2.0, 3.0]])  # mean (1, 2), var (1, 1)
+    second = torch.tensor([[5.0, 2.0], [7.0, 2.0]])  # mean (6, 2), var (1, 0)
     assert torch.allclose(norm(first), torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))  # the warm-up batch sets them
     assert bool(norm.ready)
     assert torch.allclose(norm(second), torch.tensor([[4.0, 0.0], [6.0, 0.0]]))  # (x - (1, 2)) / 1: the first's
@@ -233,12 +233,19 @@ def test_label_free_policy_has_no_probe_and_rl_needs_one():
         TimestepPolicy(4, 3, mode="fixed").losses(draw, torch.randn(4, 4, 1, 1), None)
 
 
-@pytest.mark.parametrize("kwargs,match", [({"mode": "random"}, "mode"), ({"baseline": "ema"}, "baseline"),
-                                          ({"entropy_schedule": "hours"}, "entropy_schedule"),
-                                          ({"input_range": "0-255"}, "input_range"),
-                                          ({"probe_norm": "layer"}, "probe_norm"),
-                                          ({"fixed_t": 1000}, "fixed_t"), ({"max_t": 0}, "max_t"),
-                                          ({"num_bins": 1}, "num_bins")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"mode": "random"}, "mode"),
+        ({"baseline": "ema"}, "baseline"),
+        ({"entropy_schedule": "hours"}, "entropy_schedule"),
+        ({"input_range": "0-255"}, "input_range"),
+        ({"probe_norm": "layer"}, "probe_norm"),
+        ({"fixed_t": 1000}, "fixed_t"),
+        ({"max_t": 0}, "max_t"),
+        ({"num_bins": 1}, "num_bins"),
+    ],
+)
 def test_bad_settings_are_named(kwargs, match):
     with pytest.raises(UserError, match=match):
         TimestepPolicy(4, 3, **kwargs)

@@ -54,19 +54,29 @@ def test_digits_chain_runs_teacher_to_its_three_tables(tmp_path):
     tiny = [o for o in TINY if not o.startswith("trainer.enable_model_summary")] + ["data.batch_size=16"]
     trained = ["distil", "finetune", "baseline", "few_finetune", "few_baseline", "random_init", "supervised"]
     args = [f"{stage}:{o}" for stage in ["teacher", *trained] for o in tiny]
-    args += ["teacher:model.unet.block_out_channels=[8,16,16]", "teacher:model.num_samples=4",
-             "teacher:model.sample_steps=2"]
+    args += [
+        "teacher:model.unet.block_out_channels=[8,16,16]",
+        "teacher:model.num_samples=4",
+        "teacher:model.sample_steps=2",
+    ]
     args += [f"{stage}:model.student.name=test_resnet" for stage in ("distil", "random_init", "supervised")]
-    args += [f"{stage}:model.backbone.name=test_resnet"
-             for stage in ("finetune", "baseline", "few_finetune", "few_baseline")]
+    args += [
+        f"{stage}:model.backbone.name=test_resnet" for stage in ("finetune", "baseline", "few_finetune", "few_baseline")
+    ]
     args += ["oracle:grid=[0,500]", "oracle:probe.epochs=2", "oracle:probe.seeds=1", "oracle:probe.train_images=64"]
-    result = run_cli(["repfusion_digits", *args, "--seeds", "1", "--dir", str(tmp_path / "chain")],
-                     module="tasks.chain", env={"KT_LOG_DIR": str(tmp_path)}, timeout=1200)
+    result = run_cli(
+        ["repfusion_digits", *args, "--seeds", "1", "--dir", str(tmp_path / "chain")],
+        module="tasks.chain",
+        env={"KT_LOG_DIR": str(tmp_path)},
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     chain = json.loads((tmp_path / "chain" / "chain_summary.json").read_text())
     assert [[row["label"] for row in table["rows"]] for table in chain["tables"]] == [
-        ["from scratch", "RepFusion (rl)"], ["from scratch", "RepFusion (rl)"],
-        ["random init", "RepFusion stage 1 (rl)", "supervised from scratch (all labels)"]]
+        ["from scratch", "RepFusion (rl)"],
+        ["from scratch", "RepFusion (rl)"],
+        ["random init", "RepFusion stage 1 (rl)", "supervised from scratch (all labels)"],
+    ]
     assert all(row["values"] for table in chain["tables"] for row in table["rows"])
     distil = read_summary(tmp_path / "chain" / "distil" / "seed1")
     assert any(o.startswith("model.teacher.source=") and o.endswith("teacher/export/unet") for o in distil["overrides"])

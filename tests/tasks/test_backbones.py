@@ -25,8 +25,12 @@ def test_export_then_plain_timm_create_model_gives_same_outputs(tmp_path):
     model = create_backbone("resnet18", num_classes=10)
     paths = export_backbone(model, tmp_path)
     card = json.loads(open(paths["card"]).read())
-    reloaded = timm.create_model(card["timm_name"], pretrained=True, num_classes=10,
-                                 pretrained_cfg_overlay=dict(file=paths["weights"], num_classes=10))
+    reloaded = timm.create_model(
+        card["timm_name"],
+        pretrained=True,
+        num_classes=10,
+        pretrained_cfg_overlay=dict(file=paths["weights"], num_classes=10),
+    )
     assert _same_outputs(model, reloaded, torch.randn(2, 3, 32, 32))
 
 
@@ -37,8 +41,12 @@ def test_small_stem_export_reloads_through_timm_registry(tmp_path):
     assert model.feature_info[-1]["reduction"] == 8
     paths = export_backbone(model, tmp_path, name="backbone")
     assert _same_outputs(model, load_exported(paths["card"]), torch.randn(2, 3, 32, 32))
-    reloaded = timm.create_model("resnet18_smallstem", pretrained=True, num_classes=0,
-                                 pretrained_cfg_overlay=dict(file=paths["weights"], num_classes=0))
+    reloaded = timm.create_model(
+        "resnet18_smallstem",
+        pretrained=True,
+        num_classes=0,
+        pretrained_cfg_overlay=dict(file=paths["weights"], num_classes=0),
+    )
     assert _same_outputs(model, reloaded, torch.randn(2, 3, 32, 32))
 
 
@@ -47,7 +55,9 @@ def test_init_from_checkpoint_with_prefix_and_new_head(tmp_path):
     source = create_backbone("resnet18", num_classes=0)
     ckpt = {"state_dict": {f"student.backbone.{k}": v for k, v in source.state_dict().items()}, "epoch": 3}
     torch.save(ckpt, tmp_path / "stage1.ckpt")
-    target = create_backbone("resnet18", num_classes=7, init=str(tmp_path / "stage1.ckpt"), init_prefix="student.backbone.")
+    target = create_backbone(
+        "resnet18", num_classes=7, init=str(tmp_path / "stage1.ckpt"), init_prefix="student.backbone."
+    )
     for key, value in source.state_dict().items():
         assert torch.equal(target.state_dict()[key], value), key
     assert target.fc.out_features == 7
@@ -68,8 +78,15 @@ def test_unknown_timm_name_is_a_clear_error():
         create_backbone("vit_tiny_patch16_224", small_input_stem=True)
 
 
-@pytest.mark.parametrize("name,kwargs", [("resnet18", {}), ("mobilenetv2_050", {}), ("convnext_atto", {}),
-                                         ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 4})])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("resnet18", {}),
+        ("mobilenetv2_050", {}),
+        ("convnext_atto", {}),
+        ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 4}),
+    ],
+)
 def test_stage_features_follow_feature_info(name, kwargs):
     """timm's contract: channels equal feature_info, spatial size <= ceil(input/reduction)+1."""
     model = create_backbone(name, **kwargs).eval()

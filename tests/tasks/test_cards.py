@@ -19,8 +19,13 @@ from tasks import cards
 from tasks.backbones import create_backbone, export_backbone, export_timm, load_backbone_weights, load_exported
 from tasks.errors import UserError
 
-DATA = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6], "input_size": [3, 32, 32], "num_classes": 10,
-        "label_names": [f"digit {i}" for i in range(10)]}
+DATA = {
+    "mean": [0.1, 0.2, 0.3],
+    "std": [0.4, 0.5, 0.6],
+    "input_size": [3, 32, 32],
+    "num_classes": 10,
+    "label_names": [f"digit {i}" for i in range(10)],
+}
 X = torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32)
 
 
@@ -29,10 +34,15 @@ def _outputs(model: torch.nn.Module) -> torch.Tensor:
         return model.eval()(X)
 
 
-@pytest.mark.parametrize("name,kwargs", [("resnet18", {"num_classes": 10}),
-                                         ("resnet18", {"num_classes": 0, "small_input_stem": True}),
-                                         ("mobilenetv3_small_050", {"num_classes": 10, "small_input_stem": True}),
-                                         ("vit_tiny_patch16_224", {"num_classes": 10, "img_size": 32})])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("resnet18", {"num_classes": 10}),
+        ("resnet18", {"num_classes": 0, "small_input_stem": True}),
+        ("mobilenetv3_small_050", {"num_classes": 10, "small_input_stem": True}),
+        ("vit_tiny_patch16_224", {"num_classes": 10, "img_size": 32}),
+    ],
+)
 def test_timm_local_dir_rebuilds_the_export_exactly(tmp_path, name, kwargs):
     torch.manual_seed(0)
     model = create_backbone(name, **kwargs)
@@ -53,25 +63,30 @@ def test_plain_timm_loads_an_export_without_this_project(tmp_path):
     model = create_backbone("resnet18", num_classes=10)
     export_timm(model, tmp_path / "export", data=DATA)
     torch.save({"x": X, "y": _outputs(model)}, tmp_path / "expected.pt")
-    script = (f"import sys, timm, torch; sys.path = [p for p in sys.path if p not in ('', {str(Path.cwd())!r})]\n"
-              f"m = timm.create_model('local-dir:{tmp_path / 'export'}', pretrained=True).eval()\n"
-              f"e = torch.load('{tmp_path / 'expected.pt'}', weights_only=True)\n"
-              "assert 'tasks' not in sys.modules\n"
-              "print(torch.equal(m(e['x']), e['y']), m.pretrained_cfg['label_names'][3])\n")
+    script = (
+        f"import sys, timm, torch; sys.path = [p for p in sys.path if p not in ('', {str(Path.cwd())!r})]\n"
+        f"m = timm.create_model('local-dir:{tmp_path / 'export'}', pretrained=True).eval()\n"
+        f"e = torch.load('{tmp_path / 'expected.pt'}', weights_only=True)\n"
+        "assert 'tasks' not in sys.modules\n"
+        "print(torch.equal(m(e['x']), e['y']), m.pretrained_cfg['label_names'][3])\n"
+    )
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["True", "digit", "3"]
 
 
 def test_the_card_carries_the_run_and_the_data_in_timms_own_fields(tmp_path):
-    export_timm(create_backbone("resnet18", num_classes=10), tmp_path, card={"run": {"task_name": "t", "seed": 3}},
-                data=DATA)
+    export_timm(
+        create_backbone("resnet18", num_classes=10), tmp_path, card={"run": {"task_name": "t", "seed": 3}}, data=DATA
+    )
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["kind"] == "timm" and config["format"] == 2 and config["architecture"] == "resnet18"
     assert config["run"] == {"task_name": "t", "seed": 3}
     assert config["label_names"] == DATA["label_names"]
     assert config["pretrained_cfg"]["pool_size"] is None  # timm's ImageNet (7, 7) no longer holds at 32 px
-    assert not {"tag", "license", "origin_url", "paper_ids", "url"} & set(config["pretrained_cfg"])  # not timm's weights
+    assert not {"tag", "license", "origin_url", "paper_ids", "url"} & set(
+        config["pretrained_cfg"]
+    )  # not timm's weights
     assert "timm.create_model('local-dir:" in config["load"] and "import tasks.backbones" not in config["load"]
     export_timm(create_backbone("resnet18", small_input_stem=True), tmp_path / "small")
     assert json.loads((tmp_path / "small" / "config.json").read_text())["load"].startswith("import tasks.backbones")
@@ -120,13 +135,20 @@ def test_kinds_come_from_the_entry_point_group(tmp_path, monkeypatch):
 def test_the_installed_project_registers_its_kinds_as_entry_points():
     """pyproject.toml's [project.entry-points."kt.cards"] names every kind's loader (an install
     older than a kind misses it: pip install -e . again)."""
-    from dery.module import KIND as REASSEMBLED, reassembled_from_card
-    from kf.assemble import KIND as ASSEMBLED, assembled_from_card
-    from kf.multihead import KIND as MULTI_HEAD, multi_head_from_card
+    from dery.module import KIND as REASSEMBLED
+    from dery.module import reassembled_from_card
+    from kf.assemble import KIND as ASSEMBLED
+    from kf.assemble import assembled_from_card
+    from kf.multihead import KIND as MULTI_HEAD
+    from kf.multihead import multi_head_from_card
     from tasks.backbones.export import load_timm_card
 
-    loaders = {"timm": load_timm_card, REASSEMBLED: reassembled_from_card, ASSEMBLED: assembled_from_card,
-               MULTI_HEAD: multi_head_from_card}
+    loaders = {
+        "timm": load_timm_card,
+        REASSEMBLED: reassembled_from_card,
+        ASSEMBLED: assembled_from_card,
+        MULTI_HEAD: multi_head_from_card,
+    }
     assert {kind: cards._entry_points()[kind].load() for kind in loaders} == loaders
     assert cards.kinds() == sorted(loaders)
 
@@ -143,17 +165,34 @@ def test_stamp_writes_into_cards_only(tmp_path):
     assert json.loads((tmp_path / "unet" / "config.json").read_text()) == diffusers
     assert json.loads((tmp_path / "timesteps.json").read_text()) == {"mode": "rl"}
     toy = json.loads((tmp_path / "heads" / "card.json").read_text())
-    assert toy == {"kind": "toy", "format": 2, "value": 1, "run": {"task_name": "t"},
-                   "data": {"mean": [0.3] * 3, "std": [0.2] * 3}}
+    assert toy == {
+        "kind": "toy",
+        "format": 2,
+        "value": 1,
+        "run": {"task_name": "t"},
+        "data": {"mean": [0.3] * 3, "std": [0.2] * 3},
+    }
     assert json.loads((tmp_path / "config.json").read_text())["pretrained_cfg"]["mean"] == [0.3] * 3
 
 
 def test_apply_data_follows_timms_rules():
-    config = {"num_classes": 3, "pretrained_cfg": {"input_size": [3, 224, 224], "pool_size": [7, 7],
-                                                   "test_input_size": [3, 288, 288], "mean": [0.5] * 3}}
+    config = {
+        "num_classes": 3,
+        "pretrained_cfg": {
+            "input_size": [3, 224, 224],
+            "pool_size": [7, 7],
+            "test_input_size": [3, 288, 288],
+            "mean": [0.5] * 3,
+        },
+    }
     out = cards.apply_data(config, {"input_size": [3, 32, 32], "label_names": ["a", "b"]})
-    assert out["pretrained_cfg"] == {"input_size": [3, 32, 32], "pool_size": None, "mean": [0.5] * 3,
-                                     "crop_pct": 1.0, "crop_mode": "center"}
+    assert out["pretrained_cfg"] == {
+        "input_size": [3, 32, 32],
+        "pool_size": None,
+        "mean": [0.5] * 3,
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+    }
     assert "label_names" not in out  # two names for three outputs: not the head's classes
     same = cards.apply_data(config, {"input_size": [3, 224, 224]})
     assert same["pretrained_cfg"]["pool_size"] == [7, 7]
@@ -163,20 +202,37 @@ def test_data_config_reads_what_the_datamodule_publishes():
     from tasks.data.digits import DigitsDataModule
 
     data = cards.data_config(DigitsDataModule(image_size=28))
-    assert data == {"mean": list(DigitsDataModule.mean), "std": list(DigitsDataModule.std),
-                    "input_size": [3, 28, 28], "num_classes": 10}
+    assert data == {
+        "mean": list(DigitsDataModule.mean),
+        "std": list(DigitsDataModule.std),
+        "input_size": [3, 28, 28],
+        "num_classes": 10,
+    }
     assert cards.data_config(None) == {}
 
 
-@pytest.mark.parametrize("content,message", [
-    ({"architecture": "resnet18"}, "is not an export card of this project: it has no 'kind'"),
-    ({"kind": "nope", "format": 2}, "No loader for export cards of kind 'nope' (known kinds: ["),
-    ({"kind": "timm", "format": "two", "architecture": "resnet18"}, "format"),
-    ({"kind": "timm", "format": 2, "architecture": "resnet18", "pretrained_cfg": {}, "weights": "../x.safetensors"},
-     "names the file '../x.safetensors' outside its folder"),
-    ({"kind": "timm", "format": 2, "architecture": "resnet999", "pretrained_cfg": {}},
-     "names the architecture 'resnet999', which this timm"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ({"architecture": "resnet18"}, "is not an export card of this project: it has no 'kind'"),
+        ({"kind": "nope", "format": 2}, "No loader for export cards of kind 'nope' (known kinds: ["),
+        ({"kind": "timm", "format": "two", "architecture": "resnet18"}, "format"),
+        (
+            {
+                "kind": "timm",
+                "format": 2,
+                "architecture": "resnet18",
+                "pretrained_cfg": {},
+                "weights": "../x.safetensors",
+            },
+            "names the file '../x.safetensors' outside its folder",
+        ),
+        (
+            {"kind": "timm", "format": 2, "architecture": "resnet999", "pretrained_cfg": {}},
+            "names the architecture 'resnet999', which this timm",
+        ),
+    ],
+)
 def test_bad_cards_are_one_message(tmp_path, content, message):
     (tmp_path / "card.json").write_text(json.dumps(content))
     with pytest.raises(UserError) as err:

@@ -12,15 +12,24 @@ import pytest
 from tasks import chain as chain_cli
 from tests.conftest import ROOT, run_cli
 
-QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-         "trainer.limit_test_batches=1", "trainer.num_sanity_val_steps=0", "logger=csv", "export=true"]
-CHAIN = ("stages:\n"
-         "  first:\n    experiment: classify_digits\n"
-         "  other:\n    experiment: classify_digits\n    slurm: {gpus_per_node: 4}\n"
-         "  second:\n    experiment: classify_digits\n"
-         "    overrides: ['model.backbone.init={run:first}/export/model.safetensors']\n"
-         "    seeds: [1, 2]\n"
-         "compare:\n  metric: test/acc\n  baseline: first\n  rows: {first: first, second: second}\n")
+QUICK = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "logger=csv",
+    "export=true",
+]
+CHAIN = (
+    "stages:\n"
+    "  first:\n    experiment: classify_digits\n"
+    "  other:\n    experiment: classify_digits\n    slurm: {gpus_per_node: 4}\n"
+    "  second:\n    experiment: classify_digits\n"
+    "    overrides: ['model.backbone.init={run:first}/export/model.safetensors']\n"
+    "    seeds: [1, 2]\n"
+    "compare:\n  metric: test/acc\n  baseline: first\n  rows: {first: first, second: second}\n"
+)
 
 
 class FakeJob:
@@ -52,8 +61,20 @@ def test_slurm_jobs_depend_on_the_runs_they_read(tmp_path, monkeypatch):
     monkeypatch.setattr(submitit, "AutoExecutor", FakeSlurm)
     path = tmp_path / "c.yaml"
     path.write_text(CHAIN)
-    result = chain_cli.main([str(path), "--dir", str(tmp_path / "d"), "--launcher", "slurm",
-                             "--slurm", "partition=gpu", "--slurm", "timeout_min=90", "trainer.max_epochs=1"])
+    result = chain_cli.main(
+        [
+            str(path),
+            "--dir",
+            str(tmp_path / "d"),
+            "--launcher",
+            "slurm",
+            "--slurm",
+            "partition=gpu",
+            "--slurm",
+            "timeout_min=90",
+            "trainer.max_epochs=1",
+        ]
+    )
     jobs = {job.params["name"].split("-", 1)[1]: job for job in FakeSlurm.submitted}
     assert list(jobs) == ["first", "other", "second_seed1", "second_seed2", "report"]
     assert "slurm_additional_parameters" not in jobs["first"].params and "dependency" not in str(jobs["other"].params)
@@ -80,11 +101,15 @@ def test_bad_slurm_parameters_are_named(tmp_path):
 @pytest.mark.slow
 def test_a_chain_runs_through_the_submitit_local_executor(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(CHAIN.replace("    seeds: [1, 2]\n", "").replace("  other:\n    experiment: classify_digits\n"
-                                                                      "    slurm: {gpus_per_node: 4}\n", ""))
+    path.write_text(
+        CHAIN.replace("    seeds: [1, 2]\n", "").replace(
+            "  other:\n    experiment: classify_digits\n    slurm: {gpus_per_node: 4}\n", ""
+        )
+    )
     chain_dir = tmp_path / "d"
-    result = run_cli([str(path), "--dir", str(chain_dir), "--launcher", "submitit_local", *QUICK],
-                     module="tasks.chain", timeout=900)
+    result = run_cli(
+        [str(path), "--dir", str(chain_dir), "--launcher", "submitit_local", *QUICK], module="tasks.chain", timeout=900
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     logs = sorted(p.name for p in (chain_dir / "submitit").glob("*_log.out"))
     assert len(logs) == 3  # two stage jobs and the report job

@@ -14,7 +14,17 @@ QUICK = [o for o in TINY if not o.startswith("logger=")]
 
 def test_help_lists_the_config_groups():
     out = run_cli(["--help"]).stdout
-    for group in ("experiment:", "trainer:", "logger:", "callbacks:", "data:", "model:", "debug:", "hparams_search:", "paths:"):
+    for group in (
+        "experiment:",
+        "trainer:",
+        "logger:",
+        "callbacks:",
+        "data:",
+        "model:",
+        "debug:",
+        "hparams_search:",
+        "paths:",
+    ):
         assert group in out
     assert "ddp_cpu" in out
 
@@ -37,7 +47,9 @@ def test_missing_data_dir_and_pickled_checkpoint_fail_cleanly(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_cpu_runs_two_processes_into_one_run_dir(tmp_path):
-    result = run_cli(["trainer=ddp_cpu", "logger=many", f"paths.log_dir={tmp_path}", *QUICK, "logger=many"], timeout=900)
+    result = run_cli(
+        ["trainer=ddp_cpu", "logger=many", f"paths.log_dir={tmp_path}", *QUICK, "logger=many"], timeout=900
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "classify_digits" / "runs").iterdir())
     assert len(runs) == 1
@@ -92,9 +104,12 @@ def test_chain_hands_an_export_to_the_next_stage(tmp_path):
         "  first:\n    experiment: classify_digits\n"
         "  second:\n    experiment: classify_digits\n"
         "    overrides: ['model.backbone.init={run:first}/export/model.safetensors']\n"
-        "compare:\n  metric: test/acc\n  rows: {first: first, second: second}\n")
+        "compare:\n  metric: test/acc\n  rows: {first: first, second: second}\n"
+    )
     chain_dir = tmp_path / "chain"
-    only_first = run_cli([str(chain), "--dir", str(chain_dir), "--stages", "first", *QUICK], module="tasks.chain", timeout=900)
+    only_first = run_cli(
+        [str(chain), "--dir", str(chain_dir), "--stages", "first", *QUICK], module="tasks.chain", timeout=900
+    )
     assert only_first.returncode == 0, only_first.stderr[-3000:]
     assert (chain_dir / "first" / "summary.json").is_file() and not (chain_dir / "second").exists()
     assert "stages ['second'] have not run yet" in only_first.stdout and not (chain_dir / "chain_summary.json").exists()
@@ -109,7 +124,10 @@ def test_chain_hands_an_export_to_the_next_stage(tmp_path):
 
 def test_chain_errors_name_the_fix(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("stages:\n  a:\n    experiment: classify_digits\n    overrides: ['x={run:later}']\n  later:\n    experiment: classify_digits\n")
+    bad.write_text(
+        "stages:\n  a:\n    experiment: classify_digits\n    overrides: ['x={run:later}']\n"
+        "  later:\n    experiment: classify_digits\n"
+    )
     result = run_cli([str(bad)], module="tasks.chain")
     assert result.returncode == 2 and "not an earlier stage" in result.stderr
     unknown = run_cli(["no_such_chain"], module="tasks.chain")

@@ -6,8 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from tasks.config_check import check_config
-from tasks.run.preflight import HYDRA_MODULES
 from tasks.errors import UserError
+from tasks.run.preflight import HYDRA_MODULES
 from tests.conftest import CONF, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -24,11 +24,14 @@ def test_experiment_composes_with_trainer(experiment, trainer, tmp_path):
     assert OmegaConf.select(cfg, "trainer._target_") == "pytorch_lightning.Trainer"
 
 
-@pytest.mark.parametrize("group,option", [("logger", p.stem) for p in (CONF / "logger").glob("*.yaml")]
-                         + [("callbacks", p.stem) for p in (CONF / "callbacks").glob("*.yaml")]
-                         + [("debug", p.stem) for p in (CONF / "debug").glob("*.yaml")]
-                         + [("data", p.stem) for p in (CONF / "data").glob("*.yaml")]
-                         + [("augment", p.stem) for p in (CONF / "augment").glob("*.yaml")])
+@pytest.mark.parametrize(
+    "group,option",
+    [("logger", p.stem) for p in (CONF / "logger").glob("*.yaml")]
+    + [("callbacks", p.stem) for p in (CONF / "callbacks").glob("*.yaml")]
+    + [("debug", p.stem) for p in (CONF / "debug").glob("*.yaml")]
+    + [("data", p.stem) for p in (CONF / "data").glob("*.yaml")]
+    + [("augment", p.stem) for p in (CONF / "augment").glob("*.yaml")],
+)
 def test_group_options_compose(group, option, tmp_path):
     extra = ["data.root=/some/folder"] if option == "imagefolder" else []
     cfg = compose_config([f"{group}={option}", *extra], tmp_path)
@@ -41,7 +44,9 @@ def test_launchers_and_sweeper_compose(tmp_path):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        slurm = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4"], return_hydra_config=True)
+        slurm = compose(
+            "train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4"], return_hydra_config=True
+        )
         local = compose("train", overrides=["hydra/launcher=submitit_local"], return_hydra_config=True)
         optuna = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
     GlobalHydra.instance().clear()
@@ -107,6 +112,11 @@ def test_original_recipes_compose_with_their_toolbox(experiment, tmp_path):
         assert mixup is None
     else:
         timm_mixup = MixupCutmix(**mixup, num_classes=cfg.model.num_classes)._mixup
-        assert (timm_mixup.mixup_alpha, timm_mixup.cutmix_alpha, timm_mixup.mix_prob, timm_mixup.switch_prob,
-                timm_mixup.label_smoothing) == want["mixup"]
+        assert (
+            timm_mixup.mixup_alpha,
+            timm_mixup.cutmix_alpha,
+            timm_mixup.mix_prob,
+            timm_mixup.switch_prob,
+            timm_mixup.label_smoothing,
+        ) == want["mixup"]
     assert cfg.model.label_smoothing == want["smoothing"]

@@ -38,8 +38,9 @@ def _hydra_app(module: str, config: str, args: list[str], monkeypatch):
 # --- train.py ------------------------------------------------------------------------------
 def test_train_bad_key_value_and_file(tmp_path, capsys):
     log_dir = f"paths.log_dir={tmp_path / 'logs'}"
-    code, err = _exit(capsys, run_guarded, "train.py", preflight, ["train.py", "trainer.max_epoch=3", log_dir],
-                      CONF_DIR)
+    code, err = _exit(
+        capsys, run_guarded, "train.py", preflight, ["train.py", "trainer.max_epoch=3", log_dir], CONF_DIR
+    )
     assert code == 2 and "Unknown config key 'trainer.max_epoch'. Did you mean 'trainer.max_epochs'?" in err
     code, err = _exit(capsys, run_guarded, "train.py", preflight, ["train.py", "data.batch_size=0", log_dir], CONF_DIR)
     assert code == 2 and "data.batch_size=0 is out of range: ImageDataModule(batch_size) expects a value >= 1" in err
@@ -59,8 +60,9 @@ def test_train_bad_key_value_and_file(tmp_path, capsys):
 # --- DeRy stages (Hydra apps) ---------------------------------------------------------------
 def test_dery_similarity_bad_key_value_and_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("KT_LOG_DIR", str(tmp_path / "logs"))
-    app = _hydra_app("dery.similarity", "dery/similarity", ["dery/zoo=tiny", "zoo.members.resnet.acuracy=0.9"],
-                     monkeypatch)
+    app = _hydra_app(
+        "dery.similarity", "dery/similarity", ["dery/zoo=tiny", "zoo.members.resnet.acuracy=0.9"], monkeypatch
+    )
     code, err = _exit(capsys, app)
     assert code == 2 and "Did you mean 'zoo.members.resnet.accuracy'?" in err
     app = _hydra_app("dery.similarity", "dery/similarity", ["dery/zoo=tiny", "probe.batch_size=-1"], monkeypatch)
@@ -69,25 +71,32 @@ def test_dery_similarity_bad_key_value_and_file(tmp_path, capsys, monkeypatch):
     junk = tmp_path / "member.pth"
     junk.write_bytes(JUNK)
     run = tmp_path / "run"
-    app = _hydra_app("dery.similarity", "dery/similarity", ["dery/zoo=tiny", f"zoo.members.resnet.weights=file:{junk}",
-                                                           f"hydra.run.dir={run}"], monkeypatch)
+    app = _hydra_app(
+        "dery.similarity",
+        "dery/similarity",
+        ["dery/zoo=tiny", f"zoo.members.resnet.weights=file:{junk}", f"hydra.run.dir={run}"],
+        monkeypatch,
+    )
     code, err = _exit(capsys, app)
     assert code == 2 and f"Weight file {junk} is not a safetensors or PyTorch checkpoint" in err and not run.exists()
 
 
 def test_dery_partition_bad_key_value_and_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("KT_LOG_DIR", str(tmp_path / "logs"))
-    code, err = _exit(capsys, _hydra_app("dery.partition", "dery/partition", ["similarity=/x", "restart=5"],
-                                         monkeypatch))
+    code, err = _exit(
+        capsys, _hydra_app("dery.partition", "dery/partition", ["similarity=/x", "restart=5"], monkeypatch)
+    )
     assert code == 2 and "Unknown config key 'restart'. Did you mean 'restarts'?" in err
-    code, err = _exit(capsys, _hydra_app("dery.partition", "dery/partition", ["similarity=/x", "eps=-0.5"],
-                                         monkeypatch))
+    code, err = _exit(
+        capsys, _hydra_app("dery.partition", "dery/partition", ["similarity=/x", "eps=-0.5"], monkeypatch)
+    )
     assert code == 2 and "eps=-0.5 is out of range" in err and not (tmp_path / "logs").exists()
     (tmp_path / "sim").mkdir()
     (tmp_path / "sim" / "summary.json").write_bytes(JUNK)
     run = tmp_path / "run"
-    app = _hydra_app("dery.partition", "dery/partition", [f"similarity={tmp_path / 'sim'}", f"hydra.run.dir={run}"],
-                     monkeypatch)
+    app = _hydra_app(
+        "dery.partition", "dery/partition", [f"similarity={tmp_path / 'sim'}", f"hydra.run.dir={run}"], monkeypatch
+    )
     code, err = _exit(capsys, app)
     assert code == 2 and f"The similarity run's summary {tmp_path / 'sim' / 'summary.json'} is a binary file" in err
     assert not run.exists()
@@ -95,8 +104,9 @@ def test_dery_partition_bad_key_value_and_file(tmp_path, capsys, monkeypatch):
 
 def test_dery_search_bad_key_value_and_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("KT_LOG_DIR", str(tmp_path / "logs"))
-    code, err = _exit(capsys, _hydra_app("dery.search", "dery/search", ["partition=/x", "budget.param=2e6"],
-                                         monkeypatch))
+    code, err = _exit(
+        capsys, _hydra_app("dery.search", "dery/search", ["partition=/x", "budget.param=2e6"], monkeypatch)
+    )
     assert code == 2 and "Did you mean 'budget.params'?" in err
     code, err = _exit(capsys, _hydra_app("dery.search", "dery/search", ["partition=/x", "mode=greedy"], monkeypatch))
     assert code == 2 and "mode='greedy' (a string) is not a valid choice" in err and not (tmp_path / "logs").exists()
@@ -105,8 +115,9 @@ def test_dery_search_bad_key_value_and_file(tmp_path, capsys, monkeypatch):
     (part / "partition.json").write_text('{"zoo": "zoo.json", "sets": [')
     (part / "summary.json").write_text(json.dumps({"stage": "partition", "partition": str(part / "partition.json")}))
     run = tmp_path / "run"
-    code, err = _exit(capsys, _hydra_app("dery.search", "dery/search", [f"partition={part}", f"hydra.run.dir={run}"],
-                                         monkeypatch))
+    code, err = _exit(
+        capsys, _hydra_app("dery.search", "dery/search", [f"partition={part}", f"hydra.run.dir={run}"], monkeypatch)
+    )
     assert code == 2 and f"partition.json {part / 'partition.json'} is not valid JSON (it looks truncated)" in err
     assert not run.exists()
 
@@ -171,8 +182,9 @@ def test_kt_report_bad_key_value_and_file(tmp_path, capsys):
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "summary.json").write_text(json.dumps({"task_name": "t", "experiment": "classify_digits", "seed": 1,
-                                                  "test": {"test/acc": 0.5}}))
+    (run / "summary.json").write_text(
+        json.dumps({"task_name": "t", "experiment": "classify_digits", "seed": 1, "test": {"test/acc": 0.5}})
+    )
     code, err = _exit(capsys, main, [str(tmp_path), "--metirc", "test/acc"])
     assert code == 2 and "unrecognized arguments: --metirc" in err
     code, err = _exit(capsys, main, [str(tmp_path), "--baseline", "classify_digit"])
@@ -198,15 +210,17 @@ def test_the_reported_cases_as_commands(tmp_path):
     assert "trainer.max_epochs='abc' (a string) has the wrong type: Trainer(max_epochs) expects an integer" in err
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(JUNK)
-    assert "is corrupt or not a PyTorch checkpoint" in _no_traceback(run_cli([f"resume={junk}",
-                                                                              f"paths.log_dir={logs}"]))
+    assert "is corrupt or not a PyTorch checkpoint" in _no_traceback(
+        run_cli([f"resume={junk}", f"paths.log_dir={logs}"])
+    )
     text = tmp_path / "passwd"
     text.write_text("root:x:0:0:root:/root:/bin/bash\n")
     err = _no_traceback(run_cli([f"model.backbone.init={text}", f"paths.log_dir={logs}", "logger=many", *TINY[:-2]]))
     assert f"Weight file {text} is not a safetensors or PyTorch checkpoint: it is a text file" in err
     assert not logs.exists() or not any(p.is_file() for p in logs.rglob("*"))  # no run dir, no W&B run
-    err = _no_traceback(run_cli(["zoo.members.resnet.accuracy=0.4"], module="dery.similarity",
-                                env={"KT_LOG_DIR": str(logs)}))
+    err = _no_traceback(
+        run_cli(["zoo.members.resnet.accuracy=0.4"], module="dery.similarity", env={"KT_LOG_DIR": str(logs)})
+    )
     assert "Add it with a '+': +zoo.members.resnet.accuracy=0.4" in err
 
 
@@ -214,9 +228,13 @@ def test_the_reported_cases_as_commands(tmp_path):
 def test_kt_report_and_kf_assemble_as_commands(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "summary.json").write_bytes(JUNK)
-    result = subprocess.run([str(Path(sys.executable).parent / "kt-report"), str(tmp_path)], capture_output=True,
-                            text=True,
-                            timeout=300, cwd=ROOT)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "kt-report"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert "Run summary" in _no_traceback(result) and "is a binary file" in result.stderr
     card = tmp_path / "assembled.json"
     card.write_text("[]")

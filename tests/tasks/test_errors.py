@@ -34,31 +34,50 @@ def _check(overrides: list[str], tmp_path: Path, command: str = "train") -> str:
 def test_a_wrong_type_names_the_key_the_value_and_the_expected_type(tmp_path):
     assert _check(["trainer.max_epochs=abc"], tmp_path) == (
         "Config value trainer.max_epochs='abc' (a string) has the wrong type: Trainer(max_epochs) expects an integer "
-        "or null.")
+        "or null."
+    )
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("model.optimizer.lr=-0.1", "model.optimizer.lr=-0.1 is out of range: SGD(lr) expects a value > 0"),
-    ("model.optimizer.lr=0", "model.optimizer.lr=0 is out of range: SGD(lr) expects a value > 0"),
-    ("data.val_fraction=1.5",
-     "data.val_fraction=1.5 is out of range: DigitsDataModule(val_fraction) expects a value in [0, 1]"),
-    ("data.batch_size=-3", "data.batch_size=-3 is out of range: ImageDataModule(batch_size) expects a value >= 1"),
-    ("data.batch_augment.degrees=-5", "data.batch_augment.degrees=-5 is out of range: RandomAffine(degrees)"),
-    ("seed=-1", "seed=-1 is out of range: TrainRun(seed) expects a value in [0, 4294967295]"),
-    ("trainer.precision=33",
-     "trainer.precision=33 is not a valid choice: Trainer(precision) expects one of [64, 32, 16,"),
-    ("callbacks.model_checkpoint.mode=maximum",
-     "mode='maximum' (a string) is not a valid choice: ModelCheckpoint(mode) "
-                                                "expects one of ['min', 'max']"),
-    ("monitor.mode=up",
-     "monitor.mode='up' (a string) is not a valid choice: Monitor(mode) expects one of ['min', 'max']"),
-    ("test=maybe", "test='maybe' (a string) has the wrong type: TrainRun(test) expects true or false"),
-    ("trainer.devices=abc", "trainer.devices='abc' (a string) is not valid: Trainer(devices) expects auto, a count"),
-    ("trainer.accelerator=tpuu", "trainer.accelerator='tpuu' (a string) is not a valid choice: Trainer(accelerator)"),
-    ("model.backbone.init=5",
-     "model.backbone.init=5 has the wrong type: create_backbone(init) expects a string or null"),
-    ("model.label_smoothing=2", "model.label_smoothing=2 is out of range: ClassificationModule(label_smoothing)"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("model.optimizer.lr=-0.1", "model.optimizer.lr=-0.1 is out of range: SGD(lr) expects a value > 0"),
+        ("model.optimizer.lr=0", "model.optimizer.lr=0 is out of range: SGD(lr) expects a value > 0"),
+        (
+            "data.val_fraction=1.5",
+            "data.val_fraction=1.5 is out of range: DigitsDataModule(val_fraction) expects a value in [0, 1]",
+        ),
+        ("data.batch_size=-3", "data.batch_size=-3 is out of range: ImageDataModule(batch_size) expects a value >= 1"),
+        ("data.batch_augment.degrees=-5", "data.batch_augment.degrees=-5 is out of range: RandomAffine(degrees)"),
+        ("seed=-1", "seed=-1 is out of range: TrainRun(seed) expects a value in [0, 4294967295]"),
+        (
+            "trainer.precision=33",
+            "trainer.precision=33 is not a valid choice: Trainer(precision) expects one of [64, 32, 16,",
+        ),
+        (
+            "callbacks.model_checkpoint.mode=maximum",
+            "mode='maximum' (a string) is not a valid choice: ModelCheckpoint(mode) expects one of ['min', 'max']",
+        ),
+        (
+            "monitor.mode=up",
+            "monitor.mode='up' (a string) is not a valid choice: Monitor(mode) expects one of ['min', 'max']",
+        ),
+        ("test=maybe", "test='maybe' (a string) has the wrong type: TrainRun(test) expects true or false"),
+        (
+            "trainer.devices=abc",
+            "trainer.devices='abc' (a string) is not valid: Trainer(devices) expects auto, a count",
+        ),
+        (
+            "trainer.accelerator=tpuu",
+            "trainer.accelerator='tpuu' (a string) is not a valid choice: Trainer(accelerator)",
+        ),
+        (
+            "model.backbone.init=5",
+            "model.backbone.init=5 has the wrong type: create_backbone(init) expects a string or null",
+        ),
+        ("model.label_smoothing=2", "model.label_smoothing=2 is out of range: ClassificationModule(label_smoothing)"),
+    ],
+)
 def test_wrong_values_of_the_classifier_run(override, expected, tmp_path):
     assert expected in _check([override], tmp_path)
 
@@ -68,28 +87,49 @@ def test_kwargs_targets_are_checked_through_the_class_they_forward_to(tmp_path):
     message = _check(["data.batch_size=big"], tmp_path)
     assert "data.batch_size='big' (a string) has the wrong type: ImageDataModule(batch_size) expects an int" in message
     message = _check(["+data.batch_sise=8"], tmp_path)
-    assert message.startswith("Unknown config key 'data.batch_sise': tasks.data.DigitsDataModule does not take "
-                              "'batch_sise'. "
-                              "Did you mean 'batch_size'")
+    assert message.startswith(
+        "Unknown config key 'data.batch_sise': tasks.data.DigitsDataModule does not take "
+        "'batch_sise'. "
+        "Did you mean 'batch_size'"
+    )
     assert "'eval_batch_size'" in message and "'val_fraction'" in message  # keys of both classes are valid
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    (["experiment=kf_digits", "model.teacher.bn_mode=weird"], "TeacherSpec(bn_mode) expects one of ['eval', 'train']"),
-    (["experiment=kf_digits", "+model.teacher.sorce=x"],
-     "Unknown config key 'model.teacher.sorce': kf.teacher.TeacherSpec "
-                                                         "does not take 'sorce'. Did you mean 'source'?"),
-    (["experiment=kf_digits", "model.kd_loss=l1"],
-     "model.kd_loss='l1' (a string) is not a valid choice: KFModule(kd_loss) "
-                                                   "expects one of ['kl', 'mse']"),
-    (["experiment=dery_digits", "model.mode=half"], "model.mode='half' (a string) is not a valid choice: "
-                                                    "ReassembledModule(mode) expects one of ['frozen', 'full']"),
-    (["experiment=repfusion_digits", "model.timesteps.mode=random"],
-     "TimestepPolicy(mode) expects one of ['rl', 'uniform'"),
-    (["experiment=repfusion_digits", "model.ema_decay=1.5"], "RepFusionModule(ema_decay) expects a value in [0, 1]"),
-    (["experiment=seg_digits", "model.loss_average=most"],
-     "SegmentationModule(loss_average) expects one of ['all', 'valid']"),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (
+            ["experiment=kf_digits", "model.teacher.bn_mode=weird"],
+            "TeacherSpec(bn_mode) expects one of ['eval', 'train']",
+        ),
+        (
+            ["experiment=kf_digits", "+model.teacher.sorce=x"],
+            "Unknown config key 'model.teacher.sorce': kf.teacher.TeacherSpec "
+            "does not take 'sorce'. Did you mean 'source'?",
+        ),
+        (
+            ["experiment=kf_digits", "model.kd_loss=l1"],
+            "model.kd_loss='l1' (a string) is not a valid choice: KFModule(kd_loss) expects one of ['kl', 'mse']",
+        ),
+        (
+            ["experiment=dery_digits", "model.mode=half"],
+            "model.mode='half' (a string) is not a valid choice: "
+            "ReassembledModule(mode) expects one of ['frozen', 'full']",
+        ),
+        (
+            ["experiment=repfusion_digits", "model.timesteps.mode=random"],
+            "TimestepPolicy(mode) expects one of ['rl', 'uniform'",
+        ),
+        (
+            ["experiment=repfusion_digits", "model.ema_decay=1.5"],
+            "RepFusionModule(ema_decay) expects a value in [0, 1]",
+        ),
+        (
+            ["experiment=seg_digits", "model.loss_average=most"],
+            "SegmentationModule(loss_average) expects one of ['all', 'valid']",
+        ),
+    ],
+)
 def test_method_choices_come_from_the_modules_constants(overrides, expected, tmp_path):
     assert expected in _check(overrides, tmp_path)
 
@@ -100,24 +140,49 @@ def test_every_choice_list_resolves_to_a_module_constant():
         assert values and all(v is None or isinstance(v, str) for v in values), key
 
 
-@pytest.mark.parametrize("stage,overrides,expected", [
-    ("dery/partition", ["similarity=/x", "K=0"],
-     "Config value K=0 is out of range: PartitionStage(K) expects a value >= 1"),
-    ("dery/partition", ["similarity=/x", "objective=median"], "objective='median' (a string) is not a valid choice: "
-                                                              "PartitionStage(objective) expects one of ['anchor', "
-                                                              "'pairwise']"),
-    ("dery/search", ["partition=/x", "mode=greedy"],
-     "SearchStage(mode) expects one of ['random', 'exhaustive', 'milp']"),
-    ("dery/search", ["partition=/x", "budget.params=-5"],
-     "budget.params=-5 is out of range: Budget(params) expects a value > 0"),
-    ("dery/similarity", ["dery/zoo=tiny", "probe.split=dev"], "probe.split='dev' (a string) is not a valid choice"),
-    ("dery/similarity", ["dery/zoo=tiny", "device=gpu0"],
-     "device='gpu0' (a string) is not valid: SimilarityStage(device)"),
-    ("dery/similarity", ["dery/zoo=tiny", "+zoo.members.a.accuracy=1.2"],
-     "zoo.members.a.accuracy=1.2 is out of range: ZooMember(accuracy) expects a value in [0, 1]"),
-    ("dery/similarity", ["dery/zoo=tiny", "+zoo.members.a.wieghts=random"],
-     "Unknown config key 'zoo.members.a.wieghts'"),
-])
+@pytest.mark.parametrize(
+    "stage,overrides,expected",
+    [
+        (
+            "dery/partition",
+            ["similarity=/x", "K=0"],
+            "Config value K=0 is out of range: PartitionStage(K) expects a value >= 1",
+        ),
+        (
+            "dery/partition",
+            ["similarity=/x", "objective=median"],
+            "objective='median' (a string) is not a valid choice: "
+            "PartitionStage(objective) expects one of ['anchor', "
+            "'pairwise']",
+        ),
+        (
+            "dery/search",
+            ["partition=/x", "mode=greedy"],
+            "SearchStage(mode) expects one of ['random', 'exhaustive', 'milp']",
+        ),
+        (
+            "dery/search",
+            ["partition=/x", "budget.params=-5"],
+            "budget.params=-5 is out of range: Budget(params) expects a value > 0",
+        ),
+        ("dery/similarity", ["dery/zoo=tiny", "probe.split=dev"], "probe.split='dev' (a string) is not a valid choice"),
+        (
+            "dery/similarity",
+            ["dery/zoo=tiny", "device=gpu0"],
+            "device='gpu0' (a string) is not valid: SimilarityStage(device)",
+        ),
+        (
+            "dery/similarity",
+            ["dery/zoo=tiny", "+zoo.members.a.accuracy=1.2"],
+            "zoo.members.a.accuracy=1.2 is out of range: ZooMember(accuracy) expects a value in [0, 1]",
+        ),
+        (
+            "dery/similarity",
+            ["dery/zoo=tiny", "+zoo.members.a.wieghts=random"],
+            "Unknown config key 'zoo.members.a.wieghts'",
+        ),
+    ],
+)
 def test_dery_stage_configs_are_typed(stage, overrides, expected, tmp_path):
     assert expected in _check(overrides, tmp_path, stage)
 
@@ -144,8 +209,9 @@ def test_every_shipped_chain_passes_the_stage_checks(chain, tmp_path):
 def test_preflight_stops_a_bad_value_before_hydra_writes_anything(tmp_path):
     with pytest.raises(UserError, match="trainer.max_epochs='abc'"):
         preflight(["train.py", "trainer.max_epochs=abc", f"paths.log_dir={tmp_path}"], CONF)
-    with pytest.raises(UserError,
-                       match=r"data.batch_size=-1 is out of range.*\(in the sweep job with \['data.batch_size=-1'\]\)"):
+    with pytest.raises(
+        UserError, match=r"data.batch_size=-1 is out of range.*\(in the sweep job with \['data.batch_size=-1'\]\)"
+    ):
         preflight(["train.py", "-m", "seed=1,2", "data.batch_size=8,-1", f"paths.log_dir={tmp_path}"], CONF)
     assert list(tmp_path.iterdir()) == []
 
@@ -153,19 +219,25 @@ def test_preflight_stops_a_bad_value_before_hydra_writes_anything(tmp_path):
 def test_a_valid_key_not_in_the_config_is_explained_with_the_plus_prefix(tmp_path):
     with pytest.raises(UserError) as err:
         preflight(["dery.similarity", "dery/zoo=tiny", "zoo.members.resnet.accuracy=0.4"], CONF, "dery/similarity")
-    assert str(err.value) == ("'accuracy' is a valid key of 'zoo.members.resnet' but this config does not set it yet, "
-                              "so it "
-                              "cannot be overridden. Add it with a '+': +zoo.members.resnet.accuracy=0.4")
-    with pytest.raises(UserError, match=r"Unknown config key 'zoo.members.resnet.acuracy'. Did you mean "
-                                        r"'zoo.members.resnet.accuracy'\?"):
+    assert str(err.value) == (
+        "'accuracy' is a valid key of 'zoo.members.resnet' but this config does not set it yet, "
+        "so it "
+        "cannot be overridden. Add it with a '+': +zoo.members.resnet.accuracy=0.4"
+    )
+    with pytest.raises(
+        UserError,
+        match=r"Unknown config key 'zoo.members.resnet.acuracy'. Did you mean "
+        r"'zoo.members.resnet.accuracy'\?",
+    ):
         preflight(["dery.similarity", "dery/zoo=tiny", "zoo.members.resnet.acuracy=0.4"], CONF, "dery/similarity")
 
 
 def test_resume_of_a_file_that_is_not_a_checkpoint_stops_before_the_run(tmp_path):
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(bytes(range(256)) * 4)
-    with pytest.raises(UserError,
-                       match=r"resume=.*junk.ckpt is corrupt or not a PyTorch checkpoint: it is a binary file"):
+    with pytest.raises(
+        UserError, match=r"resume=.*junk.ckpt is corrupt or not a PyTorch checkpoint: it is a binary file"
+    ):
         preflight(["train.py", f"resume={junk}", f"paths.log_dir={tmp_path / 'logs'}"], CONF)
     assert not (tmp_path / "logs").exists()
 
@@ -191,8 +263,9 @@ def test_a_bug_exits_1_with_one_line_and_the_log_holds_the_traceback(capsys, tmp
         run_guarded("kt-report", body)
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 1 and "\n" not in err and "Traceback" not in err
-    assert err.startswith("error: this is a bug in kt-report, not a mistake of yours (KeyError: 'missing key'). "
-                          "The full traceback is in ")
+    assert err.startswith(
+        "error: this is a bug in kt-report, not a mistake of yours (KeyError: 'missing key'). The full traceback is in "
+    )
     (log,) = (tmp_path / "errors").glob("kt-report-*.log")
     assert str(log) in err and "Traceback (most recent call last)" in log.read_text() and "in body" in log.read_text()
 
@@ -233,18 +306,30 @@ def test_a_failed_start_makes_no_wandb_run(tmp_path):
 def test_a_nan_loss_stops_the_run_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     from tasks.checkpoints import load_checkpoint
 
-    poison = ["+callbacks.poison._target_=tests.tasks.faults.PoisonAt", "+callbacks.poison.epoch=1",
-              "+callbacks.poison.batch=1"]
-    overrides = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
-                 "logger=csv", "trainer.enable_model_summary=false", "trainer.max_epochs=3", "export=false",
-                 "model.backbone.name=resnet10t", *poison]
+    poison = [
+        "+callbacks.poison._target_=tests.tasks.faults.PoisonAt",
+        "+callbacks.poison.epoch=1",
+        "+callbacks.poison.batch=1",
+    ]
+    overrides = [
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0",
+        "logger=csv",
+        "trainer.enable_model_summary=false",
+        "trainer.max_epochs=3",
+        "export=false",
+        "model.backbone.name=resnet10t",
+        *poison,
+    ]
     with pytest.raises(TrainingDiverged) as err:
         run_in_process(overrides, tmp_path / "run")
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     message = str(err.value)
     assert message.startswith("Training diverged at step 3 (epoch 1): the loss became nan. Loss terms at that step: ")
-    assert f"The last good checkpoint is kept: {last} (step 2); continue from it with resume={last.parents[1]}" \
-        in message
+    assert (
+        f"The last good checkpoint is kept: {last} (step 2); continue from it with resume={last.parents[1]}" in message
+    )
     assert "model.optimizer.lr" in message and "trainer.gradient_clip_val" in message
     state = load_checkpoint(last)
     weights = [v for v in state["state_dict"].values() if v.is_floating_point()]
@@ -255,9 +340,12 @@ def test_a_nan_loss_stops_the_run_names_the_step_and_keeps_the_last_good_checkpo
 def test_a_checkpoint_with_non_finite_weights_is_refused():
     from tasks.callbacks import FiniteLoss
 
-    trainer = SimpleNamespace(global_step=7, current_epoch=1,
-                              callback_metrics={"train/loss": torch.tensor(float("inf"))},
-                              checkpoint_callback=None)
+    trainer = SimpleNamespace(
+        global_step=7,
+        current_epoch=1,
+        callback_metrics={"train/loss": torch.tensor(float("inf"))},
+        checkpoint_callback=None,
+    )
     with pytest.raises(TrainingDiverged, match=r"step 7 \(epoch 1\): the weights are no longer finite \(\['net.w'\]\)"):
         FiniteLoss().on_save_checkpoint(trainer, None, {"state_dict": {"net.w": torch.tensor([1.0, float("nan")])}})
 
@@ -281,8 +369,9 @@ def test_a_finished_export_replaces_the_folder_and_points_inside_it(tmp_path):
 
     class Exporter:
         def export_artifacts(self, folder: Path) -> dict:
-            (folder / "card.json").write_text(json.dumps({"kind": "toy", "format": 2,
-                                                          "load": f"load('{folder / 'card.json'}')"}))
+            (folder / "card.json").write_text(
+                json.dumps({"kind": "toy", "format": 2, "load": f"load('{folder / 'card.json'}')"})
+            )
             return {"card": str(folder / "card.json")}
 
     (tmp_path / "export").mkdir()
@@ -291,8 +380,12 @@ def test_a_finished_export_replaces_the_folder_and_points_inside_it(tmp_path):
     assert exports == {"card": str(tmp_path / "export" / "card.json")}
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["card.json"]  # one card: the module's
     card = tmp_path / "export" / "card.json"
-    assert json.loads(card.read_text()) == {"kind": "toy", "format": 2, "load": f"load('{card}')",
-                                            "run": {"task_name": "t"}}
+    assert json.loads(card.read_text()) == {
+        "kind": "toy",
+        "format": 2,
+        "load": f"load('{card}')",
+        "run": {"task_name": "t"},
+    }
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
 
 

@@ -56,8 +56,12 @@ def test_the_export_gives_back_the_runs_own_test_metrics(run, tmp_path):
     trained = read_summary(run)["test"]
     summary = _eval([f"ckpt={run / 'export'}"], tmp_path / "on_its_data")  # the run's own data, from its run dir
     assert summary["test"] == trained and set(trained) == {"test/acc", "test/acc_top5", "test/loss"}
-    assert summary["source"] == {"kind": "export", "path": str(run / "export" / "config.json"), "checkpoint": None,
-                                 "run_dir": str(run)}
+    assert summary["source"] == {
+        "kind": "export",
+        "path": str(run / "export" / "config.json"),
+        "checkpoint": None,
+        "run_dir": str(run),
+    }
     card = _eval([f"ckpt={run / 'export' / 'config.json'}", "data=digits", "logger=csv"], tmp_path / "card")
     assert card["test"] == trained and card["data"] == "digits"
     with open(tmp_path / "card" / "metrics.csv", newline="") as handle:  # the logger got the same metrics
@@ -118,13 +122,20 @@ def test_a_classify_fashion_export_gives_back_its_test_metrics(tmp_path):
     from train import main as train_main
 
     run_dir = tmp_path / "fashion"
-    limits = [*FULL_TEST, "experiment=classify_fashion", "data.train_subset=100", "data.batch_size=32",
-              "trainer.limit_test_batches=2"]
+    limits = [
+        *FULL_TEST,
+        "experiment=classify_fashion",
+        "data.train_subset=100",
+        "data.batch_size=32",
+        "trainer.limit_test_batches=2",
+    ]
     run_command(train_main, "train", entry="train.py", argv=["train.py", *limits, f"hydra.run.dir={run_dir}"])
     card = json.loads((run_dir / "export" / "config.json").read_text())
     assert card["architecture"] == "resnet18_smallstem"
-    summary = _eval([f"ckpt={run_dir / 'export'}", "data=fashion_mnist", "data.batch_size=32",
-                     "trainer.limit_test_batches=2"], tmp_path / "eval")
+    summary = _eval(
+        [f"ckpt={run_dir / 'export'}", "data=fashion_mnist", "data.batch_size=32", "trainer.limit_test_batches=2"],
+        tmp_path / "eval",
+    )
     assert summary["test"] == read_summary(run_dir)["test"] and summary["data"] == "fashion_mnist"
 
 
@@ -147,8 +158,13 @@ def test_a_kf_run_dir_gives_back_its_own_test_metrics(run, tmp_path):
     from train import main as train_main
 
     kf = tmp_path / "kf"
-    argv = ["train.py", *FULL_TEST, "experiment=kf_digits", f"model.teacher.source={run / 'export' / 'model.json'}",
-            f"hydra.run.dir={kf}"]
+    argv = [
+        "train.py",
+        *FULL_TEST,
+        "experiment=kf_digits",
+        f"model.teacher.source={run / 'export' / 'model.json'}",
+        f"hydra.run.dir={kf}",
+    ]
     run_command(train_main, "train", entry="train.py", argv=argv)
     summary = _eval([f"ckpt={kf}"], tmp_path / "eval")
     assert summary["test"] == read_summary(kf)["test"] and len(summary["test"]) > 10
@@ -205,8 +221,13 @@ def test_predict_names_the_classes_when_the_card_has_names(run, tmp_path):
     names = [f"digit {i}" for i in range(10)]
     (export / "config.json").write_text(json.dumps({**card, "label_names": names}))
     _digit_pngs(tmp_path / "pngs", n=4)
-    rows = _rows(Path(_eval([f"ckpt={export}", "mode=predict", f"data_dir={tmp_path / 'pngs'}", "top_k=3"],
-                            tmp_path / "out")["run_dir"]))
+    rows = _rows(
+        Path(
+            _eval([f"ckpt={export}", "mode=predict", f"data_dir={tmp_path / 'pngs'}", "top_k=3"], tmp_path / "out")[
+                "run_dir"
+            ]
+        )
+    )
     assert all(row["class_name"] == names[int(row["class_index"])] for row in rows.values())
     assert all(len(row["top3_classes"].split()) == 3 for row in rows.values())
 
@@ -263,8 +284,14 @@ def test_predict_on_an_empty_or_broken_folder_is_one_message(run, tmp_path, caps
 
 
 def _command(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "eval.py"), *args], check=False, capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "eval.py"), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.slow

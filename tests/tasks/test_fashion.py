@@ -44,7 +44,9 @@ def tiny_fashion(folder, n_train=40, n_test=20, compress=True, offset=0):
 
 @pytest.fixture
 def tiny_counts(monkeypatch, tmp_path):
-    monkeypatch.setattr(fashion, "SPLITS", {k: (a, b, {"train": 40, "test": 20}[k]) for k, (a, b, _) in fashion.SPLITS.items()})
+    monkeypatch.setattr(
+        fashion, "SPLITS", {k: (a, b, {"train": 40, "test": 20}[k]) for k, (a, b, _) in fashion.SPLITS.items()}
+    )
     monkeypatch.setattr(fashion, "DEBIAN_DIR", tmp_path / "no-debian")
 
 
@@ -56,12 +58,15 @@ def test_idx_reader_round_trips_plain_and_gzip(tmp_path):
         assert np.array_equal(read_idx(path, expected_shape=(2, 3, 4)), array)
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"", "bad magic number empty"),
-    (b"\x01\x00\x08\x01\x00\x00\x00\x02ab", "bad magic number"),
-    (b"\x00\x00\x08\x03\x00\x00", "truncated inside its IDX header"),
-    (b"\x00\x00\x08\x01\x00\x00\x00\x05abc", r"holds 3 data bytes where its header \(5,\) promises 5"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", "bad magic number empty"),
+        (b"\x01\x00\x08\x01\x00\x00\x00\x02ab", "bad magic number"),
+        (b"\x00\x00\x08\x03\x00\x00", "truncated inside its IDX header"),
+        (b"\x00\x00\x08\x01\x00\x00\x00\x05abc", r"holds 3 data bytes where its header \(5,\) promises 5"),
+    ],
+)
 def test_idx_reader_names_the_file_and_the_problem(tmp_path, content, message):
     path = tmp_path / "labels"
     path.write_bytes(content)
@@ -137,8 +142,11 @@ def test_missing_data_names_the_three_ways_to_get_it(tmp_path, tiny_counts):
 
 def test_bad_options_are_named(tmp_path, tiny_counts):
     root = tiny_fashion(tmp_path / "d")
-    for kwargs, key in (({"in_chans": 2}, "data.in_chans"), ({"val_size": -1}, "data.val_size"),
-                        ({"train_subset": 3}, "data.train_subset")):
+    for kwargs, key in (
+        ({"in_chans": 2}, "data.in_chans"),
+        ({"val_size": -1}, "data.val_size"),
+        ({"train_subset": 3}, "data.train_subset"),
+    ):
         with pytest.raises(UserError, match=key):
             FashionMNISTDataModule(root=str(root), **{"val_size": 10, **kwargs})
 
@@ -151,7 +159,10 @@ def test_real_files_counts_balance_known_labels_and_checksum():
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
     assert np.array_equal(np.bincount(y_train), [6000] * 10) and np.array_equal(np.bincount(y_test), [1000] * 10)
     assert list(y_train[:10]) == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5] and list(y_test[:5]) == [9, 2, 1, 1, 6]
-    assert hashlib.sha256(x_train[0].tobytes()).hexdigest() == "5bd44e331a6d6998daf675700cd0c13dcd7af8ab954b7585124124da61459e7b"
+    assert (
+        hashlib.sha256(x_train[0].tobytes()).hexdigest()
+        == "5bd44e331a6d6998daf675700cd0c13dcd7af8ab954b7585124124da61459e7b"
+    )
     assert int(x_train[0].sum()) == 76247
 
 

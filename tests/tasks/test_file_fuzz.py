@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -42,8 +42,15 @@ def _net(num_classes: int = 0):
 
 
 def make_training_checkpoint(path: Path) -> None:
-    torch.save({"state_dict": {f"net.{k}": v for k, v in _net().state_dict().items()}, "loops": {}, "global_step": 3,
-                "epoch": 0}, path)
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in _net().state_dict().items()},
+            "loops": {},
+            "global_step": 3,
+            "epoch": 0,
+        },
+        path,
+    )
 
 
 def make_safetensors(path: Path) -> None:
@@ -68,12 +75,26 @@ def make_json_summary(path: Path) -> None:
 def make_spec(path: Path) -> None:
     from dery.spec import FORMAT
 
-    members = {"m": {"arch": "resnet10t", "kwargs": TINY, "weights": "random", "nodes": ["layer1", "layer2"],
-                     "layout": "nchw"}}
-    path.write_text(__import__("yaml").safe_dump({"format": FORMAT, "input_size": [3, 32, 32], "num_classes": 10,
-                                                  "members": members, "blocks": [{"member": "m", "nodes": ["layer1"]}],
-                                                  "stem": {"kind": "conv"}, "adapters": [], "head": {"kind": "linear"},
-                                                  "params": 1, "flops": 1}, sort_keys=False))
+    members = {
+        "m": {"arch": "resnet10t", "kwargs": TINY, "weights": "random", "nodes": ["layer1", "layer2"], "layout": "nchw"}
+    }
+    path.write_text(
+        __import__("yaml").safe_dump(
+            {
+                "format": FORMAT,
+                "input_size": [3, 32, 32],
+                "num_classes": 10,
+                "members": members,
+                "blocks": [{"member": "m", "nodes": ["layer1"]}],
+                "stem": {"kind": "conv"},
+                "adapters": [],
+                "head": {"kind": "linear"},
+                "params": 1,
+                "flops": 1,
+            },
+            sort_keys=False,
+        )
+    )
 
 
 def make_assembled(path: Path) -> None:
@@ -91,8 +112,10 @@ def make_stage_summary(path: Path, stage: str = "similarity") -> None:
 
 
 def make_chain(path: Path) -> None:
-    path.write_text("stages:\n  a:\n    experiment: classify_digits\n    overrides: ['trainer.max_epochs=1']\n"
-                    "  b:\n    experiment: classify_digits\ncompare:\n  metric: test/acc\n")
+    path.write_text(
+        "stages:\n  a:\n    experiment: classify_digits\n    overrides: ['trainer.max_epochs=1']\n"
+        "  b:\n    experiment: classify_digits\ncompare:\n  metric: test/acc\n"
+    )
 
 
 def make_idx(path: Path) -> None:
@@ -225,78 +248,192 @@ def write_png(path: Path) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
 
 
-WEIGHTS = {"random": "is not a safetensors or PyTorch checkpoint: it is a binary file of an unknown kind",
-           "truncated": "is a truncated safetensors file", "empty": "is an empty file",
-           "folder": "is a folder, not a file",
-           "text": "is not a safetensors or PyTorch checkpoint: it is a text file",
-           "wrong_kind": "is not a safetensors or PyTorch checkpoint: it is a JSON text file"}
-CARD = {"random": "not a text file", "truncated": "is not valid JSON (it looks truncated)", "empty": "is an empty file",
-        "folder": "is a folder, not a file",
-        "text": "is not valid JSON: Expecting value: line 1 column 1 (char 0); it is a text",
-        "wrong_kind": "is not an export card of this project: it has no 'kind' (its keys: ['task_name', 'test'])"}
+WEIGHTS = {
+    "random": "is not a safetensors or PyTorch checkpoint: it is a binary file of an unknown kind",
+    "truncated": "is a truncated safetensors file",
+    "empty": "is an empty file",
+    "folder": "is a folder, not a file",
+    "text": "is not a safetensors or PyTorch checkpoint: it is a text file",
+    "wrong_kind": "is not a safetensors or PyTorch checkpoint: it is a JSON text file",
+}
+CARD = {
+    "random": "not a text file",
+    "truncated": "is not valid JSON (it looks truncated)",
+    "empty": "is an empty file",
+    "folder": "is a folder, not a file",
+    "text": "is not valid JSON: Expecting value: line 1 column 1 (char 0); it is a text",
+    "wrong_kind": "is not an export card of this project: it has no 'kind' (its keys: ['task_name', 'test'])",
+}
 KINDS = [
-    Kind("resume checkpoint", "last.ckpt", make_training_checkpoint, make_torch_state, read_resume,
-         {"random": "is corrupt or not a PyTorch checkpoint: it is a binary file of an unknown kind",
-          "truncated": "is corrupt or not a PyTorch checkpoint: it is a truncated or damaged zip archive",
-          "empty": "is an empty file", "folder": "is a folder, not a file",
-          "text": "is corrupt or not a PyTorch checkpoint: it is a text file",
-          "wrong_kind": "is not a training checkpoint of this framework: it lacks ['state_dict', 'loops', "
-                        "'global_step']"}),
+    Kind(
+        "resume checkpoint",
+        "last.ckpt",
+        make_training_checkpoint,
+        make_torch_state,
+        read_resume,
+        {
+            "random": "is corrupt or not a PyTorch checkpoint: it is a binary file of an unknown kind",
+            "truncated": "is corrupt or not a PyTorch checkpoint: it is a truncated or damaged zip archive",
+            "empty": "is an empty file",
+            "folder": "is a folder, not a file",
+            "text": "is corrupt or not a PyTorch checkpoint: it is a text file",
+            "wrong_kind": "is not a training checkpoint of this framework: it lacks ['state_dict', 'loops', "
+            "'global_step']",
+        },
+    ),
     Kind("backbone init", "init.safetensors", make_safetensors, make_json_summary, read_init, WEIGHTS),
     Kind("zoo member file:", "member.safetensors", make_safetensors, make_json_summary, read_zoo_file, WEIGHTS),
     Kind("KF teacher checkpoint", "teacher.ckpt", make_safetensors, make_json_summary, read_kf_checkpoint, WEIGHTS),
     Kind("export card", "model.json", make_card, make_json_summary, read_card, CARD),
-    Kind("KF teacher card", "model.json", lambda p: make_card(p, 10), make_json_summary, read_kf_card,
-         {**CARD, "folder": "does not exist"}),
-    Kind("zoo member run:", "run/export/model.json", make_card, make_json_summary, read_zoo_run,
-         {**CARD, "folder": "no export/model.json there", "wrong_kind": "is not the export of a timm classifier"}),
-    Kind("teacher U-Net config", "unet/config.json", lambda p: make_unet_folder(p.parent), make_json_summary, read_unet,
-         {**CARD, "folder": "has no config.json: it is not a diffusers UNet2DModel folder",
-          "wrong_kind": "lacks the keys ['_class_name']"}),
-    Kind("teacher U-Net weights", "unet/diffusion_pytorch_model.safetensors", lambda p: make_unet_folder(p.parent),
-         make_torch_state, read_unet,
-         {"random": "is named .safetensors but it is a binary file of an unknown kind",
-          "truncated": "is a truncated safetensors",
-          "empty": "is an empty file", "folder": "is a folder, not a file",
-          "text": "is named .safetensors but it is a text file",
-          "wrong_kind": "is named .safetensors but it is a zip archive (PyTorch's checkpoint format)"}),
-    Kind("DeRy spec", "spec.yaml", make_spec, make_json_summary, read_spec,
-         {"random": "not a text file", "truncated": "lacks the keys", "empty": "is an empty file",
-          "folder": "is a folder, not a file", "text": "holds a str, not a mapping of keys",
-          "wrong_kind": "is not a DeRy spec (format dery-spec/1)"}),
+    Kind(
+        "KF teacher card",
+        "model.json",
+        lambda p: make_card(p, 10),
+        make_json_summary,
+        read_kf_card,
+        {**CARD, "folder": "does not exist"},
+    ),
+    Kind(
+        "zoo member run:",
+        "run/export/model.json",
+        make_card,
+        make_json_summary,
+        read_zoo_run,
+        {**CARD, "folder": "no export/model.json there", "wrong_kind": "is not the export of a timm classifier"},
+    ),
+    Kind(
+        "teacher U-Net config",
+        "unet/config.json",
+        lambda p: make_unet_folder(p.parent),
+        make_json_summary,
+        read_unet,
+        {
+            **CARD,
+            "folder": "has no config.json: it is not a diffusers UNet2DModel folder",
+            "wrong_kind": "lacks the keys ['_class_name']",
+        },
+    ),
+    Kind(
+        "teacher U-Net weights",
+        "unet/diffusion_pytorch_model.safetensors",
+        lambda p: make_unet_folder(p.parent),
+        make_torch_state,
+        read_unet,
+        {
+            "random": "is named .safetensors but it is a binary file of an unknown kind",
+            "truncated": "is a truncated safetensors",
+            "empty": "is an empty file",
+            "folder": "is a folder, not a file",
+            "text": "is named .safetensors but it is a text file",
+            "wrong_kind": "is named .safetensors but it is a zip archive (PyTorch's checkpoint format)",
+        },
+    ),
+    Kind(
+        "DeRy spec",
+        "spec.yaml",
+        make_spec,
+        make_json_summary,
+        read_spec,
+        {
+            "random": "not a text file",
+            "truncated": "lacks the keys",
+            "empty": "is an empty file",
+            "folder": "is a folder, not a file",
+            "text": "holds a str, not a mapping of keys",
+            "wrong_kind": "is not a DeRy spec (format dery-spec/1)",
+        },
+    ),
     Kind("KF assembled card", "export/assembled.json", make_assembled, make_json_summary, read_assembled, CARD),
-    Kind("DeRy stage summary", "similarity/summary.json", make_stage_summary,
-         lambda p: make_stage_summary(p, "partition"), read_stage_summary,
-         {**CARD, "folder": "is missing). Make one with: python -m dery.similarity",
-          "wrong_kind": "is a partition run, not a similarity run"}),
-    Kind("chain file", "chain.yaml", make_chain, make_json_summary, read_chain,
-         {"random": "not a text file", "truncated": "is not valid YAML", "empty": "is an empty file",
-          "folder": "Unknown chain", "text": "holds a str, not a mapping of keys", "wrong_kind": "has no stages"}),
-    Kind("IDX data file", "train-images-idx3-ubyte", make_idx, write_png, read_idx_file,
-         {"random": "is not an IDX file (bad magic number feed", "truncated": "(truncated or padded)",
-          "empty": "is not an IDX file (bad magic number empty)", "folder": "is not a readable IDX file",
-          "text": "is not an IDX file (bad magic number",
-          "wrong_kind": "is not an IDX file (bad magic number 89504e47)"}),
-    Kind("CIFAR batch", "cifar-10-batches-py/data_batch_1", make_cifar_batch, write_png, read_cifar_batch,
-         {"random": "is not a pickle of arrays: it is a binary file", "truncated": "is a corrupt or truncated pickle",
-          "empty": "is an empty file", "folder": "is a folder, not a file",
-          "text": "is not a pickle of arrays: it is a text file",
-          "wrong_kind": "is not a pickle of arrays: it is a PNG image"}),
-    Kind("image of an image folder", "train/cat/0001.png", make_png, make_json_summary, read_folder_image,
-         {"random": "is not an image PIL can read: it is a binary file", "truncated": "is a truncated or damaged image",
-          "empty": "is an empty file", "folder": "is a folder, not a file",
-          "text": "is not an image PIL can read: it is a text file",
-          "wrong_kind": "is not an image PIL can read: it is a JSON text file"}),
-    Kind("kt-report summary", "run/summary.json", make_json_summary, lambda p: p.write_text("[1, 2]"), read_report,
-         {**CARD, "wrong_kind": "holds a list, not a mapping of keys"}),
+    Kind(
+        "DeRy stage summary",
+        "similarity/summary.json",
+        make_stage_summary,
+        lambda p: make_stage_summary(p, "partition"),
+        read_stage_summary,
+        {
+            **CARD,
+            "folder": "is missing). Make one with: python -m dery.similarity",
+            "wrong_kind": "is a partition run, not a similarity run",
+        },
+    ),
+    Kind(
+        "chain file",
+        "chain.yaml",
+        make_chain,
+        make_json_summary,
+        read_chain,
+        {
+            "random": "not a text file",
+            "truncated": "is not valid YAML",
+            "empty": "is an empty file",
+            "folder": "Unknown chain",
+            "text": "holds a str, not a mapping of keys",
+            "wrong_kind": "has no stages",
+        },
+    ),
+    Kind(
+        "IDX data file",
+        "train-images-idx3-ubyte",
+        make_idx,
+        write_png,
+        read_idx_file,
+        {
+            "random": "is not an IDX file (bad magic number feed",
+            "truncated": "(truncated or padded)",
+            "empty": "is not an IDX file (bad magic number empty)",
+            "folder": "is not a readable IDX file",
+            "text": "is not an IDX file (bad magic number",
+            "wrong_kind": "is not an IDX file (bad magic number 89504e47)",
+        },
+    ),
+    Kind(
+        "CIFAR batch",
+        "cifar-10-batches-py/data_batch_1",
+        make_cifar_batch,
+        write_png,
+        read_cifar_batch,
+        {
+            "random": "is not a pickle of arrays: it is a binary file",
+            "truncated": "is a corrupt or truncated pickle",
+            "empty": "is an empty file",
+            "folder": "is a folder, not a file",
+            "text": "is not a pickle of arrays: it is a text file",
+            "wrong_kind": "is not a pickle of arrays: it is a PNG image",
+        },
+    ),
+    Kind(
+        "image of an image folder",
+        "train/cat/0001.png",
+        make_png,
+        make_json_summary,
+        read_folder_image,
+        {
+            "random": "is not an image PIL can read: it is a binary file",
+            "truncated": "is a truncated or damaged image",
+            "empty": "is an empty file",
+            "folder": "is a folder, not a file",
+            "text": "is not an image PIL can read: it is a text file",
+            "wrong_kind": "is not an image PIL can read: it is a JSON text file",
+        },
+    ),
+    Kind(
+        "kt-report summary",
+        "run/summary.json",
+        make_json_summary,
+        lambda p: p.write_text("[1, 2]"),
+        read_report,
+        {**CARD, "wrong_kind": "holds a list, not a mapping of keys"},
+    ),
 ]
 
 
 def spoil(kind: Kind, variant: str, root: Path) -> Path:
     path = root / kind.filename
     path.parent.mkdir(parents=True, exist_ok=True)
-    if kind.name.startswith(("teacher U-Net", "KF assembled", "export card", "KF teacher card", "zoo member run")) or \
-            variant == "truncated":
+    if (
+        kind.name.startswith(("teacher U-Net", "KF assembled", "export card", "KF teacher card", "zoo member run"))
+        or variant == "truncated"
+    ):
         kind.make(path)  # the folder around the file is valid; the file itself is spoiled below
     if variant == "random":
         rng = random.Random(0)
@@ -346,11 +483,13 @@ CONTROLS = {
     "zoo member file:": lambda out: torch.equal(_first_weight(out[0]), _first_weight(_net())) and out[1] == "resnet10t",
     "KF teacher checkpoint": lambda out: torch.equal(_first_weight(out[0]), _first_weight(_net())),
     "export card": lambda out: torch.equal(_first_weight(out), _first_weight(_net())),
-    "KF teacher card": lambda out: (torch.equal(_first_weight(out[0]), _first_weight(_net(10)))
-                                    and out[1][0].name == "label"),
+    "KF teacher card": lambda out: (
+        torch.equal(_first_weight(out[0]), _first_weight(_net(10))) and out[1][0].name == "label"
+    ),
     "zoo member run:": lambda out: torch.equal(_first_weight(out[0]), _first_weight(_net())) and out[1] == "resnet10t",
-    "teacher U-Net config": lambda out: (type(out).__name__ == "UNet2DModel"
-                                         and list(out.config.block_out_channels) == [16, 32, 64]),
+    "teacher U-Net config": lambda out: (
+        type(out).__name__ == "UNet2DModel" and list(out.config.block_out_channels) == [16, 32, 64]
+    ),
     "teacher U-Net weights": lambda out: type(out).__name__ == "UNet2DModel" and out.config.sample_size == 32,
     "DeRy spec": lambda out: out["format"] == "dery-spec/1" and list(out["members"]) == ["m"],
     "KF assembled card": lambda out: out.task_names == ["low_high"],
@@ -359,7 +498,9 @@ CONTROLS = {
     "IDX data file": lambda out: out.shape == (4, 28, 28) and int(out[0, 0, 5]) == 5,
     "image of an image folder": lambda out: out[0].size == (32, 32) and out[0].mode == "RGB" and out[1] == 3,
     "kt-report summary": lambda out: [s["test"]["test/acc"] for s in out] == [0.5],
-    "CIFAR batch": lambda out: out["labels"] == [1, 2] and out["data"].shape == (2, 3072) and int(out["data"][1, 0]) == 0,
+    "CIFAR batch": lambda out: (
+        out["labels"] == [1, 2] and out["data"].shape == (2, 3072) and int(out["data"][1, 0]) == 0
+    ),
 }
 
 

@@ -23,24 +23,43 @@ from tests.kf.conftest import digits_teacher, shrink  # noqa: F401  (fixture)
 from tests.repfusion.conftest import stage1_overrides, teacher_dir  # noqa: F401  (fixture)
 
 EPOCHS = 3
-QUIET = ["trainer.num_sanity_val_steps=0", "logger=csv", "trainer.enable_model_summary=false",
-         "trainer.deterministic=true", f"trainer.max_epochs={EPOCHS}"]
+QUIET = [
+    "trainer.num_sanity_val_steps=0",
+    "logger=csv",
+    "trainer.enable_model_summary=false",
+    "trainer.deterministic=true",
+    f"trainer.max_epochs={EPOCHS}",
+]
 SHORT = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 
 
 def _env() -> dict:
     threads = str(torch.get_num_threads())  # the in-process runs use this many: the same sums in the same order
-    return {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": threads,
-            "MKL_NUM_THREADS": threads}
+    return {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+    }
 
 
 def start_paused(args: list[str], marker: Path, log: Path) -> subprocess.Popen:
     """`python train.py <args>` that pauses at the second batch of the second epoch."""
-    pause = ["+callbacks.pause._target_=tests.tasks.kill_points.PauseAt", "+callbacks.pause.epoch=1",
-             "+callbacks.pause.batch=1", f"+callbacks.pause.marker={marker}"]
+    pause = [
+        "+callbacks.pause._target_=tests.tasks.kill_points.PauseAt",
+        "+callbacks.pause.epoch=1",
+        "+callbacks.pause.batch=1",
+        f"+callbacks.pause.marker={marker}",
+    ]
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, *pause], cwd=ROOT, env=_env(),
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *args, *pause],
+            cwd=ROOT,
+            env=_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def kill_when_paused(process: subprocess.Popen, marker: Path, log: Path, timeout: float = 600) -> str:
@@ -88,17 +107,28 @@ def _check(overrides: list[str], tmp_path: Path, keys: tuple[str, ...]) -> tuple
 
 @pytest.mark.slow
 def test_classifier_killed_mid_epoch_resumes_with_resume_auto(tmp_path):
-    overrides = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-                 "export=false", "model.backbone.name=resnet10t", *QUIET]
+    overrides = [
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "export=false",
+        "model.backbone.name=resnet10t",
+        *QUIET,
+    ]
     straight = run_in_process(overrides, tmp_path / "straight")
     logs = tmp_path / "logs"
     marker, log = tmp_path / "paused", tmp_path / "killed.log"
     process = start_paused([*overrides, f"paths.log_dir={logs}"], marker, log)
     assert kill_when_paused(process, marker, log) == "1 1 4"  # epoch 2, batch 2, global step 4
     (run,) = (logs / "classify_digits" / "runs").iterdir()
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *overrides, f"paths.log_dir={logs}",
-                             "resume=auto"],
-                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides, f"paths.log_dir={logs}", "resume=auto"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert [p.name for p in (logs / "classify_digits" / "runs").iterdir()] == [run.name]  # continued in place
     assert_same_run(read_summary(run), straight, ("val/acc", "val/loss", "val/acc_best", "train/loss"))
@@ -107,8 +137,16 @@ def test_classifier_killed_mid_epoch_resumes_with_resume_auto(tmp_path):
 
 @pytest.mark.slow
 def test_ddpm_teacher_killed_mid_epoch_resumes_exactly(tmp_path):
-    overrides = ["experiment=ddpm_digits", "model.unet.block_out_channels=[8,16,16]", "model.num_samples=4",
-                 "model.sample_steps=2", "data.batch_size=16", *SHORT, "model.sample_every_n_epochs=10", *QUIET]
+    overrides = [
+        "experiment=ddpm_digits",
+        "model.unet.block_out_channels=[8,16,16]",
+        "model.num_samples=4",
+        "model.sample_steps=2",
+        "data.batch_size=16",
+        *SHORT,
+        "model.sample_every_n_epochs=10",
+        *QUIET,
+    ]
     straight, resumed = _check(overrides, tmp_path, ("val/loss", "train/loss"))
     a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "last.ckpt")["state_dict"] for d in ("straight", "killed"))
     assert all(torch.equal(v, b[k]) for k, v in a.items())  # U-Net and its EMA
@@ -116,23 +154,38 @@ def test_ddpm_teacher_killed_mid_epoch_resumes_exactly(tmp_path):
 
 @pytest.mark.slow
 def test_repfusion_stage1_killed_mid_epoch_resumes_policy_ema_probe_and_histograms(teacher_dir, tmp_path):  # noqa: F811
-    overrides = stage1_overrides(teacher_dir, *QUIET, "model.timesteps.baseline=mean",
-                                 "model.timesteps.entropy_end_epoch=2",
-                                 "model.timesteps.probe_norm=running", "trainer.limit_test_batches=2")
+    overrides = stage1_overrides(
+        teacher_dir,
+        *QUIET,
+        "model.timesteps.baseline=mean",
+        "model.timesteps.entropy_end_epoch=2",
+        "model.timesteps.probe_norm=running",
+        "trainer.limit_test_batches=2",
+    )
     _check(overrides, tmp_path, ("train/loss", "train/loss_policy", "train/t_mean", "val/knn_acc", "val/loss_feat"))
     a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "last.ckpt") for d in ("straight", "killed"))
     assert a["repfusion_t_histograms"] == b["repfusion_t_histograms"] and len(a["repfusion_t_histograms"]) == EPOCHS
     assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())  # student, EMA, policy, probe
-    per_epoch = [json.loads((tmp_path / d / "export" / "timesteps.json").read_text())["per_epoch"]
-                 for d in ("straight", "killed")]
+    per_epoch = [
+        json.loads((tmp_path / d / "export" / "timesteps.json").read_text())["per_epoch"]
+        for d in ("straight", "killed")
+    ]
     assert per_epoch[0] == per_epoch[1]
 
 
 @pytest.mark.slow
 def test_kf_killed_mid_epoch_resumes_exactly(digits_teacher, tmp_path):  # noqa: F811
-    overrides = ["experiment=kf_digits", f"model.teacher.source={digits_teacher}", *shrink("ckn"),
-                 *shrink("tsn", ("name", "channels", "stem_width")), *SHORT[:2], "trainer.limit_test_batches=2",
-                 "+data.eval_batch_size=32", "model.leakage=false", *QUIET]
+    overrides = [
+        "experiment=kf_digits",
+        f"model.teacher.source={digits_teacher}",
+        *shrink("ckn"),
+        *shrink("tsn", ("name", "channels", "stem_width")),
+        *SHORT[:2],
+        "trainer.limit_test_batches=2",
+        "+data.eval_batch_size=32",
+        "model.leakage=false",
+        *QUIET,
+    ]
     _check(overrides, tmp_path, ("val/loss", "train/loss"))
 
 
@@ -144,16 +197,32 @@ def test_dery_training_killed_mid_epoch_resumes_exactly(tiny_spec, tmp_path):  #
 
 @pytest.mark.slow
 def test_segmentation_killed_mid_epoch_resumes_exactly(tmp_path):
-    overrides = ["experiment=seg_digits", "data.batch_size=8", "model.backbone.name=resnet10t",
-                 "model.head.fuse_channels=16", *SHORT, "export=false", *QUIET]
+    overrides = [
+        "experiment=seg_digits",
+        "data.batch_size=8",
+        "model.backbone.name=resnet10t",
+        "model.head.fuse_channels=16",
+        *SHORT,
+        "export=false",
+        *QUIET,
+    ]
     _check(overrides, tmp_path, ("val/miou",))
 
 
 @pytest.mark.slow
 def test_landmarks_killed_mid_epoch_resumes_exactly(tmp_path):
-    overrides = ["experiment=landmarks_shapes", "data.train_size=32", "data.val_size=8", "data.test_size=8",
-                 "data.batch_size=8", "model.backbone.name=resnet10t", "model.head.deconv_channels=[16,16,16]", *SHORT,
-                 "export=false", *QUIET]
+    overrides = [
+        "experiment=landmarks_shapes",
+        "data.train_size=32",
+        "data.val_size=8",
+        "data.test_size=8",
+        "data.batch_size=8",
+        "model.backbone.name=resnet10t",
+        "model.head.deconv_channels=[16,16,16]",
+        *SHORT,
+        "export=false",
+        *QUIET,
+    ]
     _check(overrides, tmp_path, ("val/nme",))
 
 
@@ -161,15 +230,26 @@ def test_landmarks_killed_mid_epoch_resumes_exactly(tmp_path):
 def test_chain_killed_mid_stage_continues_with_dir(tmp_path):
     stage = [*SHORT, "export=false", "model.backbone.name=resnet10t", *QUIET]
     chain = tmp_path / "two.yaml"
-    chain.write_text("stages:\n  first:\n    experiment: classify_digits\n  second:\n    experiment: classify_digits\n"
-                     "    overrides: ['seed=7']\ncompare:\n  metric: test/acc\n")
+    chain.write_text(
+        "stages:\n  first:\n    experiment: classify_digits\n  second:\n    experiment: classify_digits\n"
+        "    overrides: ['seed=7']\ncompare:\n  metric: test/acc\n"
+    )
     chain_dir, marker, log = tmp_path / "chain", tmp_path / "paused", tmp_path / "chain.log"
-    pause = ["second:+callbacks.pause._target_=tests.tasks.kill_points.PauseAt", "second:+callbacks.pause.epoch=1",
-             "second:+callbacks.pause.batch=1", f"second:+callbacks.pause.marker={marker}"]
+    pause = [
+        "second:+callbacks.pause._target_=tests.tasks.kill_points.PauseAt",
+        "second:+callbacks.pause.epoch=1",
+        "second:+callbacks.pause.batch=1",
+        f"second:+callbacks.pause.marker={marker}",
+    ]
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "tasks.chain", str(chain), "--dir", str(chain_dir), *stage,
-                                    *pause],
-                                   cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tasks.chain", str(chain), "--dir", str(chain_dir), *stage, *pause],
+            cwd=ROOT,
+            env=_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.time() + 900
     while not marker.is_file():
         assert process.poll() is None, log.read_text()[-3000:]
@@ -178,9 +258,14 @@ def test_chain_killed_mid_stage_continues_with_dir(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)  # the chain runner and the stage it runs, as a kill -9 of the job would
     process.wait(timeout=60)
     assert read_summary(chain_dir / "first") and not (chain_dir / "second" / "summary.json").exists()
-    again = subprocess.run([sys.executable, "-m", "tasks.chain", str(chain), "--dir", str(chain_dir), *stage], cwd=ROOT,
-                           env=_env(),
-                           capture_output=True, text=True, timeout=900)
+    again = subprocess.run(
+        [sys.executable, "-m", "tasks.chain", str(chain), "--dir", str(chain_dir), *stage],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     assert again.stdout.count("already finished") == 1 and f"resume={chain_dir / 'second'}" in again.stdout
     straight = run_in_process(["experiment=classify_digits", "seed=7", *stage], tmp_path / "straight")
@@ -212,9 +297,16 @@ def test_the_shipped_stage1_recipe_writes_a_checkpoint_every_epoch(tmp_path, exp
         def on_train_epoch_start(self, trainer, pl_module):
             seen.append((tmp_path / "checkpoints" / "last.ckpt").is_file())
 
-    checkpoint = build("callbacks.model_checkpoint", compose_config([f"experiment={experiment}"],
-                                                                    tmp_path).callbacks.model_checkpoint)
-    trainer = pl.Trainer(max_epochs=2, callbacks=[checkpoint, Look()], logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu")
+    checkpoint = build(
+        "callbacks.model_checkpoint", compose_config([f"experiment={experiment}"], tmp_path).callbacks.model_checkpoint
+    )
+    trainer = pl.Trainer(
+        max_epochs=2,
+        callbacks=[checkpoint, Look()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(Tiny(), DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2))
     assert seen == [False, True]  # by the start of epoch 2 a checkpoint of epoch 1 is on disk

@@ -18,8 +18,13 @@ from tasks.errors import UserError
 
 X = torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32)
 DATA = {"mean": [0.3] * 3, "std": [0.2] * 3, "input_size": [3, 32, 32], "num_classes": 10}
-RUN = {"task_name": "classify_digits", "experiment": "classify_digits", "seed": 3, "test": {"test/acc": 0.9},
-       "overrides": ["experiment=classify_digits", "seed=3"]}
+RUN = {
+    "task_name": "classify_digits",
+    "experiment": "classify_digits",
+    "seed": 3,
+    "test": {"test/acc": 0.9},
+    "overrides": ["experiment=classify_digits", "seed=3"],
+}
 
 
 class FakeHub:
@@ -53,8 +58,10 @@ def test_push_uploads_timms_hub_layout_with_a_model_card(tmp_path):
     hub = FakeHub(tmp_path)
     url = push.push(tmp_path / "export", "me/digits", private=True, api=hub)
     assert url == "https://huggingface.co/me/digits/commit/abc"
-    assert hub.calls == [("create_repo", "me/digits", True, True),
-                         ("upload_folder", "me/digits", None, "Add timm export of classify_digits")]
+    assert hub.calls == [
+        ("create_repo", "me/digits", True, True),
+        ("upload_folder", "me/digits", None, "Add timm export of classify_digits"),
+    ]
     uploaded = tmp_path / "uploaded"
     assert sorted(p.name for p in uploaded.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert torch.equal(_outputs(model), _outputs(timm.create_model(f"local-dir:{uploaded}", pretrained=True)))
@@ -72,8 +79,9 @@ def test_an_old_layout_export_is_converted_with_its_runs_normalisation(tmp_path)
     export_backbone(model, run_dir / "export", name="model")
     (run_dir / "export" / "card.json").write_text(json.dumps({**RUN, "run_dir": str(run_dir), "artifacts": {}}))
     (run_dir / ".hydra").mkdir()
-    (run_dir / ".hydra" / "config.yaml").write_text("seed: 3\ndata:\n  _target_: tasks.data.DigitsDataModule\n"
-                                                    "  image_size: 32\n  seed: ${seed}\n")
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        "seed: 3\ndata:\n  _target_: tasks.data.DigitsDataModule\n  image_size: 32\n  seed: ${seed}\n"
+    )
     hub = FakeHub(tmp_path)
     push.push(run_dir / "export", "me/old", api=hub)
     uploaded = tmp_path / "uploaded"
@@ -94,11 +102,14 @@ def test_an_old_export_without_its_run_dir_is_refused_before_any_upload(tmp_path
     assert hub.calls == []
 
 
-@pytest.mark.parametrize("error,message", [
-    (type("HFValidationError", (ValueError,), {})("Repo id must be in the form"), "is not a valid Hub repo id"),
-    (type("HfHubHTTPError", (OSError,), {})("401 Client Error: Unauthorized"), "huggingface-cli login"),
-    (ConnectionError("Failed to resolve 'huggingface.co'"), "Check the network connection"),
-])
+@pytest.mark.parametrize(
+    "error,message",
+    [
+        (type("HFValidationError", (ValueError,), {})("Repo id must be in the form"), "is not a valid Hub repo id"),
+        (type("HfHubHTTPError", (OSError,), {})("401 Client Error: Unauthorized"), "huggingface-cli login"),
+        (ConnectionError("Failed to resolve 'huggingface.co'"), "Check the network connection"),
+    ],
+)
 def test_hub_errors_are_one_message(tmp_path, error, message):
     export_timm(create_backbone("resnet18", num_classes=10), tmp_path / "export", data=DATA)
     with pytest.raises(UserError, match=message):

@@ -18,8 +18,10 @@ from tests.dery.conftest import stages, tiny_spec  # noqa: F401  (fixtures)
 from tests.tasks.faults import evil_checkpoint
 
 SMALL = {"channels": [8, 16, 32, 64], "stem_width": 8}
-REFUSED = (r"Refusing to load .*: it holds pickled Python objects that would run code when loaded "
-           r"\(it asks to import getattr\)")
+REFUSED = (
+    r"Refusing to load .*: it holds pickled Python objects that would run code when loaded "
+    r"\(it asks to import getattr\)"
+)
 
 
 @pytest.fixture
@@ -117,20 +119,24 @@ def test_dery_spec(evil, tmp_path):
     path, marker = evil
     tagged = tmp_path / "tagged.yaml"
     tagged.write_text(f"format: {FORMAT}\nmembers: !!python/object/apply:pathlib.Path.touch ['{marker}']\n")
-    with pytest.raises(UserError,
-                       match=r"DeRy spec .*tagged.yaml is not valid YAML \(could not determine a constructor"):
+    with pytest.raises(
+        UserError, match=r"DeRy spec .*tagged.yaml is not valid YAML \(could not determine a constructor"
+    ):
         load_spec(tagged)
     pickled = tmp_path / "spec.yaml"
     shutil.copy(path, pickled)
-    with pytest.raises(UserError,
-                       match=r"DeRy spec .*spec.yaml is a zip archive \(PyTorch's checkpoint format\), not a text"):
+    with pytest.raises(
+        UserError, match=r"DeRy spec .*spec.yaml is a zip archive \(PyTorch's checkpoint format\), not a text"
+    ):
         load_spec(pickled)
-    members = {"m": {"arch": "resnet10t", "kwargs": SMALL, "weights": f"file:{path}", "nodes": ["layer1"],
-                     "layout": "nchw"}}
+    members = {
+        "m": {"arch": "resnet10t", "kwargs": SMALL, "weights": f"file:{path}", "nodes": ["layer1"], "layout": "nchw"}
+    }
     spec = tmp_path / "member.yaml"
     blocks = [{"member": "m", "nodes": ["layer1"]}]
-    spec.write_text(yaml.safe_dump({"format": FORMAT, "members": members, "blocks": blocks, "stem": {}, "adapters": [],
-                                    "head": {}}))
+    spec.write_text(
+        yaml.safe_dump({"format": FORMAT, "members": members, "blocks": blocks, "stem": {}, "adapters": [], "head": {}})
+    )
     with pytest.raises(UserError, match=REFUSED):
         build_network(load_spec(spec))
     assert not marker.exists()

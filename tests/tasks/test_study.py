@@ -35,8 +35,11 @@ def test_a_single_run_has_no_spread():
 
 
 def test_paired_difference_within_noise_and_beyond_it():
-    rows = [Row("scratch", {1: 0.88, 2: 0.91, 3: 0.90}), Row("noisy", {1: 0.90, 2: 0.92, 3: 0.94}),
-            Row("clear", {1: 0.93, 2: 0.97, 3: 0.955})]
+    rows = [
+        Row("scratch", {1: 0.88, 2: 0.91, 3: 0.90}),
+        Row("noisy", {1: 0.90, 2: 0.92, 3: 0.94}),
+        Row("clear", {1: 0.93, 2: 0.97, 3: 0.955}),
+    ]
     compare(rows, "scratch")
     base, noisy, clear = rows
     assert base.verdict == "baseline" and base.paired is None
@@ -52,8 +55,12 @@ def test_paired_difference_within_noise_and_beyond_it():
 
 
 def test_pairing_uses_only_matching_seeds_and_says_when_there_are_none():
-    rows = [Row("base", {1: 0.5, 2: 0.6, 3: 0.7}), Row("partial", {2: 0.65, 3: 0.72, 9: 0.1}),
-            Row("one", {3: 0.8}), Row("other seeds", {7: 0.9, 8: 0.9})]
+    rows = [
+        Row("base", {1: 0.5, 2: 0.6, 3: 0.7}),
+        Row("partial", {2: 0.65, 3: 0.72, 9: 0.1}),
+        Row("one", {3: 0.8}),
+        Row("other seeds", {7: 0.9, 8: 0.9}),
+    ]
     compare(rows, "base")
     assert rows[1].diffs == pytest.approx({2: 0.05, 3: 0.02}) and rows[1].paired.n == 2
     assert rows[2].verdict == "one paired seed: no CI" and rows[2].paired.n == 1
@@ -77,11 +84,17 @@ def test_unknown_baseline_and_duplicate_seeds_are_refused():
 
 
 def test_write_study_outputs_markdown_json_with_every_seed_and_a_plot(tmp_path):
-    groups = {"scratch": summaries({1: 0.88, 2: 0.91, 3: 0.90}), "method": summaries({1: 0.90, 2: 0.92, 3: 0.94}),
-              "missing": []}
+    groups = {
+        "scratch": summaries({1: 0.88, 2: 0.91, 3: 0.90}),
+        "method": summaries({1: 0.90, 2: 0.92, 3: 0.94}),
+        "missing": [],
+    }
     rows = rows_from_summaries(groups, "test/acc")
     table = write_study(tmp_path, rows, "test/acc", baseline="scratch", title="t")
-    assert "| method | 3 | 0.9200 ± 0.0200 | [0.8703, 0.9697] | +0.0233 (n = 3) | [-0.0146, +0.0613] | within noise |" in table
+    assert (
+        "| method | 3 | 0.9200 ± 0.0200 | [0.8703, 0.9697] | +0.0233 (n = 3) | [-0.0146, +0.0613] | within noise |"
+        in table
+    )
     assert "| missing | 0 | – | – | – | – | not run |" in table
     data = json.loads((tmp_path / "report.json").read_text())
     method = data["rows"][1]
@@ -92,13 +105,19 @@ def test_write_study_outputs_markdown_json_with_every_seed_and_a_plot(tmp_path):
 
 
 def test_kt_report_groups_runs_and_compares_with_the_baseline(tmp_path, capsys):
-    for label, values in {"classify_digits": {1: 0.9, 2: 0.92}, "classify_digits model.x=1": {1: 0.95, 2: 0.96}}.items():
+    for label, values in {
+        "classify_digits": {1: 0.9, 2: 0.92},
+        "classify_digits model.x=1": {1: 0.95, 2: 0.96},
+    }.items():
         for seed, value in values.items():
             run = tmp_path / f"{label.replace(' ', '_')}_{seed}"
             run.mkdir()
             overrides = [f"seed={seed}"] + label.split(" ")[1:]
-            (run / "summary.json").write_text(json.dumps({"experiment": "classify_digits", "overrides": overrides,
-                                                          "seed": seed, "test": {"test/acc": value}}))
+            (run / "summary.json").write_text(
+                json.dumps(
+                    {"experiment": "classify_digits", "overrides": overrides, "seed": seed, "test": {"test/acc": value}}
+                )
+            )
     report_main([str(tmp_path), "--metric", "test/acc", "--baseline", "classify_digits"])
     out = capsys.readouterr().out
     assert "| classify_digits model.x=1 | 2 | 0.9550 ± 0.0071 |" in out and "+0.0450 (n = 2)" in out
@@ -121,5 +140,6 @@ def test_a_chain_without_compare_reports_every_stage(tmp_path):
 
     chain = OmegaConf.create({"stages": {"a": {"experiment": "x"}, "b": {"experiment": "x", "seeds": [1, 2]}}})
     tables = comparison_tables(chain, plan(chain, tmp_path, [], {}, None))
-    assert tables == [{"metric": "test/acc", "baseline": None, "rows": {"a": "a", "b": "b"}, "higher_is_better": True,
-                       "title": ""}]
+    assert tables == [
+        {"metric": "test/acc", "baseline": None, "rows": {"a": "a", "b": "b"}, "higher_is_better": True, "title": ""}
+    ]

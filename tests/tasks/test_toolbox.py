@@ -40,8 +40,9 @@ def test_rand_augment_equals_timms_transform_per_image_under_the_same_seed():
     from PIL import Image
 
     with seeded_globals(torch.Generator().manual_seed(3)):
-        expected = [np.asarray(timm_ra(Image.fromarray((im.permute(1, 2, 0) * 255).round().byte().numpy())))
-                    for im in x]
+        expected = [
+            np.asarray(timm_ra(Image.fromarray((im.permute(1, 2, 0) * 255).round().byte().numpy()))) for im in x
+        ]
     assert torch.equal(ours, torch.from_numpy(np.stack(expected)).permute(0, 3, 1, 2).float() / 255)
     assert not torch.equal(ours, x)
     assert torch.equal(RandAugment("rand-n0-m9")(x, torch.Generator().manual_seed(3)), x)  # no ops: identity
@@ -76,7 +77,8 @@ def test_random_erasing_erases_one_rectangle_or_nothing():
 def test_mixup_is_the_convex_combination_with_the_flipped_batch():
     x, y = images(n=6), torch.tensor([0, 1, 2, 3, 4, 5])
     mixed, soft = MixupCutmix(mixup_alpha=0.8, cutmix_alpha=0.0, label_smoothing=0.1, num_classes=6)(
-        x, y, torch.Generator().manual_seed(7))
+        x, y, torch.Generator().manual_seed(7)
+    )
     off, on = 0.1 / 6, 1 - 0.1 + 0.1 / 6  # timm's smoothed one-hot
     lam = (soft[0, 0] - off) / (on - off)  # the weight of the image's own label
     assert 0 < lam < 1
@@ -95,9 +97,17 @@ def test_mixup_and_label_smoothing_together_are_refused():
 
 
 def test_resumed_run_with_the_whole_toolbox_matches_a_straight_one(tmp_path):
-    common = ["augment=timm_recipe", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
-              "trainer.limit_test_batches=2", "trainer.num_sanity_val_steps=0", "logger=csv",
-              "trainer.deterministic=true", "trainer.enable_model_summary=false", "export=false"]
+    common = [
+        "augment=timm_recipe",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.num_sanity_val_steps=0",
+        "logger=csv",
+        "trainer.deterministic=true",
+        "trainer.enable_model_summary=false",
+        "export=false",
+    ]
     straight = run_in_process(common + ["trainer.max_epochs=2"], tmp_path / "straight")
     run_in_process(common + ["trainer.max_epochs=1"], tmp_path / "split")
     resumed = run_in_process(common + ["trainer.max_epochs=2", f"resume={tmp_path / 'split'}"], tmp_path / "split")

@@ -31,7 +31,11 @@ def test_checkpoint_loads_weights_only_and_export_reloads_with_timm(tmp_path):
     card = json.loads((run / "export" / "config.json").read_text())  # timm's Hub config, the export's one card
     assert card["kind"] == "timm" and card["architecture"] == "resnet18"
     assert card["run"]["run_dir"] == str(run) and card["run"]["test"] == summary["test"]
-    assert card["pretrained_cfg"]["mean"] == list(DigitsDataModule.mean) and card["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert card["pretrained_cfg"]["mean"] == list(DigitsDataModule.mean) and card["pretrained_cfg"]["input_size"] == [
+        3,
+        32,
+        32,
+    ]
     assert not (run / "export" / "card.json").exists()
     # the exported weights are the tested (best) checkpoint's
     best = load_checkpoint(summary["checkpoints"]["best"])["state_dict"]
@@ -42,9 +46,17 @@ def test_checkpoint_loads_weights_only_and_export_reloads_with_timm(tmp_path):
 
 @pytest.mark.parametrize("ema", [[], ["model.ema_decay=0.9"]], ids=["plain", "ema"])
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path, ema):
-    common = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-              "trainer.num_sanity_val_steps=0", "logger=csv", "trainer.deterministic=true",
-              "trainer.enable_model_summary=false", "export=false", *ema]
+    common = [
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.num_sanity_val_steps=0",
+        "logger=csv",
+        "trainer.deterministic=true",
+        "trainer.enable_model_summary=false",
+        "export=false",
+        *ema,
+    ]
     straight = run_in_process(common + ["trainer.max_epochs=2"], tmp_path / "straight")
     run_in_process(common + ["trainer.max_epochs=1"], tmp_path / "split")
     resumed = run_in_process(common + ["trainer.max_epochs=2", f"resume={tmp_path / 'split'}"], tmp_path / "split")
