@@ -111,17 +111,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="the end of the budget kept for the throughput timings (default: 120 s of a budget)")
     parser.add_argument("--no-throughput", action="store_true", help="the studies only")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile throughput option")
+    parser.add_argument("--plan", action="store_true", help="print every job (waits-for, command) and stop")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout still stops the runs (scheduler's finally)
     started = time.monotonic()
     plan = load_plan()
     mode = "smoke" if args.smoke else "gpu"
     logs = (args.logs or args.out.parent / "gpu_logs").resolve()
-    logs.mkdir(parents=True, exist_ok=True)
-    args.out.mkdir(parents=True, exist_ok=True)
     chosen = args.only.split(",") if args.only else list(plan["runs"])
     entries = build_entries(plan, mode, logs, chosen)
     all_jobs = [j for e in entries.values() for j in e["jobs"]]
+    if args.plan:
+        for name, entry in entries.items():
+            print(f"== {name}: python {entry['command']}")
+            for job in entry["jobs"]:
+                print(f"{job.key}  (after {', '.join(job.deps) or 'nothing'})\n    {shlex.join(job.command[1:])}")
+        return 0
+    logs.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     from tasks.errors import UserError
     from tasks.run.preflight import check_stage_commands
 
