@@ -40,11 +40,12 @@ def load_plan(path: Path = PLAN) -> dict:
 def build_entries(plan: dict, mode: str, logs: Path, chosen: list[str]) -> dict[str, dict]:
     """Every chosen plan entry with its jobs (and, for a chain, its runs and its one-line command)."""
     from tasks.chain import load_chain
+    from tasks.errors import UserError
 
     entries = {}
     for name in chosen:
         if name not in plan["runs"]:
-            raise SystemExit(f"--only names '{name}', which is not in the plan: {list(plan['runs'])}")
+            raise UserError(f"--only names '{name}', which is not in the plan; its entries: {list(plan['runs'])}.")
         spec = plan["runs"][name]
         common = list(plan["common"][mode])
         if "experiment" in spec:
@@ -119,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     mode = "smoke" if args.smoke else "gpu"
     logs = (args.logs or args.out.parent / "gpu_logs").resolve()
     chosen = args.only.split(",") if args.only else list(plan["runs"])
-    entries = build_entries(plan, mode, logs, chosen)
+    from tasks.errors import UserError
+
+    try:
+        entries = build_entries(plan, mode, logs, chosen)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     all_jobs = [j for e in entries.values() for j in e["jobs"]]
     if args.plan:
         for name, entry in entries.items():
@@ -129,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logs.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    from tasks.errors import UserError
     from tasks.run.preflight import check_stage_commands
 
     try:
