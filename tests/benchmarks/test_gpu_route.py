@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.gpu import throughput
 from benchmarks.gpu.jobs import Job, nested_override
 from benchmarks.gpu.scheduler import run_jobs
 from benchmarks.gpu.studies import build_entries, load_plan
+from benchmarks.gpu.timing import time_entries
 from tasks.backbones import create_backbone
 from tasks.chain import load_chain
 from tasks.errors import UserError
@@ -188,3 +190,42 @@ def test_smoke_mode_runs_a_whole_chain_and_writes_its_study_tables(tmp_path):
     assert [t["metric"] for t in chain["tables"]][:2] == ["test/acc", "test/task_bacc_gap"]
     assert "## kf: kf_fashion" in report and "KF assembled 10 factors" in report
     assert (Path(chain["chain_dir"]) / "report.png").is_file()
+
+
+class FakeRecipe:
+    """Stands in for throughput.Recipe: fits up to `limit` images a batch, then runs out of memory."""
+
+    def __init__(self, run_dir, extra, limit: int = 1000, batch_size: int = 128):
+        self.run_dir, self.limit, self.batch_size, self.tried = run_dir, limit, batch_size, []
+
+    def fit(self, batch_size: int, batches: int, *args, **kwargs):
+        self.tried.append(batch_size)
+        if batch_size > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+
+def test_largest_batch_doubles_until_the_memory_runs_out_or_the_cap():
+    recipe = FakeRecipe(None, [], limit=3000)
+    assert throughput.largest_batch(recipe, 128, 16384) == 2048 and recipe.tried == [256, 512, 1024, 2048, 4096]
+    assert throughput.largest_batch(FakeRecipe(None, [], limit=10**9), 128, 16384) == 16384
+
+
+def test_throughput_rounds_go_entry_by_entry_and_stop_at_the_deadline(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_measure(recipe, batch, steps, warmup, channels_last, compile_model, flops):
+        calls.append((recipe.run_dir.name, batch, channels_last, compile_model, flops))
+        return {"batch_size": batch, "channels_last": channels_last, "compile": compile_model, "flops_per_step": 7.0}
+
+    monkeypatch.setattr(throughput, "Recipe", FakeRecipe)
+    monkeypatch.setattr(throughput, "measure", fake_measure)
+    entries = {name: {"spec": {"throughput": True}, "jobs": [Job(name, name, [], tmp_path / name, state="done")]}
+               for name in ("a", "b")}
+    results = time_entries(entries, [], smoke=False, deadline=time.monotonic() + 600, compile_option=True)
+    assert [c[:4] for c in calls] == [(n, b, cl, co) for b, cl, co in [(128, False, False), (128, True, False),
+                                                                        (512, False, False), (512, True, False),
+                                                                        (512, True, True)] for n in "ab"]
+    assert [c[4] for c in calls] == [None, None, 7.0, 7.0, None, None, 7.0, 7.0, 7.0, 7.0]  # eager count reused
+    assert [len(r) for r in results.values()] == [5, 5]
+    spent = time_entries(entries, [], smoke=False, deadline=time.monotonic() + 5, compile_option=True)
+    assert {r["error"] for r in spent["a"]} == {"skipped: the time budget is spent"} and len(spent["a"]) == 2
