@@ -1,7 +1,8 @@
 """The GPU route, tested here on the CPU: the plan's chain entries give every training stage
 the common overrides as `<stage>:key=value` (module stages their own), the jobs wait for
-exactly the runs they read, the scheduler runs them in dependency and priority order within
-its budget, and the smoke mode runs the anchor (its step FLOPs equal a plain PyTorch count of
+exactly the runs they read, every GPU command composes, the scheduler runs them in dependency
+and priority order within its budget, the throughput phase goes round by round until its
+deadline, and the smoke mode runs the anchor (its step FLOPs equal a plain PyTorch count of
 the same training step) and one whole chain end to end."""
 
 from __future__ import annotations
