@@ -21,13 +21,13 @@ CHAIN_DIR_REF = re.compile(r"\{run:[A-Za-z0-9_]+\}/\.\.")  # a stage that reads 
 
 @dataclass
 class Job:
-    key: str                       # "anchor", "repfusion/distil_rl/seed1", ...
-    entry: str                     # its plan entry
+    key: str  # "anchor", "repfusion/distil_rl/seed1", ...
+    entry: str  # its plan entry
     command: list[str]
     run_dir: Path
     deps: list[str] = field(default_factory=list)
-    priority: int = 0              # the plan entry's priority (higher starts first)
-    state: str = "waiting"         # waiting | running | done | failed | skipped | not started
+    priority: int = 0  # the plan entry's priority (higher starts first)
+    state: str = "waiting"  # waiting | running | done | failed | skipped | not started
     exit_code: int | None = None
     wall_s: float | None = None
 
@@ -93,8 +93,13 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str
 
 def experiment_job(name: str, spec: dict, overrides: list[str], logs: Path) -> Job:
     run_dir = (logs / name).resolve()
-    command = [sys.executable, str(ROOT / "train.py"), f"experiment={spec['experiment']}", *overrides,
-               f"hydra.run.dir={run_dir}"]
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"experiment={spec['experiment']}",
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+    ]
     return Job(name, name, command, run_dir, priority=int(spec.get("priority", 0)))
 
 
@@ -112,8 +117,16 @@ def chain_jobs(name: str, spec: dict, chain, overrides: list[str], chain_dir: Pa
         deps = [key_of[d] for d in run.needs if d in key_of]
         if any(CHAIN_DIR_REF.search(str(o)) for o in chain.stages[run.stage].get("overrides", [])):
             deps = [key_of[r.run_dir] for r in runs[:index]]
-        jobs.append(Job(key_of[run.run_dir], name, list(run.command), run.run_dir, sorted(set(deps)),
-                        priority=int(spec.get("priority", 0))))
+        jobs.append(
+            Job(
+                key_of[run.run_dir],
+                name,
+                list(run.command),
+                run.run_dir,
+                sorted(set(deps)),
+                priority=int(spec.get("priority", 0)),
+            )
+        )
     return runs, jobs
 
 

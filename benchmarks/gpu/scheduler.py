@@ -46,8 +46,9 @@ def start(job: Job, log_dir: Path, env: dict[str, str]) -> tuple[subprocess.Pope
     with log.open("w") as handle:
         handle.write(" ".join(command[1:]) + "\n\n")
         handle.flush()
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                   process_group=0)  # its own process group (same session): stopped with its children
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, preexec_fn=os.setpgrp
+        )  # own process group, same session: stopped with its children
     print(f"[{time.strftime('%H:%M:%S')}] start {job.key}", flush=True)
     return process, time.monotonic()
 
@@ -63,8 +64,15 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def run_jobs(jobs: list[Job], max_jobs: int, log_dir: Path, env: dict[str, str], stop_starting_at: float = float("inf"),
-             kill_at: float = float("inf"), on_change: Callable[[], None] = lambda: None) -> None:
+def run_jobs(
+    jobs: list[Job],
+    max_jobs: int,
+    log_dir: Path,
+    env: dict[str, str],
+    stop_starting_at: float = float("inf"),
+    kill_at: float = float("inf"),
+    on_change: Callable[[], None] = lambda: None,
+) -> None:
     """Runs the jobs (times are time.monotonic() values); every job ends in a final state."""
     by_key = {j.key: j for j in jobs}
     depth = downstream_depth(jobs)
@@ -93,8 +101,10 @@ def run_jobs(jobs: list[Job], max_jobs: int, log_dir: Path, env: dict[str, str],
                     job.state, job.wall_s = "stopped at the budget", time.monotonic() - started
                 running.clear()
                 break
-            ready = sorted((j for j in jobs if j.state == "waiting" and all(by_key[d].state == "done" for d in j.deps)),
-                           key=lambda j: (-j.priority, -depth[j.key]))
+            ready = sorted(
+                (j for j in jobs if j.state == "waiting" and all(by_key[d].state == "done" for d in j.deps)),
+                key=lambda j: (-j.priority, -depth[j.key]),
+            )
             if now < stop_starting_at:
                 for job in ready[: max(0, max_jobs - len(running))]:
                     job.state = "running"

@@ -58,8 +58,7 @@ def build_entries(plan: dict, mode: str, logs: Path, chosen: list[str]) -> dict[
         runs, jobs = plan_jobs.chain_jobs(name, spec, chain, overrides, logs / name, seeds)
         command = ["-m", "tasks.chain", spec["chain"], *overrides, "--dir", str((logs / name).resolve())]
         command += ["--seeds", ",".join(map(str, seeds))] if seeds else []
-        entries[name] = {"spec": spec, "chain": chain, "runs": runs, "jobs": jobs,
-                         "command": shlex.join(command)}
+        entries[name] = {"spec": spec, "chain": chain, "runs": runs, "jobs": jobs, "command": shlex.join(command)}
     return entries
 
 
@@ -79,11 +78,23 @@ def chain_report(entry: dict, wall: float) -> dict:
 
 
 def write_outputs(out: Path, entries: dict[str, dict], records: dict[str, dict], smoke: bool, meta: dict) -> None:
-    summary = {"meta": meta, "entries": records,
-               "jobs": [{"key": j.key, "state": j.state, "exit_code": j.exit_code, "wall_s": j.wall_s,
-                         "run_dir": str(j.run_dir), "command": " ".join(j.command[1:]),
-                         "summary": json.loads((j.run_dir / "summary.json").read_text()) if j.finished else None}
-                        for e in entries.values() for j in e["jobs"]]}
+    summary = {
+        "meta": meta,
+        "entries": records,
+        "jobs": [
+            {
+                "key": j.key,
+                "state": j.state,
+                "exit_code": j.exit_code,
+                "wall_s": j.wall_s,
+                "run_dir": str(j.run_dir),
+                "command": " ".join(j.command[1:]),
+                "summary": json.loads((j.run_dir / "summary.json").read_text()) if j.finished else None,
+            }
+            for e in entries.values()
+            for j in e["jobs"]
+        ],
+    }
     (out / "gpu_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / "gpu_report.md").write_text("\n".join(report_lines(entries, records, smoke, meta)) + "\n")
 
@@ -92,8 +103,12 @@ def pack_runs(out: Path, logs: Path) -> None:
     """runs.tar.gz: what the device may send back (few files): summaries, logs, chain reports."""
     with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
         for path in sorted(logs.rglob("*")):
-            keep = path.name in ("summary.json", "chain_summary.json", "metrics.csv", "timestep_oracle.png") \
-                or path.suffix == ".log" or path.name.startswith("report") or path.name.endswith("_table.md")
+            keep = (
+                path.name in ("summary.json", "chain_summary.json", "metrics.csv", "timestep_oracle.png")
+                or path.suffix == ".log"
+                or path.name.startswith("report")
+                or path.name.endswith("_table.md")
+            )
             if path.is_file() and keep and "throughput" not in path.parts:
                 tar.add(path, arcname=str(path.relative_to(logs)))
 
@@ -105,11 +120,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma list of plan entries to run")
     parser.add_argument("--logs", type=Path, default=None, help="where the runs go (default: <out>/../gpu_logs)")
     parser.add_argument("--jobs", type=int, default=None, help="processes at a time (default: 8 on the GPU, 2 smoke)")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="the whole script's time: no run starts after budget - throughput reserve, runs still "
-                             "going at the budget are stopped, the report is written either way")
-    parser.add_argument("--throughput-s", type=float, default=None,
-                        help="the end of the budget kept for the throughput timings (default: 120 s of a budget)")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="the whole script's time: no run starts after budget - throughput reserve, runs still "
+        "going at the budget are stopped, the report is written either way",
+    )
+    parser.add_argument(
+        "--throughput-s",
+        type=float,
+        default=None,
+        help="the end of the budget kept for the throughput timings (default: 120 s of a budget)",
+    )
     parser.add_argument("--no-throughput", action="store_true", help="the studies only")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile throughput option")
     parser.add_argument("--plan", action="store_true", help="print every job (waits-for, command) and stop")
@@ -144,21 +167,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     budget = args.budget_s if args.budget_s is not None else float("inf")
-    reserve = 0.0 if args.no_throughput or args.budget_s is None else (
-        args.throughput_s if args.throughput_s is not None else min(120.0, budget / 4))
+    reserve = (
+        0.0
+        if args.no_throughput or args.budget_s is None
+        else (args.throughput_s if args.throughput_s is not None else min(120.0, budget / 4))
+    )
     max_jobs = args.jobs or (2 if args.smoke else 8)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // max_jobs)))
-    meta = {"mode": mode, "budget_s": args.budget_s, "throughput_reserve_s": reserve, "max_jobs": max_jobs,
-            "omp_num_threads": env["OMP_NUM_THREADS"], "cpu_count": os.cpu_count(), "logs": str(logs)}
+    meta = {
+        "mode": mode,
+        "budget_s": args.budget_s,
+        "throughput_reserve_s": reserve,
+        "max_jobs": max_jobs,
+        "omp_num_threads": env["OMP_NUM_THREADS"],
+        "cpu_count": os.cpu_count(),
+        "logs": str(logs),
+    }
     records: dict[str, dict] = {name: {"command": e["command"]} for name, e in entries.items()}
 
     def progress() -> None:
         meta["elapsed_s"] = time.monotonic() - started
         write_outputs(args.out, entries, records, args.smoke, meta)
 
-    run_jobs(all_jobs, max_jobs, logs / "joblogs", env, stop_starting_at=started + budget - reserve,
-             kill_at=started + budget, on_change=progress)
+    run_jobs(
+        all_jobs,
+        max_jobs,
+        logs / "joblogs",
+        env,
+        stop_starting_at=started + budget - reserve,
+        kill_at=started + budget,
+        on_change=progress,
+    )
     meta["studies_s"] = time.monotonic() - started
     for name, entry in entries.items():
         walls = [j.wall_s for j in entry["jobs"] if j.wall_s is not None]
@@ -167,13 +207,22 @@ def main(argv: list[str] | None = None) -> int:
             records[name]["chain"] = chain_report(entry, meta["studies_s"])
     progress()
     if not args.no_throughput:
+
         def timed(results: dict[str, list[dict]]) -> None:
             for name, measured in results.items():
                 records[name]["throughput"] = measured
             progress()
 
-        timed(time_entries(entries, list(plan.get("throughput", {}).get(mode, [])), args.smoke, started + budget,
-                           not args.no_compile, on_change=timed))
+        timed(
+            time_entries(
+                entries,
+                list(plan.get("throughput", {}).get(mode, [])),
+                args.smoke,
+                started + budget,
+                not args.no_compile,
+                on_change=timed,
+            )
+        )
     meta["elapsed_s"] = time.monotonic() - started
     progress()
     pack_runs(args.out, logs)

@@ -95,8 +95,14 @@ class Recipe:
         self.batch_size = int(self.cfg.data.batch_size)
         self.datamodule = build("data", self.cfg.data)
 
-    def fit(self, batch_size: int, batches: int, channels_last: bool = False, compile_model: bool = False,
-            timer: StepTimer | None = None) -> StepTimer:
+    def fit(
+        self,
+        batch_size: int,
+        batches: int,
+        channels_last: bool = False,
+        compile_model: bool = False,
+        timer: StepTimer | None = None,
+    ) -> StepTimer:
         """`batches` training batches of the recipe at this batch size (by batches, not optimiser
         steps: RepFusion steps its policy optimiser too)."""
         from hydra.core.hydra_config import HydraConfig
@@ -113,10 +119,21 @@ class Recipe:
             model = torch.compile(model)
         timer = timer or StepTimer()
         timer.batches = batches
-        trainer = pl.Trainer(accelerator=self.cfg.trainer.accelerator, devices=1, precision=self.cfg.trainer.precision,
-                             max_epochs=10_000, min_epochs=0, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             callbacks=[timer], default_root_dir=self.cfg.paths.output_dir)
+        trainer = pl.Trainer(
+            accelerator=self.cfg.trainer.accelerator,
+            devices=1,
+            precision=self.cfg.trainer.precision,
+            max_epochs=10_000,
+            min_epochs=0,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+            default_root_dir=self.cfg.paths.output_dir,
+        )
         trainer.fit(model, datamodule=self.datamodule)
         return timer
 
@@ -127,9 +144,16 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def measure(recipe: Recipe, batch_size: int, steps: int = 20, warmup: int = 5, channels_last: bool = False,
-            compile_model: bool = False, flops: float | None = None,
-            peak_tflops: float = H200_BF16_PEAK_TFLOPS) -> dict:
+def measure(
+    recipe: Recipe,
+    batch_size: int,
+    steps: int = 20,
+    warmup: int = 5,
+    channels_last: bool = False,
+    compile_model: bool = False,
+    flops: float | None = None,
+    peak_tflops: float = H200_BF16_PEAK_TFLOPS,
+) -> dict:
     """images/s and TFLOP/s of the recipe's training step at one batch size: the median of
     `steps` steps after `warmup`. The FLOPs are counted in eager mode (the first step here, or
     `flops` from an earlier eager count at this batch size: options change no FLOPs)."""
@@ -141,9 +165,16 @@ def measure(recipe: Recipe, batch_size: int, steps: int = 20, warmup: int = 5, c
     step_s = statistics.median(timer.step_times(warmup))
     free_memory()
     tflops = flops / step_s / 1e12
-    return {"batch_size": batch_size, "images_per_s": batch_size / step_s, "step_s": step_s,
-            "flops_per_step": flops, "tflops": tflops, "peak_fraction": tflops / peak_tflops,
-            "channels_last": channels_last, "compile": compile_model}
+    return {
+        "batch_size": batch_size,
+        "images_per_s": batch_size / step_s,
+        "step_s": step_s,
+        "flops_per_step": flops,
+        "tflops": tflops,
+        "peak_fraction": tflops / peak_tflops,
+        "channels_last": channels_last,
+        "compile": compile_model,
+    }
 
 
 def largest_batch(recipe: Recipe, start: int, cap: int) -> int:
@@ -171,10 +202,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--override", action="append", default=[], help="extra Hydra overrides")
     args = parser.parse_args(argv)
     recipe = Recipe(args.run_dir, args.override)
-    sizes = [recipe.batch_size if item == "recipe" else largest_batch(recipe, recipe.batch_size, args.max_cap)
-             if item == "max" else int(item) for item in args.batch_sizes.split(",")]
-    results = [measure(recipe, b, args.steps, channels_last=args.channels_last, compile_model=args.compile)
-               for b in dict.fromkeys(sizes)]
+    sizes = [
+        recipe.batch_size
+        if item == "recipe"
+        else largest_batch(recipe, recipe.batch_size, args.max_cap)
+        if item == "max"
+        else int(item)
+        for item in args.batch_sizes.split(",")
+    ]
+    results = [
+        measure(recipe, b, args.steps, channels_last=args.channels_last, compile_model=args.compile)
+        for b in dict.fromkeys(sizes)
+    ]
     print(json.dumps(results, indent=2))
     return results
 

@@ -14,8 +14,13 @@ from omegaconf.errors import OmegaConfBaseException
 from benchmarks.gpu import throughput
 from tasks.errors import UserError
 
-ROUNDS = [("recipe", False, False, 10), ("recipe", True, False, 10), ("max", False, False, 15),
-          ("max", True, False, 15), ("max", True, True, 90)]  # batch, channels_last, compile, rough cost (s)
+ROUNDS = [
+    ("recipe", False, False, 10),
+    ("recipe", True, False, 10),
+    ("max", False, False, 15),
+    ("max", True, False, 15),
+    ("max", True, True, 90),
+]  # batch, channels_last, compile, rough cost (s)
 SEARCH_COST_S = 40
 MAX_BATCH = 16384
 
@@ -25,8 +30,14 @@ def representative(entry: dict):
     return next((j for j in entry["jobs"] if stage is None or j.key.split("/")[1] == stage), None)
 
 
-def time_entries(entries: dict[str, dict], extra: list[str], smoke: bool, deadline: float, compile_option: bool,
-                 on_change=lambda results: None) -> dict[str, list[dict]]:
+def time_entries(
+    entries: dict[str, dict],
+    extra: list[str],
+    smoke: bool,
+    deadline: float,
+    compile_option: bool,
+    on_change=lambda results: None,
+) -> dict[str, list[dict]]:
     timed = {name: e for name, e in entries.items() if e["spec"].get("throughput") or e["spec"].get("throughput_stage")}
     results: dict[str, list[dict]] = {name: [] for name in timed}
     recipes, biggest, flops = {}, {}, {}
@@ -43,8 +54,11 @@ def time_entries(entries: dict[str, dict], extra: list[str], smoke: bool, deadli
     for which, channels_last, compiled, cost_s in rounds:
         for name, recipe in recipes.items():
             if which == "max" and name not in biggest:
-                biggest[name] = throughput.largest_batch(recipe, recipe.batch_size, MAX_BATCH) \
-                    if time.monotonic() + SEARCH_COST_S < deadline else None
+                biggest[name] = (
+                    throughput.largest_batch(recipe, recipe.batch_size, MAX_BATCH)
+                    if time.monotonic() + SEARCH_COST_S < deadline
+                    else None
+                )
             batch = recipe.batch_size if which == "recipe" else biggest[name]
             if batch is None or (which == "max" and batch == recipe.batch_size):
                 continue  # no search in the time left, or the recipe's batch is already the largest
@@ -56,19 +70,34 @@ def time_entries(entries: dict[str, dict], extra: list[str], smoke: bool, deadli
     return results
 
 
-def attempt(recipe, batch: int, channels_last: bool, compiled: bool, cost_s: float, deadline: float, smoke: bool,
-            flops: dict) -> dict:
+def attempt(
+    recipe, batch: int, channels_last: bool, compiled: bool, cost_s: float, deadline: float, smoke: bool, flops: dict
+) -> dict:
     if time.monotonic() + cost_s > deadline:
-        return {"batch_size": batch, "channels_last": channels_last, "compile": compiled,
-                "error": "skipped: the time budget is spent"}
+        return {
+            "batch_size": batch,
+            "channels_last": channels_last,
+            "compile": compiled,
+            "error": "skipped: the time budget is spent",
+        }
     try:
-        record = throughput.measure(recipe, batch, steps=2 if smoke else 20, warmup=1 if smoke else 5,
-                                    channels_last=channels_last, compile_model=compiled,
-                                    flops=flops.get((id(recipe), batch)))
+        record = throughput.measure(
+            recipe,
+            batch,
+            steps=2 if smoke else 20,
+            warmup=1 if smoke else 5,
+            channels_last=channels_last,
+            compile_model=compiled,
+            flops=flops.get((id(recipe), batch)),
+        )
     except (RuntimeError, ValueError, TypeError) as err:  # (CUDA, compile) a failing option is reported, the others run
         text = str(err).splitlines()[0][:160] if str(err) else ""
         throughput.free_memory()
-        return {"batch_size": batch, "channels_last": channels_last, "compile": compiled,
-                "error": f"{type(err).__name__}: {text}"}
+        return {
+            "batch_size": batch,
+            "channels_last": channels_last,
+            "compile": compiled,
+            "error": f"{type(err).__name__}: {text}",
+        }
     flops.setdefault((id(recipe), batch), record["flops_per_step"])
     return record

@@ -34,18 +34,35 @@ from tests.tasks.test_fashion import HAS_REAL
 needs_fashion = pytest.mark.skipif(not HAS_REAL, reason="Fashion-MNIST not installed (make fashion)")
 PLAN = load_plan()
 GPU_COMMON = PLAN["common"]["gpu"]
-REPFUSION_TRAINING = ["teacher", "baseline", "distil_rl", "finetune_rl", "distil_uniform", "finetune_uniform",
-                      "distil_fixed", "finetune_fixed"]
+REPFUSION_TRAINING = [
+    "teacher",
+    "baseline",
+    "distil_rl",
+    "finetune_rl",
+    "distil_uniform",
+    "finetune_uniform",
+    "distil_fixed",
+    "finetune_fixed",
+]
 
 
 def test_chain_command_prefixes_the_common_overrides_for_each_training_stage(tmp_path):
     entry = build_entries(PLAN, "gpu", tmp_path, ["repfusion"])["repfusion"]
     args = shlex.split(entry["command"])
     prefixed = [f"{stage}:{o}" for stage in REPFUSION_TRAINING for o in GPU_COMMON]
-    nested = ("oracle:distill.overrides=['trainer.max_epochs=4','model.scheduler.milestones=[3]','logger=csv',"
-              "'trainer=gpu','trainer.precision=bf16-mixed','logger=csv','data.num_workers=0']")
-    assert args == ["-m", "tasks.chain", "repfusion_fashion_study", *prefixed, nested,
-                    "--dir", str((tmp_path / "repfusion").resolve())]
+    nested = (
+        "oracle:distill.overrides=['trainer.max_epochs=4','model.scheduler.milestones=[3]','logger=csv',"
+        "'trainer=gpu','trainer.precision=bf16-mixed','logger=csv','data.num_workers=0']"
+    )
+    assert args == [
+        "-m",
+        "tasks.chain",
+        "repfusion_fashion_study",
+        *prefixed,
+        nested,
+        "--dir",
+        str((tmp_path / "repfusion").resolve()),
+    ]
 
 
 def test_training_runs_carry_the_gpu_overrides_and_module_stages_do_not(tmp_path):
@@ -53,9 +70,14 @@ def test_training_runs_carry_the_gpu_overrides_and_module_stages_do_not(tmp_path
     jobs = {j.key: j for j in entry["jobs"]}
     chain_dir = (tmp_path / "repfusion").resolve()
     assert jobs["repfusion/finetune_rl/seed2"].command == [
-        sys.executable, str(ROOT / "train.py"), "experiment=repfusion_fashion_finetune",
-        f"model.backbone.init={chain_dir}/distil_rl/seed2/export/backbone.safetensors", *GPU_COMMON, "seed=2",
-        f"hydra.run.dir={chain_dir}/finetune_rl/seed2"]
+        sys.executable,
+        str(ROOT / "train.py"),
+        "experiment=repfusion_fashion_finetune",
+        f"model.backbone.init={chain_dir}/distil_rl/seed2/export/backbone.safetensors",
+        *GPU_COMMON,
+        "seed=2",
+        f"hydra.run.dir={chain_dir}/finetune_rl/seed2",
+    ]
     for key, job in jobs.items():
         stage = key.split("/")[1]
         assert [o for o in GPU_COMMON if o in job.command] == (GPU_COMMON if stage in REPFUSION_TRAINING else []), key
@@ -76,7 +98,8 @@ def test_nested_overrides_append_to_the_module_default_when_the_chain_sets_none(
     chain = load_chain("repfusion_digits_study")
     del chain.stages.oracle.overrides  # the oracle then runs conf/repfusion/oracle.yaml's distill.overrides
     assert nested_override(chain, "oracle", "distill.overrides", ["trainer=gpu"]) == (
-        "distill.overrides=['trainer.max_epochs=6','model.scheduler.milestones=[4,5]','logger=csv','trainer=gpu']")
+        "distill.overrides=['trainer.max_epochs=6','model.scheduler.milestones=[4,5]','logger=csv','trainer=gpu']"
+    )
 
 
 def test_jobs_wait_for_the_runs_they_read(tmp_path):
@@ -108,17 +131,26 @@ def test_every_gpu_command_composes(tmp_path):
 def fake_job(tmp_path: Path, key: str, deps=(), exit_code: int = 0, sleep_s: float = 0.0, priority: int = 0) -> Job:
     run_dir = tmp_path / key
     order = tmp_path / "order.txt"
-    script = (f"import pathlib, sys, time; log = open({str(order)!r}, 'a'); log.write('start {key}\\n'); log.flush(); "
-              f"time.sleep({sleep_s}); d = pathlib.Path({str(run_dir)!r}); d.mkdir(parents=True, exist_ok=True); "
-              f"log.write('end {key}\\n'); log.close(); "
-              + ("(d / 'summary.json').write_text('{}')" if exit_code == 0 else f"sys.exit({exit_code})"))
-    return Job(key, "fake", [sys.executable, "-c", script, f"hydra.run.dir={run_dir}"], run_dir, list(deps),
-               priority=priority)
+    script = (
+        f"import pathlib, sys, time; log = open({str(order)!r}, 'a'); log.write('start {key}\\n'); log.flush(); "
+        f"time.sleep({sleep_s}); d = pathlib.Path({str(run_dir)!r}); d.mkdir(parents=True, exist_ok=True); "
+        f"log.write('end {key}\\n'); log.close(); "
+        + ("(d / 'summary.json').write_text('{}')" if exit_code == 0 else f"sys.exit({exit_code})")
+    )
+    return Job(
+        key, "fake", [sys.executable, "-c", script, f"hydra.run.dir={run_dir}"], run_dir, list(deps), priority=priority
+    )
 
 
 def test_scheduler_runs_by_dependency_and_depth_and_skips_after_a_failure(tmp_path):
-    jobs = [fake_job(tmp_path, "a"), fake_job(tmp_path, "b", ["a"]), fake_job(tmp_path, "c", exit_code=3),
-            fake_job(tmp_path, "d", ["c"]), fake_job(tmp_path, "e"), fake_job(tmp_path, "f", priority=1)]
+    jobs = [
+        fake_job(tmp_path, "a"),
+        fake_job(tmp_path, "b", ["a"]),
+        fake_job(tmp_path, "c", exit_code=3),
+        fake_job(tmp_path, "d", ["c"]),
+        fake_job(tmp_path, "e"),
+        fake_job(tmp_path, "f", priority=1),
+    ]
     (tmp_path / "done_before").mkdir()
     jobs.append(Job("g", "fake", ["false"], tmp_path / "done_before"))
     (tmp_path / "done_before" / "summary.json").write_text("{}")
@@ -126,8 +158,15 @@ def test_scheduler_runs_by_dependency_and_depth_and_skips_after_a_failure(tmp_pa
     lines = (tmp_path / "order.txt").read_text().split()
     # one at a time; the priority first, then the longer chains (a, c have one job waiting behind them)
     assert lines == [w for k in "facbe" for w in ("start", k, "end", k)]
-    assert {j.key: j.state for j in jobs} == {"a": "done", "b": "done", "c": "failed", "d": "skipped", "e": "done",
-                                              "f": "done", "g": "done"}
+    assert {j.key: j.state for j in jobs} == {
+        "a": "done",
+        "b": "done",
+        "c": "failed",
+        "d": "skipped",
+        "e": "done",
+        "f": "done",
+        "g": "done",
+    }
     assert [j.exit_code for j in jobs] == [0, 0, 3, None, 0, 0, None]
 
 
@@ -185,8 +224,11 @@ def test_smoke_mode_runs_the_anchor_and_counts_the_step_flops(tmp_path):
 def test_smoke_mode_runs_a_whole_chain_and_writes_its_study_tables(tmp_path):
     summary, report = smoke(tmp_path, "kf", "--no-throughput")
     assert [(j["key"], j["state"]) for j in summary["jobs"]] == [
-        ("kf/teacher", "done"), ("kf/one_vs_rest/seed0", "done"), ("kf/one_vs_rest_original/seed0", "done"),
-        ("kf/groups/seed0", "done")]
+        ("kf/teacher", "done"),
+        ("kf/one_vs_rest/seed0", "done"),
+        ("kf/one_vs_rest_original/seed0", "done"),
+        ("kf/groups/seed0", "done"),
+    ]
     chain = summary["entries"]["kf"]["chain"]
     assert [t["metric"] for t in chain["tables"]][:2] == ["test/acc", "test/task_bacc_gap"]
     assert "## kf: kf_fashion" in report and "KF assembled 10 factors" in report
@@ -220,12 +262,22 @@ def test_throughput_rounds_go_entry_by_entry_and_stop_at_the_deadline(tmp_path, 
 
     monkeypatch.setattr(throughput, "Recipe", FakeRecipe)
     monkeypatch.setattr(throughput, "measure", fake_measure)
-    entries = {name: {"spec": {"throughput": True}, "jobs": [Job(name, name, [], tmp_path / name, state="done")]}
-               for name in ("a", "b")}
+    entries = {
+        name: {"spec": {"throughput": True}, "jobs": [Job(name, name, [], tmp_path / name, state="done")]}
+        for name in ("a", "b")
+    }
     results = time_entries(entries, [], smoke=False, deadline=time.monotonic() + 600, compile_option=True)
-    assert [c[:4] for c in calls] == [(n, b, cl, co) for b, cl, co in [(128, False, False), (128, True, False),
-                                                                        (512, False, False), (512, True, False),
-                                                                        (512, True, True)] for n in "ab"]
+    assert [c[:4] for c in calls] == [
+        (n, b, cl, co)
+        for b, cl, co in [
+            (128, False, False),
+            (128, True, False),
+            (512, False, False),
+            (512, True, False),
+            (512, True, True),
+        ]
+        for n in "ab"
+    ]
     assert [c[4] for c in calls] == [None, None, 7.0, 7.0, None, None, 7.0, 7.0, 7.0, 7.0]  # eager count reused
     assert [len(r) for r in results.values()] == [5, 5]
     spent = time_entries(entries, [], smoke=False, deadline=time.monotonic() + 5, compile_option=True)
