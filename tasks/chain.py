@@ -36,6 +36,7 @@ from tasks.study import rows_from_summaries, write_study
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN_DIR = ROOT / "conf" / "chain"
 PLACEHOLDER = re.compile(r"\{run:([A-Za-z0-9_]+)\}")
+READS_CHAIN_DIR = re.compile(r"\{run:[A-Za-z0-9_]+\}/\.\.")
 
 
 @dataclass
@@ -99,6 +100,8 @@ def plan(
                 return str(chain_dir / ref)
 
             overrides = [PLACEHOLDER.sub(locate, str(o)) for o in stage.get("overrides", [])]
+            if any(READS_CHAIN_DIR.search(str(o)) for o in stage.get("overrides", [])):
+                needs = [r.run_dir for r in runs]  # `{run:x}/..` reads the chain dir: every earlier run
             overrides += common + per_stage.get(name, [])
             if seed is not None:
                 overrides.append(f"seed={seed}")

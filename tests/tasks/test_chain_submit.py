@@ -91,6 +91,25 @@ def test_slurm_jobs_depend_on_the_runs_they_read(tmp_path, monkeypatch):
     assert result["report_job"] == "104"
 
 
+def test_a_stage_that_reads_the_chain_dir_waits_for_every_earlier_run(tmp_path):
+    """`{run:x}/..` is the chain dir (RepFusion's picture, DeRy's table): on SLURM such a stage
+    must depend on every run before it, not only on the run its placeholder names."""
+    chain = chain_cli.OmegaConf.create(
+        {
+            "stages": {
+                "a": {"experiment": "classify_digits"},
+                "b": {"experiment": "classify_digits", "seeds": [1, 2]},
+                "c": {"experiment": "classify_digits", "overrides": ["x={run:a}/export"]},
+                "table": {"module": "dery.report", "overrides": ["chain={run:a}/.."]},
+            }
+        }
+    )
+    runs = chain_cli.plan(chain, tmp_path, [], {}, None)
+    needs = {r.run_dir.relative_to(tmp_path.resolve()).as_posix(): r.needs for r in runs}
+    assert needs["c"] == [(tmp_path / "a").resolve()]
+    assert needs["table"] == [r.run_dir for r in runs[:-1]]
+
+
 def test_bad_slurm_parameters_are_named(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(CHAIN)
