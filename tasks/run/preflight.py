@@ -245,7 +245,12 @@ def check_resume_file(resume: str) -> None:
 
 
 # `python -m <module>` apps that are Hydra apps, with their config name.
-HYDRA_MODULES = {"dery.similarity": "dery/similarity", "dery.partition": "dery/partition", "dery.search": "dery/search"}
+HYDRA_MODULES = {
+    "dery.similarity": "dery/similarity",
+    "dery.partition": "dery/partition",
+    "dery.search": "dery/search",
+    "repfusion.oracle": "repfusion/oracle",
+}
 
 
 def check_stage_commands(commands: list[list[str]], cfg_dir: Path | None = None) -> None:

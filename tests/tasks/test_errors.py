@@ -420,3 +420,14 @@ def test_files_read_json_names_a_truncated_file(tmp_path):
     with pytest.raises(UserError) as err:
         files.read_json(path, "Export card")
     assert str(err.value).startswith(f"Export card {path} is not valid JSON (it looks truncated): ")
+
+
+def test_a_chain_checks_the_oracle_stage_before_anything_runs():
+    """repfusion.oracle is a Hydra app: a chain's up-front check composes its stage too."""
+    import sys
+
+    from tasks.run.preflight import check_stage_commands
+
+    check_stage_commands([[sys.executable, "-m", "repfusion.oracle", "distill.grid=[]"]])
+    with pytest.raises(UserError, match="Did you mean 'distill.grid'"):
+        check_stage_commands([[sys.executable, "-m", "repfusion.oracle", "distill.gridd=[]"]])
