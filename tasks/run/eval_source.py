@@ -73,6 +73,7 @@ class ExportClassifier(pl.LightningModule):
         self.test_loss = MeanMetric()
 
     forward = ClassificationModule.forward
+    evaluated_net = property(lambda self: self.net)  # an export is already the network to measure (EMA included)
     _evaluate = ClassificationModule._evaluate
     test_step = ClassificationModule.test_step
 
