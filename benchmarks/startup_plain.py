@@ -5,8 +5,9 @@ stratified 70/15/15 split of seed 0, a DataLoader of batches of 64 shuffled per 
 last partial batch dropped, the same random affine warps and normalisation), the same network
 (timm resnet18, 10 classes), SGD with Nesterov momentum, lr 0.05, weight decay 5e-4, a one-epoch
 linear warm-up then cosine per step; training loss and accuracy per step; validation every epoch
-(loss, top-1, top-5), the last and the best (val loss) checkpoint with the optimiser state, a
-test of the best, a safetensors export, metrics.csv and summary.json.
+(loss, top-1, top-5), the best (val loss) checkpoint with the optimiser state and last.ckpt as
+its hard link (Lightning writes last.ckpt only when it saves a checkpoint), a test of the best,
+a safetensors export, metrics.csv and summary.json.
 
 What the framework does on top, and the benchmark counts on its side: two sanity-check
 validation batches before training, a NaN/inf check of the loss per step and of the weights per
@@ -22,6 +23,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -134,13 +136,15 @@ def main() -> None:
                 **{f"val_{k}": v for k, v in val.items()},
             }
         )
-        state = {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
-        torch.save(state, out / "checkpoints" / "last.ckpt")
         if val["loss"] < best[0]:
+            state = {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
             if best[1] is not None:
                 best[1].unlink()  # keep one best checkpoint, as save_top_k=1 does
             best = (val["loss"], out / "checkpoints" / f"best-epoch{epoch:03d}.ckpt")
             torch.save(state, best[1])
+            last = out / "checkpoints" / "last.ckpt"  # as Lightning's save_last: the newest checkpoint saved
+            last.unlink(missing_ok=True)
+            os.link(best[1], last)
         print(f"epoch {epoch + 1}/{args.epochs}  val/loss={val['loss']:.4g}  val/acc={val['acc']:.4g}", flush=True)
     model.load_state_dict(torch.load(best[1], weights_only=True)["state_dict"])
     test = evaluate(model, data["test"])

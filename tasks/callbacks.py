@@ -98,11 +98,15 @@ class FiniteLoss(Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         import torch
 
-        broken = [
-            k
+        floats = {
+            k: v
             for k, v in checkpoint.get("state_dict", {}).items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
-        ]
+            if isinstance(v, torch.Tensor) and v.is_floating_point()
+        }
+        # One reduction per tensor and one sync in all: the largest |w| is finite exactly when every w is.
+        peaks = [torch.linalg.vector_norm(v.detach(), float("inf")).float() for v in floats.values()]
+        ok = torch.isfinite(torch.stack(peaks)) if peaks else torch.ones(0, dtype=torch.bool)
+        broken = [] if bool(ok.all()) else [k for k, fine in zip(floats, ok.tolist()) if not fine]
         if broken:
             raise TrainingDiverged(self._message(trainer, f"the weights are no longer finite ({broken[:3]})"))
         self.saved_step = trainer.global_step

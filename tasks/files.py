@@ -6,7 +6,6 @@ Writers replace a file or folder only once it is complete (temporary name, then 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import pickle
@@ -337,33 +336,33 @@ def _first(err: BaseException) -> str:
 
 
 # --- writing ------------------------------------------------------------------------------
-def _temp_name(path: Path) -> Path:
+def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial-{os.getpid()}")
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[Any]:
+    """An open handle on a temporary file beside `path`; when the block ends without an error
+    the file is flushed to disk and renamed to `path`, so a reader sees the old file or the whole
+    new one. Writers stream into it (a checkpoint is not first built in memory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_name(path)
+    try:
+        with open(temp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    os.replace(temp, path)
+
+
 def write_text(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` so that a reader sees the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_name(path)
-    with open(temp, "w", encoding="utf-8") as handle:
+    with atomic_file(path, "w") as handle:
         handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    return path
-
-
-def write_bytes(path: str | Path, data: bytes | io.BytesIO) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_name(path)
-    with open(temp, "wb") as handle:
-        handle.write(data.getvalue() if isinstance(data, io.BytesIO) else data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    return path
+    return Path(path)
 
 
 @contextlib.contextmanager
@@ -372,7 +371,7 @@ def complete_folder(path: str | Path) -> Iterator[Path]:
     becomes `path` (an older `path` is replaced), otherwise it is removed. An interrupted
     writer leaves at most a hidden `.<name>.partial-<pid>` folder, never a half `path`."""
     path = Path(path)
-    temp = _temp_name(path)
+    temp = temp_name(path)
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
     try:

@@ -56,7 +56,7 @@ def lightning_strategies() -> tuple:
 # str parameters whose allowed values the signature does not say. A dotted path names the
 # module constant that lists them (the module keeps its own check for Python callers).
 CHOICES: dict[tuple[str, str], tuple | Choices] = {
-    ("pytorch_lightning.callbacks.ModelCheckpoint", "mode"): ("min", "max"),
+    ("tasks.checkpoints.ModelCheckpoint", "mode"): ("min", "max"),
     ("pytorch_lightning.callbacks.EarlyStopping", "mode"): ("min", "max"),
     ("pytorch_lightning.callbacks.LearningRateMonitor", "logging_interval"): ("step", "epoch", None),
     ("pytorch_lightning.Trainer", "gradient_clip_algorithm"): ("norm", "value", None),

@@ -337,7 +337,8 @@ def test_a_nan_loss_stops_the_run_names_the_step_and_keeps_the_last_good_checkpo
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
-def test_a_checkpoint_with_non_finite_weights_is_refused():
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_checkpoint_with_non_finite_weights_is_refused(bad):
     from tasks.callbacks import FiniteLoss
 
     trainer = SimpleNamespace(
@@ -347,7 +348,21 @@ def test_a_checkpoint_with_non_finite_weights_is_refused():
         checkpoint_callback=None,
     )
     with pytest.raises(TrainingDiverged, match=r"step 7 \(epoch 1\): the weights are no longer finite \(\['net.w'\]\)"):
-        FiniteLoss().on_save_checkpoint(trainer, None, {"state_dict": {"net.w": torch.tensor([1.0, float("nan")])}})
+        FiniteLoss().on_save_checkpoint(
+            trainer,
+            None,
+            {
+                "state_dict": {
+                    "net.a": torch.ones(3),
+                    "net.w": torch.tensor([1.0, bad], dtype=torch.bfloat16),
+                    "net.steps": torch.tensor([3]),
+                }
+            },
+        )
+    FiniteLoss().on_save_checkpoint(
+        trainer, None, {"state_dict": {"net.a": torch.full((3,), 3e38), "net.n": torch.tensor(2)}}
+    )
+    FiniteLoss().on_save_checkpoint(trainer, None, {"state_dict": {}})
 
 
 # --- nothing half-written -------------------------------------------------------------------
