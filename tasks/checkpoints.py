@@ -106,7 +106,9 @@ class ModelCheckpoint(pl_callbacks.ModelCheckpoint):
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         twin = self._last_checkpoint_saved
         same_state = self._last_global_step_saved == trainer.global_step and twin and twin != filepath
-        if not (same_state and filepath == self.last_model_path and Path(twin).is_file()):
+        # Every rank takes the same branch (each one's save is collective): rank 0's file system decides.
+        linkable = same_state and filepath == self.last_model_path
+        if not (linkable and trainer.strategy.broadcast(Path(twin).is_file())):
             return super()._save_checkpoint(trainer, filepath)
         if trainer.is_global_zero:
             temp = files.temp_name(Path(filepath))

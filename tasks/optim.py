@@ -1,5 +1,6 @@
 """Learning-rate schedules stepped per iteration (so warm-up is smooth), built from config
-as `_partial_` callables: `scheduler(optimizer, steps_per_epoch=..., total_steps=...)`."""
+as `_partial_` callables: `scheduler(optimizer, steps_per_epoch=..., total_steps=...)`, with
+the plain linear warm-up or mmcv's (the original dense recipes')."""
 
 from __future__ import annotations
 
@@ -9,12 +10,28 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from tasks.errors import UserError
 
-def _with_warmup(factor: Callable[[int], float], warmup_steps: int) -> Callable[[int], float]:
+WARMUPS = ("plain", "mmcv")
+
+
+def _with_warmup(
+    factor: Callable[[int], float], warmup_steps: int, warmup: str = "plain", warmup_ratio: float = 0.1
+) -> Callable[[int], float]:
+    """The schedule `factor` after a linear warm-up of `warmup_steps` iterations i.
+
+    plain: (i + 1) / W times the base LR. mmcv (its warm-up hooks, as the original dense recipes
+    of mmseg and mmpose ran them): the schedule's own value times 1 - (1 - ratio) * (1 - i / W),
+    so it starts at `warmup_ratio` times the scheduled LR."""
+    if warmup not in WARMUPS:
+        raise UserError(f"Unknown warm-up '{warmup}'. Choose one of {list(WARMUPS)}.")
+
     def schedule(step: int) -> float:
-        if step < warmup_steps:
+        if step >= warmup_steps:
+            return factor(step)
+        if warmup == "plain":
             return (step + 1) / warmup_steps
-        return factor(step)
+        return factor(step) * (1 - (1 - warmup_ratio) * (1 - step / warmup_steps))
 
     return schedule
 
@@ -26,12 +43,19 @@ def multistep(
     total_steps: int,
     milestones: Sequence[int] = (100, 150),
     gamma: float = 0.1,
-    warmup_epochs: float = 0,
+    warmup_epochs: float | None = 0,
+    warmup_steps: int = 0,
+    warmup: str = "plain",
+    warmup_ratio: float = 0.001,
 ) -> LambdaLR:
-    """Multiply the LR by `gamma` at each milestone epoch (the original RepFusion/KF recipes)."""
+    """Multiply the LR by `gamma` at each milestone epoch (the original RepFusion/KF recipes;
+    mmcv's StepLrUpdaterHook). The warm-up lasts `warmup_epochs` epochs when that is set (not 0
+    or null), otherwise `warmup_steps` iterations."""
     bounds = sorted(int(m * steps_per_epoch) for m in milestones)
+    warm = int(warmup_epochs * steps_per_epoch) if warmup_epochs else warmup_steps
     return LambdaLR(
-        optimizer, _with_warmup(lambda s: gamma ** sum(s >= b for b in bounds), int(warmup_epochs * steps_per_epoch))
+        optimizer,
+        _with_warmup(lambda s: gamma ** sum(s >= b for b in bounds), warm, warmup, warmup_ratio),
     )
 
 
@@ -61,13 +85,16 @@ def poly(
     power: float = 0.9,
     min_lr_ratio: float = 0.0,
     warmup_steps: int = 0,
+    warmup: str = "plain",
+    warmup_ratio: float = 0.1,
 ) -> LambdaLR:
-    """Polynomial decay (segmentation recipes), with an optional warm-up in iterations."""
+    """Polynomial decay by iteration (segmentation recipes; mmcv's PolyLrUpdaterHook):
+    min + (base - min) * (1 - i / T) ** power, after an optional warm-up."""
 
     def factor(step: int) -> float:
         return min_lr_ratio + (1 - min_lr_ratio) * (1 - min(step, total_steps) / max(1, total_steps)) ** power
 
-    return LambdaLR(optimizer, _with_warmup(factor, warmup_steps))
+    return LambdaLR(optimizer, _with_warmup(factor, warmup_steps, warmup, warmup_ratio))
 
 
 def configure_optimizers(module, params, optimizer_factory, scheduler_factory=None) -> dict:

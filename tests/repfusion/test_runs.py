@@ -75,7 +75,7 @@ def test_digits_chain_runs_teacher_to_its_three_tables(tmp_path):
     assert [[row["label"] for row in table["rows"]] for table in chain["tables"]] == [
         ["from scratch", "RepFusion (rl)"],
         ["from scratch", "RepFusion (rl)"],
-        ["random init", "RepFusion stage 1 (rl)", "supervised from scratch (all labels)"],
+        ["random init", "RepFusion stage 1 (rl)", "supervised from scratch (all labels, 10 epochs)"],
     ]
     assert all(row["values"] for table in chain["tables"] for row in table["rows"])
     distil = read_summary(tmp_path / "chain" / "distil" / "seed1")

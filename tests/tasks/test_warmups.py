@@ -1,4 +1,4 @@
-"""mmcv's linear warm-up on mmseg's poly and mmpose's step schedules (tasks.dense.schedules),
+"""mmcv's linear warm-up on mmseg's poly and mmpose's step schedules (tasks.optim),
 against the formula lr = scheduled * (1 - (1 - ratio) * (1 - i / W))."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.dense.schedules import multistep, poly
 from tasks.errors import UserError
+from tasks.optim import multistep, poly
 
 
 def factors(make, steps: list[int], **kwargs) -> list[float]:
@@ -18,7 +18,13 @@ def factors(make, steps: list[int], **kwargs) -> list[float]:
 
 def test_poly_warmup_starts_at_the_ratio_of_the_scheduled_lr():
     kw = dict(
-        steps_per_epoch=1000, total_steps=160000, power=0.9, min_lr_ratio=0.02, warmup_steps=1000, warmup_ratio=0.1
+        steps_per_epoch=1000,
+        total_steps=160000,
+        power=0.9,
+        min_lr_ratio=0.02,
+        warmup_steps=1000,
+        warmup_ratio=0.1,
+        warmup="mmcv",
     )
     regular = [0.02 + 0.98 * (1 - s / 160000) ** 0.9 for s in (0, 500, 999, 1000, 80000)]
     got = factors(poly, [0, 500, 999, 1000, 80000], **kw)
@@ -30,7 +36,13 @@ def test_poly_warmup_starts_at_the_ratio_of_the_scheduled_lr():
 
 def test_step_schedule_with_mmposes_500_iteration_warmup():
     kw = dict(
-        steps_per_epoch=100, total_steps=6000, milestones=[40, 55], gamma=0.1, warmup_steps=500, warmup_ratio=0.001
+        steps_per_epoch=100,
+        total_steps=6000,
+        milestones=[40, 55],
+        gamma=0.1,
+        warmup_steps=500,
+        warmup_ratio=0.001,
+        warmup="mmcv",
     )
     got = factors(multistep, [0, 250, 500, 3999, 4000, 5500], **kw)
     assert got == pytest.approx([0.001, 1 - 0.999 * 0.5, 1.0, 1.0, 0.1, 0.01])
