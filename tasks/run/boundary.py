@@ -12,6 +12,7 @@ its full traceback, exit 1. A start that fails on a user mistake leaves no run d
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import sys
@@ -90,6 +91,7 @@ def discard_fresh_run_dir(run_dir: str | Path | None) -> bool:
         return False
     if any(p.lstat().st_mtime < _STARTED - 1.0 for p in files):
         return False  # an older run (e.g. resumed): not ours to remove
+    _detach_log_files(run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
     for parent in (run_dir.parent, run_dir.parent.parent):  # logs/<task>/runs and logs/<task>, if now empty
         try:
@@ -97,6 +99,21 @@ def discard_fresh_run_dir(run_dir: str | Path | None) -> bool:
         except OSError:
             break
     return True
+
+
+def _detach_log_files(run_dir: Path) -> None:
+    """Close the logging handlers that write into `run_dir` (Hydra's job log): once the dir is
+    gone, a later record in this process (a notebook, the tests) would try to reopen the file."""
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    root = run_dir.resolve()
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve().is_relative_to(root):
+                logger.removeHandler(handler)
+                handler.close()
 
 
 def run_guarded(

@@ -446,3 +446,29 @@ def test_a_chain_checks_the_oracle_stage_before_anything_runs():
     check_stage_commands([[sys.executable, "-m", "repfusion.oracle", "distill.grid=[]"]])
     with pytest.raises(UserError, match="Did you mean 'distill.grid'"):
         check_stage_commands([[sys.executable, "-m", "repfusion.oracle", "distill.gridd=[]"]])
+
+
+def test_a_discarded_run_dir_takes_its_job_log_handler_with_it(tmp_path):
+    """A failed start removes its run dir; the job log's handler (Hydra attaches it to the root
+    logger) must go too, or the next record of this process tries to reopen the vanished file."""
+    import logging
+
+    from tasks.run.boundary import discard_fresh_run_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    handler = logging.FileHandler(run / "job.log")
+    keep = logging.FileHandler(tmp_path / "other.log")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.addHandler(keep)
+    try:
+        logging.getLogger("tasks").warning("before")
+        assert discard_fresh_run_dir(run) and not run.exists()
+        assert handler not in root.handlers and handler.stream is None and keep in root.handlers
+        logging.getLogger("tasks").warning("after")  # would raise FileNotFoundError inside the handler
+        assert not run.exists()
+    finally:
+        for h in (handler, keep):
+            root.removeHandler(h)
+            h.close()
