@@ -37,6 +37,7 @@ from tasks.dense.data import SegmentationDataModule
 from tasks.dense.photometric import PhotoMetricDistortion
 from tasks.dense.seg_pipeline import ResizeCropFlip
 from tasks.errors import UserError
+from tasks.files import read_image
 
 PART_ORDERS = {
     "repfusion": (
@@ -120,21 +121,19 @@ def merge_parts(root: Path, index: int, size: int = 512, order: str = "authors")
     for cls, part in enumerate(PART_ORDERS[order], start=1):
         path = folder / f"{index:05d}_{part}.png"
         if path.is_file():
-            with Image.open(path) as img:
-                mask = img.convert("L")
-                if mask.size != (size, size):
-                    mask = mask.resize((size, size), Image.NEAREST)
-                labels[np.asarray(mask) > 0] = cls
+            mask = read_image(path, "CelebAMask-HQ part mask", mode="L")
+            if mask.size != (size, size):
+                mask = mask.resize((size, size), Image.NEAREST)
+            labels[np.asarray(mask) > 0] = cls
     return labels
 
 
 def read_merged(root: Path, index: int, size: int = 512) -> np.ndarray:
     """RepFusion's merged map mask/<index>.png (values 0..18)."""
-    with Image.open(root / MERGED / f"{index}.png") as img:
-        mask = img.convert("L")
-        if mask.size != (size, size):
-            mask = mask.resize((size, size), Image.NEAREST)
-        return np.asarray(mask, dtype=np.uint8).copy()
+    mask = read_image(root / MERGED / f"{index}.png", "CelebAMask-HQ merged mask", mode="L")
+    if mask.size != (size, size):
+        mask = mask.resize((size, size), Image.NEAREST)
+    return np.asarray(mask, dtype=np.uint8).copy()
 
 
 def read_split(root: Path) -> dict[str, list[int]]:
@@ -180,8 +179,8 @@ class CelebAMaskSet(Dataset):
 
     def __getitem__(self, i: int):
         index = self.indices[i]
-        with Image.open(self.root / IMAGES / f"{index}.jpg") as img:
-            image = img.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+        image = read_image(self.root / IMAGES / f"{index}.jpg", "CelebAMask-HQ image")
+        image = image.resize((self.size, self.size), Image.BILINEAR)
         x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
         if self.masks == "merged":
             merged = read_merged(self.root, index, self.size)

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import Dataset
 
@@ -37,6 +36,7 @@ from tasks.dense.geometry import square_crop_theta, transform_keypoints
 from tasks.dense.topdown_augment import TopDownScaleRotation
 from tasks.dense.wflw_layouts import MMPOSE_ANNOTATIONS, NUM_POINTS, RAW_LISTS, SUBSETS, read_mmpose, read_raw
 from tasks.errors import UserError
+from tasks.files import read_image
 
 log = logging.getLogger(__name__)
 LISTS = RAW_LISTS
@@ -129,8 +129,8 @@ class WFLWFaces(Dataset):
 
     def __getitem__(self, i: int):
         record = self.records[i]
-        with Image.open(self.images / record["image"]) as img:
-            image = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+        img = read_image(self.images / record["image"], "WFLW image")
+        image = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)
         h, w = image.shape[-2:]
         theta, out = self.theta(record, (h, w))
         grid = F.affine_grid(theta, [1, 3, out, out], align_corners=False)

@@ -298,3 +298,26 @@ def test_wflw_recipe_logs_mmposes_nme_and_the_subset_report(tmp_path):
     assert set(logged) >= {f"test/{k}" for k in expected}
     for key, value in expected.items():
         assert logged[f"test/{key}"] == pytest.approx(value, abs=2e-4), key
+
+
+def test_a_damaged_celebamask_or_wflw_file_is_named(tmp_path):
+    """Images and masks go through tasks.files.read_image: one UserError naming the file."""
+    from tasks.data.celebamask import IMAGES, MASKS
+
+    make_celebamask(tmp_path / "celeba")
+    data = celeba(tmp_path / "celeba")
+    image = tmp_path / "celeba" / IMAGES / "1.jpg"
+    image.write_bytes(image.read_bytes()[:40])
+    with pytest.raises(UserError, match=rf"^CelebAMask-HQ image {image} is a truncated or damaged image"):
+        data.val_set[0]
+    mask = next((tmp_path / "celeba" / MASKS / "0").glob("00002_*.png"))
+    mask.write_text("not a png")
+    with pytest.raises(UserError, match=rf"^CelebAMask-HQ part mask {mask} is not an image PIL can read: it is a text"):
+        data.test_set[0]
+    make_wflw(tmp_path / "wflw")
+    faces = wflw(tmp_path / "wflw")
+    record = faces.test_set.records[0]
+    face = faces.test_set.images / record["image"]
+    face.write_bytes(b"")
+    with pytest.raises(UserError, match=rf"^WFLW image {face} is"):
+        faces.test_set[0]
