@@ -57,6 +57,7 @@ def lightning_strategies() -> tuple:
 # module constant that lists them (the module keeps its own check for Python callers).
 CHOICES: dict[tuple[str, str], tuple | Choices] = {
     ("tasks.checkpoints.ModelCheckpoint", "mode"): ("min", "max"),
+    ("pytorch_lightning.callbacks.ModelCheckpoint", "mode"): ("min", "max"),  # a user's config may name it
     ("pytorch_lightning.callbacks.EarlyStopping", "mode"): ("min", "max"),
     ("pytorch_lightning.callbacks.LearningRateMonitor", "logging_interval"): ("step", "epoch", None),
     ("pytorch_lightning.Trainer", "gradient_clip_algorithm"): ("norm", "value", None),
