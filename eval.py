@@ -5,7 +5,7 @@
     python eval.py ckpt=<export> mode=predict data_dir=<images>
     python eval.py --help
 
-`ckpt=` takes an export folder or its card (tasks.cards.load_card rebuilds it), a run dir or a
+`ckpt=` takes an export folder or its card (tasks.io.cards.load_card rebuilds it), a run dir or a
 Lightning .ckpt inside one (the run's .hydra/config.yaml builds the module; weights only). The
 run dir of eval gets summary.json (test metrics under the keys train.py writes) or
 predictions.csv, and the job log. It holds no method logic (tasks/run/eval_source.py)."""
@@ -28,8 +28,8 @@ log = logging.getLogger("eval")
 def _trainer(cfg: DictConfig, loggers: list):
     import warnings
 
-    from tasks.callbacks import progress_bar
     from tasks.run.instantiate import build
+    from tasks.training.callbacks import progress_bar
 
     # Lightning asks for the run's ModelCheckpoint when a ckpt_path is given: a test does not save, so it is not needed.
     warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
@@ -71,7 +71,7 @@ def test(cfg: DictConfig, source) -> dict:
 
 def predict(cfg: DictConfig, source, out: Path) -> dict:
     """Class predictions for every image under data_dir, written atomically to predictions.csv."""
-    from tasks import files
+    from tasks.io import files
     from tasks.run.predict import class_scores, image_loader, list_images, predictions_csv
 
     root = Path(str(cfg.data_dir)).expanduser()
@@ -100,7 +100,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from pytorch_lightning.utilities import rank_zero_only
 
-    from tasks.config_check import check_config
+    from tasks.config.check import check_config
     from tasks.run.eval_source import resolve
     from tasks.run.summary import print_summary, write_summary
 

@@ -23,9 +23,9 @@ def train(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from pytorch_lightning.utilities.model_helpers import is_overridden
 
-    from tasks.cards import data_config
-    from tasks.checkpoints import load_training_checkpoint
-    from tasks.config_check import check_config
+    from tasks.config.check import check_config
+    from tasks.io.cards import data_config
+    from tasks.io.checkpoints import load_training_checkpoint
     from tasks.run.export import export_run
     from tasks.run.guards import check_launch
     from tasks.run.instantiate import build, build_group, trainer_plugins

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from benchmarks.common import fit_seconds, record, side_by_side, step_args
-from tasks.backbones import create_backbone
-from tasks.classification import ClassificationModule
 from tasks.data import DigitsDataModule, RandomAffine
-from tasks.optim import cosine
+from tasks.models.backbones import create_backbone
+from tasks.models.classification import ClassificationModule
+from tasks.training.optim import cosine
 
 BATCH = 64
 

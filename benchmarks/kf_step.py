@@ -24,8 +24,8 @@ from kf.metrics import match_teacher, teacher_task_probs
 from kf.module import KFModule, projection
 from kf.task_spec import one_vs_rest, task_targets
 from kf.teacher import TeacherSpec, load_teacher
-from tasks.backbones import create_backbone, export_backbone
-from tasks.optim import cosine
+from tasks.models.backbones import create_backbone, export_backbone
+from tasks.training.optim import cosine
 
 OPTIMIZER = functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
 SCHEDULER = functools.partial(cosine, warmup_epochs=1)

@@ -15,7 +15,7 @@ import torch
 from benchmarks.classifier_throughput import BATCH
 from benchmarks.common import record, side_by_side
 from kf.factor import TaskSpecificNet, run_stacked
-from tasks.backbones import count_parameters, create_backbone
+from tasks.models.backbones import count_parameters, create_backbone
 
 CANDIDATES = {
     "mobilenetv2_050": {"name": "mobilenetv2_050"},

@@ -25,7 +25,7 @@ from benchmarks.classifier_throughput import make_data
 from benchmarks.common import record
 from benchmarks.repfusion_step import lightning_run as stage1_run
 from benchmarks.repfusion_teacher import ARCHITECTURES, save_teacher
-from tasks.backbones import create_backbone
+from tasks.models.backbones import create_backbone
 
 CANDIDATES = ("idle", "student_only", "stage1")
 

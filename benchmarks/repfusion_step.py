@@ -21,10 +21,10 @@ from repfusion.losses import HintLoss
 from repfusion.module import RepFusionModule
 from repfusion.policy import TimestepPolicy
 from repfusion.teacher import DiffusionTeacher
-from tasks.backbones import create_backbone
-from tasks.ema import ModelEMA
-from tasks.features import stage_features
-from tasks.optim import multistep
+from tasks.distill.taps import stage_features
+from tasks.models.backbones import create_backbone
+from tasks.training.ema import ModelEMA
+from tasks.training.optim import multistep
 
 OPTIMIZER = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-4)
 SCHEDULER = functools.partial(multistep, milestones=(10, 15))

@@ -13,8 +13,8 @@ import argparse
 import torch
 
 from benchmarks.common import record, side_by_side
-from tasks.backbones import create_backbone
-from tasks.features import stage_features
+from tasks.distill.taps import stage_features
+from tasks.models.backbones import create_backbone
 
 STUDENTS = {"resnet18": {}, "resnet18_smallstem": {"small_input_stem": True}, "convnext_atto": {}}
 

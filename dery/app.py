@@ -1,6 +1,6 @@
 """The frame of DeRy's non-training stages (similarity, partition, search) as Hydra apps:
 run dir from `hydra.run.dir`, one clear message for a UserError (exit 2), and a
-summary.json that the chain runner (tasks.chain) waits for."""
+summary.json that the chain runner (tasks.studies.chain) waits for."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from tasks.errors import UserError
-from tasks.files import read_json
+from tasks.io.files import read_json
 from tasks.run.summary import write_summary
 
 

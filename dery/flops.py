@@ -1,6 +1,6 @@
 """FLOPs of one eval-mode forward with torch's FlopCounterMode (2 FLOPs per multiply-add;
 convolutions, matmuls and attention included). Parameters are counted by
-tasks.backbones.count_parameters."""
+tasks.models.backbones.count_parameters."""
 
 from __future__ import annotations
 

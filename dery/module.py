@@ -20,12 +20,12 @@ from safetensors.torch import save_file
 
 from dery.plots import architecture_figure
 from dery.spec import build_network, load_spec
-from tasks.backbones import count_parameters
-from tasks.cards import Card, load_card, write_card
-from tasks.checkpoints import load_state_dict_file
-from tasks.classification import ClassificationModule
 from tasks.errors import UserError
-from tasks.plots import log_figure
+from tasks.io.cards import Card, load_card, write_card
+from tasks.io.checkpoints import load_state_dict_file
+from tasks.models.backbones import count_parameters
+from tasks.models.classification import ClassificationModule
+from tasks.training.plots import log_figure
 
 KIND = "dery-reassembled"
 MODES = ("frozen", "full")

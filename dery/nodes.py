@@ -85,7 +85,7 @@ def find_nodes(model: nn.Module, nodes: list[str] | None = None, layout: str | N
     if layout is not None and layout not in LAYOUTS:
         raise UserError(f"Unknown node layout '{layout}'. Use one of {list(LAYOUTS)}.")
     if nodes:
-        from tasks.features import resolve_module
+        from tasks.distill.taps import resolve_module
 
         for name in nodes:
             resolve_module(model, name)  # fails with the valid names

@@ -31,7 +31,7 @@ from dery.app import read_stage, run_stage
 from dery.blocks import Block, BlockSimilarity
 from dery.plots import plot_partition
 from tasks.errors import UserError
-from tasks.files import read_json, read_safetensors
+from tasks.io.files import read_json, read_safetensors
 
 OBJECTIVES = ("anchor", "pairwise")
 
@@ -263,6 +263,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from tasks.run.boundary import hydra_command
+    from tasks.run.launch import hydra_command
 
     hydra_command(main, "dery/partition")  # checks the command line and config first; no traceback for a user mistake

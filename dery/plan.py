@@ -19,7 +19,7 @@ from dery.flops import count_flops
 from dery.layout import channels, from_nchw, grid
 from dery.stitch import any_resolution, make_part
 from dery.zoo import Member
-from tasks.backbones import count_parameters
+from tasks.models.backbones import count_parameters
 
 
 class Unbuildable(Exception):

@@ -1,6 +1,6 @@
 """The results table of a DeRy chain: every zoo member (parameters, FLOPs, test accuracy)
 beside every reassembled network (budget, blocks, parameters, trainable parameters, FLOPs,
-test accuracy over its seeds with mean, std and the 95 % Student-t CI of tasks.study), and
+test accuracy over its seeds with mean, std and the 95 % Student-t CI of tasks.studies.study), and
 NASWOT's Kendall tau against the members' test accuracy, as markdown.
 
     python -m dery.report logs/chains/dery_digits/<stamp>      # also writes dery_table.md there
@@ -14,8 +14,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from tasks.files import read_json, read_yaml
-from tasks.study import Estimate
+from tasks.io.files import read_json, read_yaml
+from tasks.studies.study import Estimate
 
 
 def _summaries(chain_dir: Path) -> dict[str, list[dict]]:
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     text = table(chain_dir)
     (chain_dir / "dery_table.md").write_text(text)
     print(text)
-    if run_dir is not None:  # a chain stage: tasks.chain waits for its summary.json
+    if run_dir is not None:  # a chain stage: tasks.studies.chain waits for its summary.json
         run_dir.mkdir(parents=True, exist_ok=True)
         summary = {
             "stage": "report",

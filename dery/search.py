@@ -37,7 +37,7 @@ from dery.similarity import pick_device
 from dery.spec import save_spec, spec_of
 from dery.zoo import Member, load_zoo
 from tasks.errors import UserError
-from tasks.files import read_json
+from tasks.io.files import read_json
 
 CACHE_VERSION = 1
 
@@ -166,6 +166,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from tasks.run.boundary import hydra_command
+    from tasks.run.launch import hydra_command
 
     hydra_command(main, "dery/search")  # checks the command line and config first; no traceback for a user mistake

@@ -29,8 +29,8 @@ from dery.layout import pool
 from dery.plots import plot_cka
 from dery.probe import Probe
 from dery.zoo import Member, load_zoo
-from tasks.config_check import check_config
-from tasks.features import FeatureTap
+from tasks.config.check import check_config
+from tasks.distill.taps import FeatureTap
 
 CACHE_VERSION = 1
 
@@ -152,6 +152,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from tasks.run.boundary import hydra_command
+    from tasks.run.launch import hydra_command
 
     hydra_command(main, "dery/similarity")  # checks the command line and config first; no traceback for a user mistake

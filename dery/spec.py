@@ -15,7 +15,7 @@ from dery.plan import Plan
 from dery.stitch import ReassembledNet, make_part, node_block
 from dery.zoo import Member, load_model
 from tasks.errors import UserError
-from tasks.files import read_yaml, require_keys
+from tasks.io.files import read_yaml, require_keys
 
 FORMAT = "dery-spec/1"
 

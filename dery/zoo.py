@@ -23,13 +23,13 @@ import torch.nn as nn
 from dery.flops import count_flops
 from dery.layout import channels, grid
 from dery.nodes import family_of, find_nodes
-from tasks.backbones import count_parameters, create_backbone, load_exported
-from tasks.backbones.weights import load_backbone_weights
 from tasks.errors import UserError
-from tasks.files import read_json
+from tasks.io.files import read_json
+from tasks.models.backbones import count_parameters, create_backbone, load_exported
+from tasks.models.backbones.weights import load_backbone_weights
 
 WEIGHT_FORMS = "run:<run dir>, file:<path>, hub:<timm tag> or random"
-ZOO_MEMBER = "tasks.run.command_schemas.ZooMember"
+ZOO_MEMBER = "tasks.config.command_schemas.ZooMember"
 
 
 @dataclass
@@ -228,8 +228,8 @@ def absolute(weights: str) -> str:
 
 def load_member(name: str, spec: dict[str, Any], input_size: tuple[int, int, int]) -> Member:
     """A member from its config entry: {arch, kwargs, weights, nodes, layout, accuracy}."""
-    from tasks.config_check import check_node
-    from tasks.schema import signature_of
+    from tasks.config.check import check_node
+    from tasks.config.schema import signature_of
 
     known = set(signature_of(ZOO_MEMBER).params)  # the one list of member keys: the typed schema's
     unknown = sorted(set(spec) - known)

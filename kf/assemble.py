@@ -19,10 +19,10 @@ from safetensors.torch import save_file
 
 from kf.factor import FactorNetwork, TaskSpecificNet
 from kf.task_spec import TaskSpec
-from tasks.backbones import count_parameters, create_backbone, small_stem_name
-from tasks.cards import Card, load_card, write_card
 from tasks.errors import UserError
-from tasks.files import read_safetensors
+from tasks.io.cards import Card, load_card, write_card
+from tasks.io.files import read_safetensors
+from tasks.models.backbones import count_parameters, create_backbone, small_stem_name
 from tasks.run.boundary import guarded
 
 KIND = "kf_assembled"

@@ -15,9 +15,9 @@ from kf.evaluation import publish, representation_figures, representation_metric
 from kf.figures import grouped_bars
 from kf.multihead import MultiHeadNet
 from kf.task_module import TaskModule
-from tasks.backbones import count_parameters
-from tasks.collector import Collector
-from tasks.plots import log_figure
+from tasks.models.backbones import count_parameters
+from tasks.training.collector import Collector
+from tasks.training.plots import log_figure
 
 
 class MultiTaskModule(TaskModule):

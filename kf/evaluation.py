@@ -13,7 +13,7 @@ from kf.disentanglement import dci, mig
 from kf.figures import grouped_bars
 from kf.metrics import accuracy, balanced_accuracy, probe_accuracy
 from kf.task_spec import TaskSpec, task_targets
-from tasks.plots import log_figure
+from tasks.training.plots import log_figure
 
 
 def task_metrics(

@@ -13,8 +13,8 @@ import torch.nn as nn
 from torch.func import functional_call, vmap
 
 from kf.teacher import pool
-from tasks.backbones import create_backbone
 from tasks.errors import UserError
+from tasks.models.backbones import create_backbone
 
 
 def output_width(model: nn.Module) -> int:

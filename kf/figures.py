@@ -1,6 +1,6 @@
 """Pictures of a KF evaluation: per-task accuracy against the teacher, the leakage matrices
 (cross-probes, per-TSN importances), disentanglement scores and linear-probe transfer
-(matplotlib figures for tasks.plots)."""
+(matplotlib figures for tasks.training.plots)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tasks.plots import plt
+from tasks.training.plots import plt
 
 
 def grouped_bars(

@@ -1,6 +1,6 @@
 """Evaluation of factor networks: per-task accuracy (also of the teacher, through the task
 groups), factor decoding for assembled subsets and linear-probe transfer. The test phase
-collects its outputs across DDP ranks with tasks.collector.Collector."""
+collects its outputs across DDP ranks with tasks.training.collector.Collector."""
 
 from __future__ import annotations
 

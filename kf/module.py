@@ -36,11 +36,11 @@ from kf.metrics import accuracy, decoded_accuracy, match_teacher, teacher_task_l
 from kf.modularity import modularity_metrics
 from kf.task_module import TaskModule
 from kf.teacher import TeacherReader, TeacherSpec, load_teacher
-from tasks.backbones import count_parameters, export_backbone
-from tasks.collector import Collector
+from tasks.distill.frozen import attach_frozen
 from tasks.errors import UserError
-from tasks.frozen import attach_frozen
-from tasks.plots import log_figure, plots_dir
+from tasks.models.backbones import count_parameters, export_backbone
+from tasks.training.collector import Collector
+from tasks.training.plots import log_figure, plots_dir
 
 
 def projection(c_in: int, c_out: int) -> nn.Sequential:

@@ -12,9 +12,9 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 from kf.task_spec import TaskSpec
-from tasks.backbones import count_parameters, create_backbone, export_backbone
-from tasks.cards import TIMM, Card, load_card, write_card
-from tasks.files import read_safetensors
+from tasks.io.cards import TIMM, Card, load_card, write_card
+from tasks.io.files import read_safetensors
+from tasks.models.backbones import count_parameters, create_backbone, export_backbone
 
 KIND = "multi_head"
 

@@ -16,9 +16,9 @@ from torchmetrics import MeanMetric
 
 from kf.metrics import accuracy, decoded_accuracy
 from kf.task_spec import build_tasks, task_targets
+from tasks.distill.frozen import trainable_parameters
 from tasks.errors import UserError
-from tasks.frozen import trainable_parameters
-from tasks.optim import configure_optimizers
+from tasks.training.optim import configure_optimizers
 
 REDUCTIONS = ("sum", "mean")
 

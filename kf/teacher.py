@@ -15,10 +15,10 @@ import torch.nn as nn
 
 from kf.multihead import KIND as MULTI_HEAD
 from kf.task_spec import TaskSpec
-from tasks.backbones import create_backbone
-from tasks.cards import TIMM, load_card, read_card
+from tasks.distill.taps import FeatureTap
 from tasks.errors import UserError
-from tasks.features import FeatureTap
+from tasks.io.cards import TIMM, load_card, read_card
+from tasks.models.backbones import create_backbone
 
 BN_MODES = ("eval", "train")
 WEIGHT_FILES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
@@ -42,7 +42,7 @@ class TeacherSpec:
         unknown = sorted(set(cfg or {}) - set(valid))
         if unknown:
             raise UserError(f"model.teacher has unknown keys {unknown}. Valid keys: {valid}.")
-        from tasks.config_check import check_node
+        from tasks.config.check import check_node
 
         check_node("model.teacher", dict(cfg or {}), "kf.teacher.TeacherSpec", known_only=True)  # types, BN_MODES
         return cls(**(cfg or {}))
@@ -152,7 +152,7 @@ class TeacherReader:
     only for that forward, so copies of the module (EMA, deepcopy) never share them."""
 
     def __init__(self, teacher: nn.Module, stages: Sequence[int | str], bn_mode: str = "eval"):
-        self.teacher = teacher  # a tasks.frozen.FrozenTeacher
+        self.teacher = teacher  # a tasks.distill.frozen.FrozenTeacher
         self.names = stage_names(teacher.module, stages)
         FeatureTap(teacher.module, self.names).remove()  # fails now, with the valid names, on a wrong one
         self.train_bn = bn_mode == "train"

@@ -19,9 +19,9 @@ from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from repfusion.pixels import PixelRange
 from repfusion.plots import sample_grid_figure
-from tasks.ema import ModelEMA
-from tasks.optim import configure_optimizers
-from tasks.plots import log_figure
+from tasks.training.ema import ModelEMA
+from tasks.training.optim import configure_optimizers
+from tasks.training.plots import log_figure
 
 
 @torch.no_grad()

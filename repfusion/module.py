@@ -31,14 +31,14 @@ from repfusion.losses import FeatureLoss
 from repfusion.plots import timestep_figure
 from repfusion.policy import TimestepPolicy
 from repfusion.teacher import DiffusionTeacher
-from tasks.backbones import create_backbone, export_backbone
-from tasks.collector import Collector
-from tasks.ema import ModelEMA
+from tasks.distill.frozen import attach_frozen, trainable_parameters
+from tasks.distill.taps import stage_features
 from tasks.errors import UserError
-from tasks.features import stage_features
-from tasks.frozen import attach_frozen, trainable_parameters
-from tasks.optim import configure_optimizers
-from tasks.plots import log_figure
+from tasks.models.backbones import create_backbone, export_backbone
+from tasks.training.collector import Collector
+from tasks.training.ema import ModelEMA
+from tasks.training.optim import configure_optimizers
+from tasks.training.plots import log_figure
 
 # The frozen teacher and the EMA copy stay in eval mode on purpose.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -64,7 +64,7 @@ class RepFusionModule(pl.LightningModule):
         plot_every_n_epochs: int = 5,
         seed: int = 0,
     ):
-        """`student`: kwargs of tasks.backbones.create_backbone (a timm model). `feature_index`:
+        """`student`: kwargs of tasks.models.backbones.create_backbone (a timm model). `feature_index`:
         the student stage distilled (timm feature_info index; -1 is the last). `distill_loss`
         and `timesteps` are partials completed here with the channel counts. `policy_optimizer`:
         a separate optimiser for policy and probe (null: the student's, as the original).

@@ -5,7 +5,7 @@ soon as that layer has fired, so the decoder never runs.
 Inputs arrive normalised the way the student sees them; the teacher always gets its own
 range, [-1, 1]. With `noise=false` (the original code) it sees the clean image and t enters
 only through the time embedding; with `noise=true` it sees x_t ~ q(x_t | x_0), as the
-paper's notation reads. Owners attach it with `tasks.frozen.attach_frozen`."""
+paper's notation reads. Owners attach it with `tasks.distill.frozen.attach_frozen`."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import torch.nn as nn
 from diffusers import DDPMScheduler, UNet2DModel
 
 from repfusion.pixels import PixelRange
+from tasks.distill.taps import FeatureTap
 from tasks.errors import UserError
-from tasks.features import FeatureTap
-from tasks.files import check_weights, read_json
+from tasks.io.files import check_weights, read_json
 
 # The last ResNet block of the middle block, its second conv: before the skip-add (as the original).
 DEFAULT_LAYER = "mid_block.resnets.1.conv2"

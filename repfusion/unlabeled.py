@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 
 from tasks.data.base import ImageDataModule
 from tasks.errors import UserError
-from tasks.files import read_image
+from tasks.io.files import read_image
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 

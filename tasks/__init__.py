@@ -2,4 +2,4 @@
 supervised LightningModules every method trains for, plus the few helpers every
 method needs (frozen teacher, export, plots, run pipeline)."""
 
-from tasks import resolvers as _resolvers  # noqa: F401  (registers OmegaConf resolvers used by conf/)
+from tasks.config import resolvers as _resolvers  # noqa: F401  (registers OmegaConf resolvers used by conf/)

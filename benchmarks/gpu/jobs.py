@@ -1,7 +1,7 @@
 """The runs of the GPU plan as jobs: one process each, with the jobs it must wait for.
 
 An `experiment:` entry is one train.py run. A `chain:` entry is every run of that chain
-(tasks.chain.plan, seed by seed), planned from the same `<stage>:key=value` overrides that
+(tasks.studies.chain.plan, seed by seed), planned from the same `<stage>:key=value` overrides that
 `python -m tasks.chain <chain> ...` would take, so the chain's own report and resume apply."""
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def chain_overrides(chain, common: list[str], spec: dict, mode: str) -> list[str
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """Common and per-stage overrides, split as tasks.chain's command line splits them."""
+    """Common and per-stage overrides, split as tasks.studies.chain's command line splits them."""
     common, per_stage = [], {}
     for override in overrides:
         stage, sep, rest = override.partition(":")
@@ -104,10 +104,10 @@ def experiment_job(name: str, spec: dict, overrides: list[str], logs: Path) -> J
 
 
 def chain_jobs(name: str, spec: dict, chain, overrides: list[str], chain_dir: Path, seeds: list[int] | None):
-    """The chain's runs (tasks.chain.StageRun) and one job per run. A run waits for the runs
+    """The chain's runs (tasks.studies.chain.StageRun) and one job per run. A run waits for the runs
     its `{run:<stage>}` placeholders name; a stage that reads the chain dir (`{run:x}/..`, e.g.
     a report or a picture over other stages) waits for every earlier run."""
-    from tasks.chain import plan
+    from tasks.studies.chain import plan
 
     common, per_stage = split_overrides(overrides)
     runs = plan(chain, chain_dir.resolve(), common, per_stage, seeds)

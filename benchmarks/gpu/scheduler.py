@@ -3,7 +3,7 @@ it waits for are done, the entry with the higher priority first, then the job wi
 longest chain of jobs waiting behind it. A job whose dependency failed is skipped. Past
 `stop_starting_at` nothing new starts; jobs still running at `kill_at` are stopped. A job
 that was finished before (its run dir has summary.json) is not run again; an interrupted one
-resumes from its last.ckpt, as tasks.chain does."""
+resumes from its last.ckpt, as tasks.studies.chain does."""
 
 from __future__ import annotations
 

@@ -39,8 +39,8 @@ def load_plan(path: Path = PLAN) -> dict:
 
 def build_entries(plan: dict, mode: str, logs: Path, chosen: list[str]) -> dict[str, dict]:
     """Every chosen plan entry with its jobs (and, for a chain, its runs and its one-line command)."""
-    from tasks.chain import load_chain
     from tasks.errors import UserError
+    from tasks.studies.chain import load_chain
 
     entries = {}
     for name in chosen:
@@ -63,9 +63,9 @@ def build_entries(plan: dict, mode: str, logs: Path, chosen: list[str]) -> dict[
 
 
 def chain_report(entry: dict, wall: float) -> dict:
-    """The chain's own tables (tasks.chain.report: CIs, paired differences) once its runs are done."""
-    from tasks.chain import report
+    """The chain's own tables (tasks.studies.chain.report: CIs, paired differences) once its runs are done."""
     from tasks.errors import UserError
+    from tasks.studies.chain import report
 
     done = sum(j.state == "done" for j in entry["jobs"])
     if done < len(entry["jobs"]):

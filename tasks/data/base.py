@@ -13,14 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tasks.data.sampler import EpochShuffleSampler
 from tasks.data.toolbox import RandAugment, RandomErasing
-
-
-def batch_generator(trainer, seed: int, device: torch.device, stream: int = 0) -> torch.Generator:
-    """A generator seeded by (seed, stream, rank, epoch, batch index): the same draws after a resume."""
-    batch_idx = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-    seed = seed + stream * 2**40  # stream 0 keeps the draws of the geometric augmentation as they were
-    key = ((seed * 1_000_003 + trainer.global_rank) * 100_003 + trainer.current_epoch) * 1_000_003 + batch_idx
-    return torch.Generator(device=device).manual_seed(key % (2**63))
+from tasks.training.seeding import batch_generator
 
 
 class ImageDataModule(pl.LightningDataModule):

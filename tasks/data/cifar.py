@@ -1,6 +1,6 @@
 """CIFAR-10 and CIFAR-100 from the python archives on disk (nothing is downloaded), with a
 fixed-seed validation split held out of the training set. The batches are pickles: they are
-checked against torchvision's md5 sums, then read by tasks.files.read_array_pickle, which
+checked against torchvision's md5 sums, then read by tasks.io.files.read_array_pickle, which
 imports nothing but numpy's array constructors, so a planted pickle never runs."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from tasks import files
 from tasks.data.base import ImageDataModule
 from tasks.data.layout import require_layout
 from tasks.errors import UserError
+from tasks.io import files
 
 _LAYOUTS = {
     10: (

@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 
 from tasks.data.base import ImageDataModule
 from tasks.data.layout import require_layout
-from tasks.files import read_image
+from tasks.io.files import read_image
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}

@@ -1,5 +1,5 @@
 """DenseModule: what the segmentation and landmark LightningModules share: a timm backbone
-(built and initialised like every student, see tasks.backbones) read at several stages, a
+(built and initialised like every student, see tasks.models.backbones) read at several stages, a
 head built from the backbone's feature_info, the optimiser, export of the backbone, and the
 samples kept for the pictures."""
 
@@ -15,9 +15,9 @@ import pytorch_lightning as pl
 import torch
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
-from tasks.backbones import create_backbone, export_backbone
-from tasks.optim import configure_optimizers
-from tasks.plots import log_figure
+from tasks.models.backbones import create_backbone, export_backbone
+from tasks.training.optim import configure_optimizers
+from tasks.training.plots import log_figure
 
 
 def feature_info(backbone: torch.nn.Module) -> tuple[list[int], list[int]]:

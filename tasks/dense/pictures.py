@@ -1,5 +1,5 @@
 """Pictures of dense predictions: label maps (true against predicted) and keypoints (true
-against predicted) for a few samples, as matplotlib figures for `tasks.plots.log_figure`."""
+against predicted) for a few samples, as matplotlib figures for `tasks.training.plots.log_figure`."""
 
 from __future__ import annotations
 

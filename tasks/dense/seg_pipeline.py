@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from tasks.dense.data import PairAugment
+from tasks.dense.data.base import PairAugment
 from tasks.dense.photometric import PhotoMetricDistortion
 
 

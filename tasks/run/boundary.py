@@ -6,7 +6,7 @@ its full traceback, exit 1. A start that fails on a user mistake leaves no run d
     def main(argv=None): ...
 
     if __name__ == "__main__":
-        hydra_command(main, "dery/similarity")  # a Hydra app: checks first, then the guarded run
+        hydra_command(main, "dery/similarity")  # a Hydra app (tasks.run.launch): checks first, then runs guarded
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import Any
 
 from tasks.errors import EXIT_BUG, EXIT_USER, TrainingDiverged, UserError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 _STARTED = time.time()  # files older than this were not written by this process
 
 
@@ -163,15 +162,3 @@ def hydra_output_dir() -> Path | None:
         return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
     except Exception:
         return None
-
-
-def hydra_command(main: Callable[..., Any], config_name: str) -> None:
-    """Run a `@hydra.main` app as a user command: the command line and every `_target_` of
-    the composed config are checked before Hydra writes anything, then the app runs guarded
-    on that same config (tasks.run.launch)."""
-    from tasks.run.launch import run_command
-
-    task = getattr(main, "__wrapped__", main)
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    entry = spec.name if spec is not None and spec.name != "__main__" else task.__module__
-    run_command(task, config_name, entry)

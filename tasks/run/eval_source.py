@@ -1,5 +1,5 @@
 """What `ckpt=` of eval.py names, as a LightningModule to test or predict with:
-- an export (its folder, or the card inside it; either layout): tasks.cards.load_card rebuilds
+- an export (its folder, or the card inside it; either layout): tasks.io.cards.load_card rebuilds
   the network, ClassificationModule's own test step measures it;
 - a run dir or a Lightning .ckpt inside one: the run's saved .hydra/config.yaml builds its
   LightningModule and Lightning loads the checkpoint into it (weights only: nothing pickled runs).
@@ -20,9 +20,9 @@ from omegaconf.errors import OmegaConfBaseException
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from tasks import cards, files
-from tasks.classification import ClassificationModule
 from tasks.errors import UserError
+from tasks.io import cards, files
+from tasks.models.classification import ClassificationModule
 
 log = logging.getLogger(__name__)
 EVAL_KINDS = (cards.TIMM,)  # card kinds eval.py rebuilds: timm networks with a classifier head
@@ -182,7 +182,7 @@ def from_export(path: Path) -> Source:
 def from_checkpoint(path: Path) -> Source:
     from pytorch_lightning.utilities.model_helpers import is_overridden
 
-    from tasks.checkpoints import load_checkpoint
+    from tasks.io.checkpoints import load_checkpoint
     from tasks.run.instantiate import build
 
     blob = load_checkpoint(path)  # weights only: a file that needs pickled code is refused here
@@ -224,7 +224,7 @@ def from_checkpoint(path: Path) -> Source:
 
 def _run_preprocessing(config: DictConfig, module: pl.LightningModule) -> dict[str, Any]:
     """What the run's export would write into pretrained_cfg: its data's mean, std and input size."""
-    from tasks.cards import data_config
+    from tasks.io.cards import data_config
     from tasks.run.instantiate import build
 
     try:
@@ -235,8 +235,8 @@ def _run_preprocessing(config: DictConfig, module: pl.LightningModule) -> dict[s
 
 
 def _preprocessing(data: dict[str, Any], module: pl.LightningModule) -> dict[str, Any]:
-    """timm's data config from a card's data fields (tasks.cards.data_config): the whole image
-    (crop_pct 1, as tasks.cards.apply_data writes it) and the network's own interpolation."""
+    """timm's data config from a card's data fields (tasks.io.cards.data_config): the whole image
+    (crop_pct 1, as tasks.io.cards.apply_data writes it) and the network's own interpolation."""
     net_cfg = getattr(getattr(module, "net", None), "pretrained_cfg", None) or {}
     out = {"interpolation": net_cfg.get("interpolation", "bilinear"), "crop_pct": 1.0, "crop_mode": "center"}
     if "mean" in data:

@@ -1,6 +1,6 @@
 """The export step of a run: the module writes its artifacts into a temporary folder, the run's
 fields (task, experiment, test metrics, overrides) and the data's (normalisation, input size,
-class names) go into the export's own card (tasks.cards.stamp: no second card beside it), and
+class names) go into the export's own card (tasks.io.cards.stamp: no second card beside it), and
 the folder becomes `<run dir>/export` only when everything is written. An interrupted export
 leaves no half file under export/, and paths written inside point at the final folder."""
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks import cards, files
+from tasks.io import cards, files
 
 _TEXT = (".json", ".yaml", ".yml", ".txt", ".md")
 

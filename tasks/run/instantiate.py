@@ -48,7 +48,7 @@ def trainer_plugins(trainer: DictConfig) -> dict[str, Any]:
     """The checkpoint writer every run uses (a temp file, then a rename: a kill -9 never leaves
     a half last.ckpt), unless the config brings its own plugins or a sharded strategy writes
     checkpoints its own way."""
-    from tasks.checkpoints import AtomicCheckpointIO
+    from tasks.training.checkpointing import AtomicCheckpointIO
 
     strategy = str(trainer.get("strategy", "auto"))
     if trainer.get("plugins") is not None or strategy.startswith(("fsdp", "deepspeed")):

@@ -13,7 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from tasks.run.boundary import CONF_DIR, hydra_output_dir, run_guarded
+from tasks.config.location import CONF_DIR
+from tasks.run.boundary import hydra_output_dir, run_guarded
 
 
 def job_name(task: Callable[..., Any]) -> str:
@@ -72,3 +73,13 @@ def run_command(
 
     sys.argv = checked.argv
     return hydra_main(version_base="1.3", config_path=str(cfg_dir), config_name=config_name)(guarded_task)()
+
+
+def hydra_command(main: Callable[..., Any], config_name: str) -> None:
+    """Run a `@hydra.main` app as a user command: the command line and every `_target_` of
+    the composed config are checked before Hydra writes anything, then the app runs guarded
+    on that same config (tasks.run.launch)."""
+    task = getattr(main, "__wrapped__", main)
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    entry = spec.name if spec is not None and spec.name != "__main__" else task.__module__
+    run_command(task, config_name, entry)

@@ -1,4 +1,4 @@
-"""eval.py's predict mode: every image below a folder, read through tasks.files.read_image,
+"""eval.py's predict mode: every image below a folder, read through tasks.io.files.read_image,
 preprocessed as the network expects (timm's eval transform from its data config: resize,
 centre crop, mean/std), classified by Lightning's trainer.predict, and written to one CSV
 (path, predicted class index, its name when known, probability, the top-k)."""
@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tasks import files
 from tasks.data.folder import _EXTENSIONS as IMAGE_SUFFIXES
 from tasks.errors import UserError
+from tasks.io import files
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -1,7 +1,7 @@
 """Checks the command line before Hydra runs it: composes the config once (every job of a
 sweep; a single run then runs on that very config, tasks/run/launch.py), turns Hydra's errors
 into one message with the fix, checks every `_target_` node and the command's plain keys
-(tasks.config_check), and maps `resume=` to the run dir to continue. Nothing is written
+(tasks.config.check), and maps `resume=` to the run dir to continue. Nothing is written
 before these checks pass."""
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ def _compose(cfg_dir: Path, config_name: str, overrides: list[str], job_name: st
 
 def _declared_keys(base: DictConfig, parent: str, command: str) -> list[str]:
     """Keys the schema or the `_target_` of node `parent` accepts, beyond those in the config."""
-    from tasks import schema, schema_rules
-    from tasks.run.command_schemas import COMMANDS
+    from tasks.config import rules as schema_rules
+    from tasks.config import schema
+    from tasks.config.command_schemas import COMMANDS
 
     node = OmegaConf.select(base, parent) if parent else base
     try:
@@ -161,7 +162,7 @@ def _with_output_dir(cfg: DictConfig, multirun: bool) -> DictConfig:
 
 
 def check_jobs(cfg_dir: Path, config_name: str, jobs: list[list[str]], multirun: bool, first: DictConfig) -> None:
-    from tasks.config_check import check_command
+    from tasks.config.check import check_command
 
     for i, overrides in enumerate(jobs):
         try:
@@ -231,7 +232,7 @@ def preflight(argv: list[str], cfg_dir: Path, config_name: str = "train") -> lis
 def check_resume_file(resume: str) -> None:
     """A `resume=<file>` must be a PyTorch checkpoint (told by its first bytes; the whole
     file is read, weights only, when the run starts)."""
-    from tasks import files
+    from tasks.io import files
 
     path = Path(resume).expanduser()
     if resume == "auto" or path.is_dir() or not path.exists():
@@ -256,7 +257,7 @@ HYDRA_MODULES = {
 def check_stage_commands(commands: list[list[str]], cfg_dir: Path | None = None) -> None:
     """The checks of `preflight` for every stage command of a chain before the first one
     runs: a wrong key or value in any stage stops the chain before anything is written."""
-    from tasks.run.boundary import CONF_DIR
+    from tasks.config.location import CONF_DIR
 
     cfg_dir = cfg_dir or CONF_DIR
     seen = set()

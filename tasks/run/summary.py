@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from tasks import files
+from tasks.io import files
 
 
 def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -24,10 +24,10 @@ from benchmarks.gpu.jobs import Job, nested_override
 from benchmarks.gpu.scheduler import run_jobs
 from benchmarks.gpu.studies import build_entries, load_plan
 from benchmarks.gpu.timing import time_entries
-from tasks.backbones import create_backbone
-from tasks.chain import load_chain
 from tasks.errors import UserError
+from tasks.models.backbones import create_backbone
 from tasks.run.preflight import check_stage_commands
+from tasks.studies.chain import load_chain
 from tests.conftest import ROOT
 from tests.tasks.test_fashion import HAS_REAL
 

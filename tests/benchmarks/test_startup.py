@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from benchmarks import startup_plain
-from tasks.backbones import create_backbone
 from tasks.data import DigitsDataModule, RandomAffine
-from tasks.optim import cosine
+from tasks.models.backbones import create_backbone
+from tasks.training.optim import cosine
 from tests.conftest import ROOT
 
 

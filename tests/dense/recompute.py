@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.checkpoints import load_checkpoint
+from tasks.io.checkpoints import load_checkpoint
 from tasks.run.instantiate import build
 from tests.conftest import compose_config
 

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from tasks.data import RandomAffine, load_digit_images
-from tasks.data.digits_seg import DigitsSegDataModule, digit_masks, mosaics
-from tasks.data.shapes_landmarks import FLIP_INDEX, ShapesLandmarksDataModule, generate, render_face
+from tasks.dense.data.digits_seg import DigitsSegDataModule, digit_masks, mosaics
+from tasks.dense.data.shapes_landmarks import FLIP_INDEX, ShapesLandmarksDataModule, generate, render_face
 
 
 def fake_trainer(epoch: int = 0) -> SimpleNamespace:

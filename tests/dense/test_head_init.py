@@ -1,4 +1,4 @@
-"""The original recipes' initialisation of the dense heads (tasks.heads.init): weight spreads
+"""The original recipes' initialisation of the dense heads (tasks.dense.heads.init): weight spreads
 against the distributions mmseg's ConvModule / decode head and mmpose's heatmap head draw."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from tasks.heads import BiSeNetV1Head, HeatmapHead
-from tasks.landmarks import LandmarkModule
-from tasks.segmentation import SegmentationModule
+from tasks.dense.heads import BiSeNetV1Head, HeatmapHead
+from tasks.dense.landmarks import LandmarkModule
+from tasks.dense.segmentation import SegmentationModule
 
 SGD = functools.partial(torch.optim.SGD, lr=0.1)
 

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from tasks.dense.heads import FCNHead
 from tasks.dense.nme import NormalizedMeanError
+from tasks.dense.segmentation import SegmentationModule
 from tasks.errors import UserError
-from tasks.heads import FCNHead
-from tasks.segmentation import SegmentationModule
 
 # Two faces, three points; the normaliser pair is (0, 1).
 TARGET = torch.tensor([[[0.0, 0.0], [4.0, 0.0], [2.0, 3.0]], [[0.0, 0.0], [0.0, 10.0], [5.0, 5.0]]])

@@ -9,12 +9,12 @@ import json
 import pytest
 import torch
 
-from tasks.backbones import create_backbone, export_backbone
-from tasks.classification import ClassificationModule
+from tasks.dense.heads import BiSeNetV1Head, FCNHead, HeatmapHead
+from tasks.dense.landmarks import LandmarkModule
+from tasks.dense.segmentation import SegmentationModule
 from tasks.errors import UserError
-from tasks.heads import BiSeNetV1Head, FCNHead, HeatmapHead
-from tasks.landmarks import LandmarkModule
-from tasks.segmentation import SegmentationModule
+from tasks.models.backbones import create_backbone, export_backbone
+from tasks.models.classification import ClassificationModule
 from tests.conftest import TINY, read_summary, run_in_process
 from tests.dense.recompute import landmark_metrics, miou, predictions
 

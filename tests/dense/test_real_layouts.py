@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.data.celebamask import PART_ORDERS, CelebAMaskDataModule, merge_parts
-from tasks.data.wflw import CAVEAT, FLIP_INDEX, WFLWDataModule
+from tasks.dense.data.celebamask import PART_ORDERS, CelebAMaskDataModule, merge_parts
+from tasks.dense.data.wflw import CAVEAT, FLIP_INDEX, WFLWDataModule
 from tasks.errors import UserError
 from tests.conftest import TINY, run_in_process
 from tests.dense.fixtures import make_celebamask, make_wflw, make_wflw_mmpose
@@ -176,7 +176,7 @@ def test_wflw_subsets_fall_back_to_the_attribute_columns(tmp_path):
 def test_wflw_trains_on_every_face_and_validates_on_test_with_one_caveat(tmp_path, caplog):
     make_wflw(tmp_path)
     data = WFLWDataModule(root=str(tmp_path), image_size=32)
-    with caplog.at_level(logging.WARNING, logger="tasks.data.wflw"):
+    with caplog.at_level(logging.WARNING, logger="tasks.dense.data.wflw"):
         data.setup("fit")
         data.setup("test")
     assert len(data.train_set) == 3 and data.val_set.records == data.test_set.records
@@ -301,8 +301,8 @@ def test_wflw_recipe_logs_mmposes_nme_and_the_subset_report(tmp_path):
 
 
 def test_a_damaged_celebamask_or_wflw_file_is_named(tmp_path):
-    """Images and masks go through tasks.files.read_image: one UserError naming the file."""
-    from tasks.data.celebamask import IMAGES, MASKS
+    """Images and masks go through tasks.io.files.read_image: one UserError naming the file."""
+    from tasks.dense.data.celebamask import IMAGES, MASKS
 
     make_celebamask(tmp_path / "celeba")
     data = celeba(tmp_path / "celeba")

@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from scipy.integrate import simpson
 
+from tasks.dense.heads import BiSeNetV1Head, FCNHead, HeatmapHead
 from tasks.dense.heatmap import decode_heatmaps
 from tasks.dense.landmark_report import LandmarkReport
+from tasks.dense.landmarks import LandmarkModule
 from tasks.dense.nme import NormalizedMeanError
+from tasks.dense.segmentation import SegmentationModule
 from tasks.dense.targets import encode_msra
-from tasks.heads import BiSeNetV1Head, FCNHead, HeatmapHead
-from tasks.landmarks import LandmarkModule
-from tasks.segmentation import SegmentationModule
 
 SGD = functools.partial(torch.optim.SGD, lr=0.1)
 SMALL = {"name": "resnet18", "small_input_stem": True}

@@ -129,12 +129,12 @@ def test_random_init_control(tiny_spec, tmp_path):
 
 def test_the_export_loads_through_the_card_registry_in_both_layouts(tiny_spec, tmp_path):
     """load_card on the export folder and load_reassembled on a card as the writer before
-    tasks.cards wrote it (no format field) both give the exported network exactly."""
+    tasks.io.cards wrote it (no format field) both give the exported network exactly."""
     import functools
     import shutil
 
     from dery.module import KIND, ReassembledModule
-    from tasks.cards import load_card, read_card
+    from tasks.io.cards import load_card, read_card
 
     module = ReassembledModule(str(tiny_spec), 10, functools.partial(torch.optim.AdamW, lr=1e-3)).eval()
     files = module.export_artifacts(tmp_path / "new")

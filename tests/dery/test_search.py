@@ -24,8 +24,8 @@ from dery.probe import Probe
 from dery.search import kendall_tau, load_partition, zoo_members
 from dery.spec import build_network, load_spec, save_spec, spec_of
 from dery.zoo import load_zoo
-from tasks.backbones import count_parameters
 from tasks.errors import UserError
+from tasks.models.backbones import count_parameters
 from tests.dery.conftest import compose_stage
 from tests.dery.families import FAMILIES, stage_partition
 

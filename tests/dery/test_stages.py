@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from dery.spec import load_spec
-from tasks.chain import load_chain, plan
 from tasks.errors import UserError
+from tasks.studies.chain import load_chain, plan
 from tests.conftest import CONF, TINY, compose_config, run_cli
 from tests.dery.conftest import PROBE, compose_stage
 

@@ -10,7 +10,7 @@ import torch
 from kf.assemble import load_assembled
 from kf.modularity import modularity_metrics
 from kf.task_spec import task_targets
-from tasks.backbones import create_backbone, export_backbone
+from tasks.models.backbones import create_backbone, export_backbone
 
 TINY_NET = {"name": "resnet10t", "channels": [8, 16, 32, 64], "stem_width": 8}  # 0.08M parameters
 

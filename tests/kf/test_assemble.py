@@ -156,7 +156,7 @@ def test_load_refuses_other_files(tmp_path):
 
 def test_exports_load_through_the_card_registry_in_both_layouts(trained, tmp_path):
     """The assembled network and the multi-head network: load_card on the export folder, and
-    the method's loader on a card as the writer before tasks.cards wrote it (no format field),
+    the method's loader on a card as the writer before tasks.io.cards wrote it (no format field),
     give the saved network exactly."""
     import json
     import shutil
@@ -164,7 +164,7 @@ def test_exports_load_through_the_card_registry_in_both_layouts(trained, tmp_pat
     from kf.assemble import KIND as ASSEMBLED
     from kf.multihead import KIND as MULTI_HEAD
     from kf.multihead import MultiHeadNet, load_multi_head
-    from tasks.cards import load_card
+    from tasks.io.cards import load_card
 
     net, specs = trained
     x = torch.randn(3, 3, 32, 32)

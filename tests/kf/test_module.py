@@ -17,9 +17,9 @@ from kf.factor import FactorNetwork
 from kf.leakage_reference import main as leakage_reference
 from kf.metrics import accuracy
 from kf.shapes import FACTORS
-from tasks.backbones import load_exported
-from tasks.checkpoints import load_state_dict_file
 from tasks.errors import UserError
+from tasks.io.checkpoints import load_state_dict_file
+from tasks.models.backbones import load_exported
 from tests.conftest import TINY, compose_config, run_in_process
 from tests.kf.conftest import TINY_NET, evaluate_export, load_test_split, shrink
 
@@ -186,7 +186,7 @@ def test_shapes_baseline_teaches_kf_and_both_report_disentanglement(tmp_path):
 
 
 def test_cifar10_recipe_builds_the_factor_networks_it_names(tmp_path):
-    from tasks.backbones import create_backbone, export_backbone
+    from tasks.models.backbones import create_backbone, export_backbone
     from tasks.run.instantiate import build
 
     teacher = export_backbone(

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from kf.teacher import TeacherReader, TeacherSpec, load_teacher, stage_names
-from tasks.backbones import create_backbone
+from tasks.distill.frozen import attach_frozen
 from tasks.errors import UserError
-from tasks.frozen import attach_frozen
+from tasks.models.backbones import create_backbone
 
 DIGITS = {"label": 10}
 

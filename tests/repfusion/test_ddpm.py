@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from repfusion.ddpm import generate
 from repfusion.teacher import DiffusionTeacher
-from tasks.checkpoints import load_checkpoint
+from tasks.io.checkpoints import load_checkpoint
 from tests.conftest import TINY, run_in_process
 from tests.repfusion.conftest import make_unet
 

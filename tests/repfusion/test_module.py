@@ -12,13 +12,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from repfusion.knn import knn_accuracy
-from tasks.backbones import create_backbone
-from tasks.checkpoints import load_checkpoint
 from tasks.data import load_digit_images
-from tasks.ema import ModelEMA
+from tasks.distill.taps import stage_features
 from tasks.errors import UserError
-from tasks.features import stage_features
+from tasks.io.checkpoints import load_checkpoint
+from tasks.models.backbones import create_backbone
 from tasks.run.instantiate import build
+from tasks.training.ema import ModelEMA
 from tests.conftest import TINY, compose_config, run_in_process
 from tests.repfusion.conftest import stage1_overrides
 
@@ -286,7 +286,7 @@ def test_label_free_stage1_runs_without_labels_and_feeds_dense_stage2(teacher_di
     card = json.loads((tmp_path / "stage1" / "export" / "backbone.json").read_text())
     assert card["labels_used"] is False and card["timestep_mode"] == "fixed"
     export = summary["export"]["backbone"]
-    from tasks.cards import load_card
+    from tasks.io.cards import load_card
 
     student = load_card(tmp_path / "stage1" / "export").state_dict()  # the timm kind reads its backbone.json
     assert student.keys() == load_file(export).keys()

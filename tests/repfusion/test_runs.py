@@ -23,8 +23,8 @@ def test_stage1_under_ddp_cpu_two_processes(teacher_dir, tmp_path):
     import torch
 
     from repfusion.knn import knn_accuracy
-    from tasks.cards import load_card, read_card
-    from tasks.features import stage_features
+    from tasks.distill.taps import stage_features
+    from tasks.io.cards import load_card, read_card
     from tasks.run.instantiate import build
     from tests.conftest import compose_config
 

@@ -11,8 +11,8 @@ import torch.nn as nn
 from diffusers import DDPMScheduler
 
 from repfusion.teacher import DEFAULT_LAYER, DiffusionTeacher, latest_export, load_unet
+from tasks.distill.frozen import attach_frozen
 from tasks.errors import UserError
-from tasks.frozen import attach_frozen
 
 MEAN, STD = [0.3053] * 3, [0.3236] * 3  # the digits' normalisation
 

@@ -9,9 +9,9 @@ import pytest
 import timm
 import torch
 
-from tasks.backbones import create_backbone, export_backbone, load_backbone_weights, load_exported
+from tasks.distill.taps import FeatureTap, resolve_module, stage_features
 from tasks.errors import UserError
-from tasks.features import FeatureTap, resolve_module, stage_features
+from tasks.models.backbones import create_backbone, export_backbone, load_backbone_weights, load_exported
 
 
 def _same_outputs(a, b, x):

@@ -15,9 +15,9 @@ import pytest
 import timm
 import torch
 
-from tasks import cards
-from tasks.backbones import create_backbone, export_backbone, export_timm, load_backbone_weights, load_exported
 from tasks.errors import UserError
+from tasks.io import cards
+from tasks.models.backbones import create_backbone, export_backbone, export_timm, load_backbone_weights, load_exported
 
 DATA = {
     "mean": [0.1, 0.2, 0.3],
@@ -87,9 +87,11 @@ def test_the_card_carries_the_run_and_the_data_in_timms_own_fields(tmp_path):
     assert not {"tag", "license", "origin_url", "paper_ids", "url"} & set(
         config["pretrained_cfg"]
     )  # not timm's weights
-    assert "timm.create_model('local-dir:" in config["load"] and "import tasks.backbones" not in config["load"]
+    assert "timm.create_model('local-dir:" in config["load"] and "import tasks.models.backbones" not in config["load"]
     export_timm(create_backbone("resnet18", small_input_stem=True), tmp_path / "small")
-    assert json.loads((tmp_path / "small" / "config.json").read_text())["load"].startswith("import tasks.backbones")
+    assert json.loads((tmp_path / "small" / "config.json").read_text())["load"].startswith(
+        "import tasks.models.backbones"
+    )
 
 
 def test_old_layout_exports_load_wherever_a_path_is_accepted(tmp_path):
@@ -141,7 +143,7 @@ def test_the_installed_project_registers_its_kinds_as_entry_points():
     from kf.assemble import assembled_from_card
     from kf.multihead import KIND as MULTI_HEAD
     from kf.multihead import multi_head_from_card
-    from tasks.backbones.export import load_timm_card
+    from tasks.models.backbones.export import load_timm_card
 
     loaders = {
         "timm": load_timm_card,

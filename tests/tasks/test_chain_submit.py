@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import chain as chain_cli
+from tasks.studies import chain as chain_cli
 from tests.conftest import ROOT, run_cli
 
 QUICK = [
@@ -127,7 +127,9 @@ def test_a_chain_runs_through_the_submitit_local_executor(tmp_path):
     )
     chain_dir = tmp_path / "d"
     result = run_cli(
-        [str(path), "--dir", str(chain_dir), "--launcher", "submitit_local", *QUICK], module="tasks.chain", timeout=900
+        [str(path), "--dir", str(chain_dir), "--launcher", "submitit_local", *QUICK],
+        module="tasks.chain",
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     logs = sorted(p.name for p in (chain_dir / "submitit").glob("*_log.out"))

@@ -1,4 +1,4 @@
-"""tasks.checkpoints.ModelCheckpoint: a last.ckpt of the state the step's top-k file already
+"""tasks.training.checkpointing.ModelCheckpoint: a last.ckpt of the state the step's top-k file already
 holds is a hard link to it (one write, not two); otherwise it is a file of its own. Checked on a
 tiny module whose validation score is scripted, so which epochs improve is known."""
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from tasks.checkpoints import AtomicCheckpointIO, ModelCheckpoint, load_checkpoint
+from tasks.io.checkpoints import load_checkpoint
+from tasks.training.checkpointing import AtomicCheckpointIO, ModelCheckpoint
 
 SCORES = [3.0, 2.0, 5.0, 1.0, 4.0]  # val/loss per epoch: epochs 0, 1 and 3 improve
 

@@ -69,7 +69,7 @@ def test_multirun_sweep_then_report(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = next((tmp_path / "classify_digits" / "multiruns").iterdir())
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
-    report = run_cli([str(sweep), "--metric", "test/acc"], module="tasks.report")
+    report = run_cli([str(sweep), "--metric", "test/acc"], module="tasks.studies.report")
     assert report.returncode == 0, report.stderr
     table = (sweep / "report.md").read_text()
     assert "| classify_digits " in table and "| 2 |" in table and (sweep / "report.png").is_file()

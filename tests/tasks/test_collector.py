@@ -1,4 +1,4 @@
-"""tasks.collector.Collector (torchmetrics' CatMetric per name): batches concatenated in order,
+"""tasks.training.collector.Collector (torchmetrics' CatMetric per name): batches concatenated in order,
 floats as float32, labels in their own dtype, NaNs kept (KF's metrics must see them). Under
 DDP it gathers rank-major: tests/kf/test_runs.py and tests/repfusion/test_runs.py compare a
 2-process run's gathered results with one process's."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from tasks.collector import Collector
+from tasks.training.collector import Collector
 
 
 def test_batches_concatenate_in_order_with_their_dtypes_and_nans():

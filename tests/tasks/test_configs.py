@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from tasks.config_check import check_config
+from tasks.config.check import check_config
 from tasks.errors import UserError
 from tasks.run.preflight import HYDRA_MODULES
 from tests.conftest import CONF, compose_config
@@ -70,7 +70,7 @@ def test_run_dirs_are_unique_per_process_and_microsecond():
 def test_every_chain_stage_composes(chain_name, tmp_path):
     """Each stage of each chain in conf/chain/, with its overrides and placeholders, composes
     as its command line would (a typo in a chain file fails here, not an hour into a run)."""
-    from tasks.chain import load_chain, plan
+    from tasks.studies.chain import load_chain, plan
 
     for run in plan(load_chain(chain_name), tmp_path, [], {}, None):
         args = [a for a in run.command[2:] if not a.startswith("hydra.run.dir=")]

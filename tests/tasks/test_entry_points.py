@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.run.boundary import CONF_DIR, hydra_command, run_guarded
+from tasks.config.location import CONF_DIR
+from tasks.run.boundary import run_guarded
+from tasks.run.launch import hydra_command
 from tasks.run.preflight import preflight
 from tests.conftest import ROOT, TINY, compose_config, run_cli
 
@@ -162,7 +164,7 @@ def test_kf_assemble_bad_key_value_and_file(tmp_path, capsys):
 
 
 def test_chain_bad_key_value_and_file_stop_before_the_chain_dir_exists(tmp_path, capsys):
-    from tasks.chain import main
+    from tasks.studies.chain import main
 
     chain = tmp_path / "two.yaml"
     chain.write_text("stages:\n  a:\n    experiment: classify_digits\n  b:\n    experiment: classify_digits\n")
@@ -178,7 +180,7 @@ def test_chain_bad_key_value_and_file_stop_before_the_chain_dir_exists(tmp_path,
 
 
 def test_kt_report_bad_key_value_and_file(tmp_path, capsys):
-    from tasks.report import main
+    from tasks.studies.report import main
 
     run = tmp_path / "run"
     run.mkdir()

@@ -13,9 +13,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tasks import files, schema_rules
-from tasks.config_check import check_command
+from tasks.config import rules as schema_rules
+from tasks.config.check import check_command
 from tasks.errors import TrainingDiverged, UserError
+from tasks.io import files
 from tasks.run.boundary import discard_fresh_run_dir, run_guarded
 from tasks.run.preflight import preflight
 from tests.conftest import CONF, TINY, compose_config, run_in_process
@@ -199,8 +200,8 @@ def test_every_shipped_experiment_passes_the_check(experiment, tmp_path):
 @pytest.mark.parametrize("chain", sorted(p.stem for p in (CONF / "chain").glob("*.yaml")))
 def test_every_shipped_chain_passes_the_stage_checks(chain, tmp_path):
     """What `python -m tasks.chain <name>` checks before its first stage: no false alarm."""
-    from tasks.chain import load_chain, plan
     from tasks.run.preflight import check_stage_commands
+    from tasks.studies.chain import load_chain, plan
 
     check_stage_commands([r.command for r in plan(load_chain(chain), tmp_path, [], {}, None)])
 
@@ -304,7 +305,7 @@ def test_a_failed_start_makes_no_wandb_run(tmp_path):
 
 # --- a non-finite loss ---------------------------------------------------------------------
 def test_a_nan_loss_stops_the_run_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
-    from tasks.checkpoints import load_checkpoint
+    from tasks.io.checkpoints import load_checkpoint
 
     poison = [
         "+callbacks.poison._target_=tests.tasks.faults.PoisonAt",
@@ -339,7 +340,7 @@ def test_a_nan_loss_stops_the_run_names_the_step_and_keeps_the_last_good_checkpo
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_a_checkpoint_with_non_finite_weights_is_refused(bad):
-    from tasks.callbacks import FiniteLoss
+    from tasks.training.callbacks import FiniteLoss
 
     trainer = SimpleNamespace(
         global_step=7,
@@ -405,7 +406,7 @@ def test_a_finished_export_replaces_the_folder_and_points_inside_it(tmp_path):
 
 
 def test_a_checkpoint_write_that_fails_keeps_the_previous_file(tmp_path, monkeypatch):
-    from tasks.checkpoints import AtomicCheckpointIO
+    from tasks.training.checkpointing import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": 1, "w": torch.ones(3)}, path)

@@ -118,7 +118,7 @@ def test_an_old_layout_export_is_normalised_as_its_run_was(run, tmp_path, capsys
 @pytest.mark.skipif(not HAS_REAL, reason="Fashion-MNIST not installed (make fashion)")
 def test_a_classify_fashion_export_gives_back_its_test_metrics(tmp_path):
     """The Fashion-MNIST anchor's recipe (small-input-stem ResNet-18, registered in timm by
-    tasks.backbones); two test batches of the official test set on both sides."""
+    tasks.models.backbones); two test batches of the official test set on both sides."""
     from train import main as train_main
 
     run_dir = tmp_path / "fashion"
@@ -192,8 +192,8 @@ def _rows(out: Path) -> dict[str, dict]:
 
 
 def test_predict_gives_the_networks_own_argmax_on_the_images(run, tmp_path):
-    from tasks.cards import load_card
     from tasks.data.digits import DigitsDataModule
+    from tasks.io.cards import load_card
 
     paths, images = _digit_pngs(tmp_path / "pngs")
     net = load_card(run / "export").eval()
@@ -263,7 +263,7 @@ def test_unknown_data_kinds_and_modes_are_one_message(run, tmp_path, capsys):
     (other / "card.json").write_text(json.dumps({"kind": "dery_reassembled", "format": 2}))
     err = _fails(capsys, [f"ckpt={other}"], out)
     assert "is an export of kind 'dery_reassembled'; eval.py evaluates classifier exports (kinds ['timm'])" in err
-    from tasks.backbones import create_backbone, export_timm
+    from tasks.models.backbones import create_backbone, export_timm
 
     export_timm(create_backbone("resnet18", num_classes=0), tmp_path / "backbone")
     err = _fails(capsys, [f"ckpt={tmp_path / 'backbone'}"], out)

@@ -101,7 +101,7 @@ def test_module_reads_fixtures_with_official_test_split_and_grey_to_rgb(tmp_path
 
 
 def test_exports_name_the_official_classes_in_label_order(tmp_path, tiny_counts):
-    from tasks.cards import data_config
+    from tasks.io.cards import data_config
 
     dm = FashionMNISTDataModule(root=str(tiny_fashion(tmp_path / "data", compress=False)), val_size=10)
     names = data_config(dm)["label_names"]

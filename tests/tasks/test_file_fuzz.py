@@ -35,7 +35,7 @@ class Kind:
 
 # --- valid files and their stand-ins -----------------------------------------------------------
 def _net(num_classes: int = 0):
-    from tasks.backbones import create_backbone
+    from tasks.models.backbones import create_backbone
 
     torch.manual_seed(0)
     return create_backbone("resnet10t", num_classes=num_classes, **TINY)
@@ -62,7 +62,7 @@ def make_torch_state(path: Path) -> None:
 
 
 def make_card(path: Path, num_classes: int = 0) -> None:
-    from tasks.backbones import export_backbone
+    from tasks.models.backbones import export_backbone
 
     exported = export_backbone(_net(num_classes), path.parent, name=path.stem)
     assert exported["card"] == str(path)
@@ -133,19 +133,19 @@ def make_unet_folder(folder: Path) -> None:
 
 # --- who reads them ----------------------------------------------------------------------------
 def read_resume(path: Path):
-    from tasks.checkpoints import load_training_checkpoint
+    from tasks.io.checkpoints import load_training_checkpoint
 
     return load_training_checkpoint(path)
 
 
 def read_init(path: Path):
-    from tasks.backbones import create_backbone
+    from tasks.models.backbones import create_backbone
 
     return create_backbone("resnet10t", init=str(path), **TINY)
 
 
 def read_card(path: Path):
-    from tasks.backbones import load_exported
+    from tasks.models.backbones import load_exported
 
     return load_exported(path)
 
@@ -193,7 +193,7 @@ def read_stage_summary(path: Path):
 
 
 def read_chain(path: Path):
-    from tasks.chain import load_chain
+    from tasks.studies.chain import load_chain
 
     return load_chain(str(path))
 
@@ -208,7 +208,7 @@ def make_cifar_batch(path: Path) -> None:
 
 
 def read_cifar_batch(path: Path):
-    from tasks.files import read_array_pickle
+    from tasks.io.files import read_array_pickle
 
     return read_array_pickle(path, "CIFAR-10 batch")
 
@@ -239,7 +239,7 @@ def read_folder_image(path: Path):
 
 
 def read_report(path: Path):
-    from tasks.report import find_summaries
+    from tasks.studies.report import find_summaries
 
     return find_summaries([path.parent])  # kt-report is pointed at a run dir
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.checkpoints import load_checkpoint
+from tasks.io.checkpoints import load_checkpoint
 from tests.conftest import ROOT, read_summary, run_in_process
 from tests.dery.conftest import stages, tiny_spec  # noqa: F401  (fixtures)
 from tests.kf.conftest import digits_teacher, shrink  # noqa: F401  (fixture)

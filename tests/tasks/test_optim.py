@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tasks.optim import cosine, multistep, poly
+from tasks.training.optim import cosine, multistep, poly
 
 
 def _lrs(factory, steps, **kw):

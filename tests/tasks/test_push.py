@@ -12,9 +12,9 @@ import pytest
 import timm
 import torch
 
-from tasks import push
-from tasks.backbones import create_backbone, export_backbone, export_timm
 from tasks.errors import UserError
+from tasks.hub import push
+from tasks.models.backbones import create_backbone, export_backbone, export_timm
 
 X = torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32)
 DATA = {"mean": [0.3] * 3, "std": [0.2] * 3, "input_size": [3, 32, 32], "num_classes": 10}
@@ -91,7 +91,7 @@ def test_an_old_layout_export_is_converted_with_its_runs_normalisation(tmp_path)
     assert config["architecture"] == "resnet18_smallstem" and config["run"]["test"] == RUN["test"]
     assert config["pretrained_cfg"]["mean"] == list(DigitsDataModule.mean)
     assert torch.equal(_outputs(model), _outputs(timm.create_model(f"local-dir:{uploaded}", pretrained=True)))
-    assert "import tasks.backbones" in (uploaded / "README.md").read_text()
+    assert "import tasks.models.backbones" in (uploaded / "README.md").read_text()
 
 
 def test_an_old_export_without_its_run_dir_is_refused_before_any_upload(tmp_path):

@@ -32,7 +32,7 @@ def evil(tmp_path) -> tuple[Path, Path]:
 
 
 def _backbone_state() -> dict:
-    from tasks.backbones import create_backbone
+    from tasks.models.backbones import create_backbone
 
     return create_backbone("resnet10t", **SMALL).state_dict()
 
@@ -80,7 +80,7 @@ def test_zoo_member_file(evil):
 
 def _card_pointing_at(weights: Path, folder: Path) -> Path:
     """An export card (as export_backbone writes one) whose weights file is `weights`."""
-    from tasks.backbones import create_backbone, export_backbone
+    from tasks.models.backbones import create_backbone, export_backbone
 
     card = Path(export_backbone(create_backbone("resnet10t", num_classes=10, **SMALL), folder, name="model")["card"])
     info = json.loads(card.read_text())

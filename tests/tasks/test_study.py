@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from tasks.report import main as report_main
-from tasks.study import Estimate, Row, compare, markdown, rows_from_summaries, write_study
+from tasks.studies.report import main as report_main
+from tasks.studies.study import Estimate, Row, compare, markdown, rows_from_summaries, write_study
 
 T_975_DF2 = 4.302652729911275  # Student-t 97.5 % quantile, 2 degrees of freedom (tables)
 
@@ -136,7 +136,7 @@ def test_kt_report_names_a_metric_no_run_has(tmp_path, capsys):
 def test_a_chain_without_compare_reports_every_stage(tmp_path):
     from omegaconf import OmegaConf
 
-    from tasks.chain import comparison_tables, plan
+    from tasks.studies.chain import comparison_tables, plan
 
     chain = OmegaConf.create({"stages": {"a": {"experiment": "x"}, "b": {"experiment": "x", "seeds": [1, 2]}}})
     tables = comparison_tables(chain, plan(chain, tmp_path, [], {}, None))

@@ -90,7 +90,7 @@ def test_mixup_is_the_convex_combination_with_the_flipped_batch():
 
 
 def test_mixup_and_label_smoothing_together_are_refused():
-    from tasks.classification import ClassificationModule
+    from tasks.models.classification import ClassificationModule
 
     with pytest.raises(UserError, match="model.label_smoothing=0"):
         ClassificationModule({"name": "resnet18"}, 10, optimizer=None, label_smoothing=0.1, mixup={"mixup_alpha": 1.0})

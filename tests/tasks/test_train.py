@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from tasks.backbones import load_exported
-from tasks.checkpoints import load_checkpoint
 from tasks.data.digits import DigitsDataModule
 from tasks.errors import UserError
+from tasks.io.checkpoints import load_checkpoint
+from tasks.models.backbones import load_exported
 from tests.conftest import TINY, read_summary, run_in_process
 
 
@@ -109,7 +109,7 @@ def test_pickled_code_and_corrupt_checkpoints_are_refused(tmp_path):
 
 
 def test_wandb_run_id_is_kept_per_run_dir(tmp_path):
-    from tasks.loggers import run_id
+    from tasks.training.loggers import run_id
 
     first = run_id(tmp_path)
     assert run_id(tmp_path) == first and len(first) == 8

@@ -1,4 +1,4 @@
-"""mmcv's linear warm-up on mmseg's poly and mmpose's step schedules (tasks.optim),
+"""mmcv's linear warm-up on mmseg's poly and mmpose's step schedules (tasks.training.optim),
 against the formula lr = scheduled * (1 - (1 - ratio) * (1 - i / W))."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tasks.errors import UserError
-from tasks.optim import multistep, poly
+from tasks.training.optim import multistep, poly
 
 
 def factors(make, steps: list[int], **kwargs) -> list[float]:

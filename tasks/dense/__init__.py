@@ -1,0 +1,1 @@
+"""Dense tasks: segmentation and landmark modules, their heads, metrics, pictures and data."""

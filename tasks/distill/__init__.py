@@ -1,0 +1,1 @@
+"""What every transfer method shares: the frozen-teacher contract and feature taps."""

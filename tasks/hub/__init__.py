@@ -1,0 +1,1 @@
+"""Publishing exports: kt-push to the Hugging Face Hub."""

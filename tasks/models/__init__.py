@@ -1,0 +1,1 @@
+"""Shared modelling code: timm backbones (creation, weights, exports) and the supervised classifier."""

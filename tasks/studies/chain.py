@@ -1,0 +1,294 @@
+"""Multi-stage work as one command: a chain of runs (teacher -> distil -> fine-tune, zoo ->
+search -> train, ...) declared in conf/chain/<name>.yaml. Each stage is an ordinary run
+in its own dir under the chain dir; later stages get earlier run dirs through
+`{run:<stage>}` placeholders. Finished stages are skipped when the chain is re-run with
+`--dir`, so an interrupted chain continues where it stopped.
+
+    python -m tasks.chain repfusion_digits                 # the whole chain
+    python -m tasks.chain repfusion_digits trainer=ddp_cpu distil:trainer.max_epochs=5
+    python -m tasks.chain repfusion_digits --dir logs/chains/repfusion_digits/<stamp>   # continue
+    python -m tasks.chain <name> --dir <dir> --stages a,b   # only these stages (e.g. two workers on
+                                                          # disjoint stages); the report once all are done
+    python -m tasks.chain <name> --launcher slurm --slurm partition=gpu   # one SLURM job per stage run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from tasks.config.location import CONF_DIR, ROOT
+from tasks.errors import UserError
+from tasks.io.files import read_yaml
+from tasks.run.boundary import guarded
+from tasks.run.preflight import check_stage_commands
+from tasks.studies.study import rows_from_summaries, write_study
+
+CHAIN_DIR = CONF_DIR / "chain"
+PLACEHOLDER = re.compile(r"\{run:([A-Za-z0-9_]+)\}")
+READS_CHAIN_DIR = re.compile(r"\{run:[A-Za-z0-9_]+\}/\.\.")
+
+
+@dataclass
+class StageRun:
+    stage: str
+    seed: int | None
+    run_dir: Path
+    command: list[str] = field(default_factory=list)
+    needs: list[Path] = field(default_factory=list)  # the run dirs its {run:<stage>} placeholders name
+
+    @property
+    def finished(self) -> bool:
+        return (self.run_dir / "summary.json").is_file()
+
+
+def load_chain(name: str) -> DictConfig:
+    """A chain by name (conf/chain/<name>.yaml) or by path to a YAML file."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else CHAIN_DIR / f"{name}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in CHAIN_DIR.glob("*.yaml"))
+        raise UserError(f"Unknown chain '{name}'. Available: {options}.")
+    chain = OmegaConf.create(read_yaml(path, "Chain file"))
+    if "stages" not in chain or not chain.stages:
+        raise UserError(f"{path} has no stages.")
+    return chain
+
+
+def plan(
+    chain: DictConfig, chain_dir: Path, common: list[str], per_stage: dict[str, list[str]], seeds: list[int] | None
+) -> list[StageRun]:
+    """Every run of the chain, in order, with its full command line."""
+    names = list(chain.stages.keys())
+    unknown = sorted(set(per_stage) - set(names))
+    if unknown:
+        raise UserError(f"Overrides name unknown stages {unknown}; stages of this chain: {names}.")
+    runs: list[StageRun] = []
+    seeded = {
+        n: (seeds if seeds and chain.stages[n].get("seeds") else list(chain.stages[n].get("seeds") or []))
+        for n in names
+    }
+    for index, name in enumerate(names):
+        stage = chain.stages[name]
+        for seed in seeded[name] or [None]:
+            run_dir = chain_dir / name / (f"seed{seed}" if seed is not None else "")
+            needs: list[Path] = []
+
+            def locate(match: re.Match) -> str:
+                ref = match.group(1)
+                if ref not in names[:index]:
+                    raise UserError(
+                        f"Stage '{name}' refers to {{run:{ref}}}, which is not an earlier stage of the chain."
+                    )
+                if seeded[ref]:
+                    if seed is None or seed not in seeded[ref]:
+                        raise UserError(
+                            f"Stage '{name}' needs the seeded stage '{ref}' but runs without a matching seed."
+                        )
+                    needs.append((chain_dir / ref / f"seed{seed}").resolve())
+                    return str(chain_dir / ref / f"seed{seed}")
+                needs.append((chain_dir / ref).resolve())
+                return str(chain_dir / ref)
+
+            overrides = [PLACEHOLDER.sub(locate, str(o)) for o in stage.get("overrides", [])]
+            if any(READS_CHAIN_DIR.search(str(o)) for o in stage.get("overrides", [])):
+                needs = [r.run_dir for r in runs]  # `{run:x}/..` reads the chain dir: every earlier run
+            overrides += common + per_stage.get(name, [])
+            if seed is not None:
+                overrides.append(f"seed={seed}")
+            if "experiment" in stage:
+                command = [sys.executable, str(ROOT / "train.py"), f"experiment={stage.experiment}"]
+            elif "module" in stage:
+                command = [sys.executable, "-m", str(stage.module)]
+            else:
+                raise UserError(f"Stage '{name}' needs 'experiment:' or 'module:'.")
+            runs.append(
+                StageRun(
+                    name,
+                    seed,
+                    run_dir.resolve(),
+                    command + overrides + [f"hydra.run.dir={run_dir.resolve()}"],
+                    sorted(set(needs)),
+                )
+            )
+    return runs
+
+
+def execute(run: StageRun) -> None:
+    command = list(run.command)
+    if (run.run_dir / "checkpoints" / "last.ckpt").is_file():
+        command.append(f"resume={run.run_dir}")  # an interrupted stage continues from its last checkpoint
+    label = run.stage + (f" (seed {run.seed})" if run.seed is not None else "")
+    print(f"\n=== chain stage: {label} -> {run.run_dir}\n    {' '.join(command[1:])}", flush=True)
+    code = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+    if code != 0 or not run.finished:
+        raise UserError(
+            f"Chain stage '{label}' failed (exit code {code}); its files are in {run.run_dir}. "
+            f"Fix the cause and re-run the same command with --dir "
+            f"{run.run_dir.parents[1] if run.seed is not None else run.run_dir.parent} to continue."
+        )
+
+
+def comparison_tables(chain: DictConfig, runs: list[StageRun]) -> list[dict]:
+    """The chain's `compare:` block as a list of tables. One table is `{metric, baseline,
+    rows: {label: stage}, higher_is_better, title}`; several go under `compare.tables`."""
+    compare = OmegaConf.to_container(chain.compare, resolve=True) if chain.get("compare") else {}
+    tables = compare.pop("tables", None) or [compare]
+    stages = list(dict.fromkeys(r.stage for r in runs))
+    out = []
+    for i, table in enumerate(tables):
+        rows = table.get("rows") or {s: s for s in stages}
+        if unknown := sorted(set(rows.values()) - set(stages)):
+            raise UserError(
+                f"compare table {i} names stages {unknown} that the chain does not have. Its stages: {stages}."
+            )
+        baseline = table.get("baseline")
+        if baseline is not None and baseline not in rows:
+            raise UserError(f"compare table {i}: baseline '{baseline}' is not one of its row labels {list(rows)}.")
+        out.append(
+            {
+                "metric": table.get("metric", "test/acc"),
+                "baseline": baseline,
+                "rows": rows,
+                "higher_is_better": bool(table.get("higher_is_better", True)),
+                "title": table.get("title", ""),
+            }
+        )
+    return out
+
+
+def report(chain: DictConfig, runs: list[StageRun], chain_dir: Path, wall: float) -> dict:
+    """The study tables of a finished chain (harness: CIs and paired differences), written to
+    report.md / report.json / report.png (report_<i>.* for further tables) and printed."""
+    summaries: dict[str, list[dict]] = {}
+    for run in runs:
+        if run.finished:
+            summaries.setdefault(run.stage, []).append(json.loads((run.run_dir / "summary.json").read_text()))
+    texts, tables = [], []
+    for i, table in enumerate(comparison_tables(chain, runs)):
+        groups = {label: summaries.get(stage, []) for label, stage in table["rows"].items()}
+        rows = rows_from_summaries(groups, table["metric"], stages=table["rows"])
+        name = "report" if i == 0 else f"report_{i}"
+        text = write_study(
+            chain_dir,
+            rows,
+            table["metric"],
+            table["baseline"],
+            name=name,
+            title=table["title"],
+            higher_is_better=table["higher_is_better"],
+            label_header="stage",
+        )
+        texts.append((f"### {table['title']}\n\n" if table["title"] else "") + text)
+        tables.append(json.loads((chain_dir / f"{name}.json").read_text()))
+    (chain_dir / "report.md").write_text("\n".join(texts))
+    result = {
+        "chain": chain_dir.parent.name,
+        "chain_dir": str(chain_dir),
+        "wall_time_s": wall,
+        "metric": tables[0]["metric"],
+        "rows": tables[0]["rows"],
+        "tables": tables,
+        "stages": {r.stage + (f"/seed{r.seed}" if r.seed is not None else ""): str(r.run_dir) for r in runs},
+    }
+    (chain_dir / "chain_summary.json").write_text(json.dumps(result, indent=2))
+    print(f"\n=== chain {result['chain']} finished in {wall / 60:.1f} min: {chain_dir}\n" + "\n".join(texts))
+    return result
+
+
+@guarded("tasks.chain")
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", help="a chain in conf/chain/ (or a path to a chain YAML file)")
+    parser.add_argument("overrides", nargs="*", help="key=value for every stage, or <stage>:key=value for one")
+    parser.add_argument("--dir", default=None, help="chain dir (re-use one to continue an interrupted chain)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds for the seeded stages, e.g. 1,2,3")
+    parser.add_argument(
+        "--stages",
+        default=None,
+        help="comma-separated stages to run now; the others are skipped (the "
+        "report comes once every stage has finished)",
+    )
+    parser.add_argument(
+        "--launcher",
+        default="local",
+        choices=["local", "slurm", "submitit_local"],
+        help="local: stages run here one after another; slurm: one SLURM job per stage run, with "
+        "dependencies, submitted through submitit; submitit_local: the same jobs as local processes",
+    )
+    parser.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="submitit/SLURM parameter for every job, e.g. partition=gpu, gpus_per_node=4, timeout_min=600 "
+        "(a stage's own `slurm:` block in the chain YAML adds to these)",
+    )
+    args = parser.parse_intermixed_args(argv)
+    try:
+        chain = load_chain(args.name)
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+        chain_name = Path(args.name).stem
+        chain_dir = Path(
+            args.dir or Path(os.environ.get("KT_LOG_DIR", "logs")) / "chains" / chain_name / stamp
+        ).resolve()
+        common, per_stage = [], {}
+        for override in args.overrides:
+            stage, sep, rest = override.partition(":")
+            if sep and "=" not in stage:
+                per_stage.setdefault(stage, []).append(rest)
+            else:
+                common.append(override)
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        runs = plan(chain, chain_dir, common, per_stage, seeds)
+        selected = set(args.stages.split(",")) if args.stages else set(chain.stages)
+        if unknown := selected - set(chain.stages):
+            raise UserError(
+                f"--stages names {sorted(unknown)}, which chain '{chain_name}' does not have. "
+                f"Its stages: {list(chain.stages)}."
+            )
+        check_stage_commands([r.command for r in runs if not r.finished and r.stage in selected])  # before any write
+        chain_dir.mkdir(parents=True, exist_ok=True)
+        if args.launcher != "local":
+            from tasks.studies.submit import submit_chain
+
+            chain_argv = [args.name, *args.overrides] + (["--seeds", args.seeds] if args.seeds else [])
+            submitted = submit_chain(chain, runs, chain_dir, chain_argv, args.launcher, args.slurm, selected, ROOT)
+            summary = chain_dir / "chain_summary.json"
+            if args.launcher == "slurm" or not summary.is_file():
+                print(
+                    f"=== chain {chain_name} submitted: {chain_dir} "
+                    "(the report job writes report.md when all stages are done)"
+                )
+                return submitted
+            print(f"\n=== chain {chain_name} finished: {chain_dir}\n" + (chain_dir / "report.md").read_text())
+            return json.loads(summary.read_text())
+        start = time.time()
+        for run in runs:
+            if run.finished:
+                print(f"=== chain stage {run.stage} already finished: {run.run_dir}")
+            elif run.stage in selected:
+                execute(run)
+        if left := sorted({run.stage for run in runs if not run.finished}):
+            print(
+                f"=== chain {chain_name}: stages {left} have not run yet; "
+                f"run them with --dir {chain_dir} for the report"
+            )
+            return {"chain": chain_name, "chain_dir": str(chain_dir), "unfinished": left}
+        return report(chain, runs, chain_dir, time.time() - start)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
