@@ -20,7 +20,7 @@ import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -31,6 +31,7 @@ from repfusion.losses import FeatureLoss
 from repfusion.plots import timestep_figure
 from repfusion.policy import TimestepPolicy
 from repfusion.teacher import DiffusionTeacher
+from tasks.config.types import AtLeastOne, Count, KeywordsOf, Probability, Seed
 from tasks.distill.frozen import attach_frozen, trainable_parameters
 from tasks.distill.taps import stage_features
 from tasks.errors import UserError
@@ -47,22 +48,22 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 class RepFusionModule(pl.LightningModule):
     def __init__(
         self,
-        student: dict[str, Any],
+        student: Annotated[dict[str, Any], KeywordsOf("tasks.models.backbones.create_backbone")],
         teacher: DiffusionTeacher,
         distill_loss: Callable[..., FeatureLoss],
         timesteps: Callable[..., TimestepPolicy],
-        num_classes: int,
+        num_classes: Count,
         optimizer: Callable,
         scheduler: Callable | None = None,
         policy_optimizer: Callable | None = None,
         feature_index: int = -1,
-        image_size: int = 32,
-        ema_decay: float = 0.999,
+        image_size: AtLeastOne = 32,
+        ema_decay: Probability = 0.999,
         ema_warmup: bool = True,
-        knn_k: int = 10,
-        histogram_bins: int = 50,
-        plot_every_n_epochs: int = 5,
-        seed: int = 0,
+        knn_k: AtLeastOne = 10,
+        histogram_bins: AtLeastOne = 50,
+        plot_every_n_epochs: Count = 5,
+        seed: Seed = 0,
     ):
         """`student`: kwargs of tasks.models.backbones.create_backbone (a timm model). `feature_index`:
         the student stage distilled (timm feature_info index; -1 is the last). `distill_loss`

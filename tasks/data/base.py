@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tasks.config.types import AtLeastOne, Count, Seed
 from tasks.data.sampler import EpochShuffleSampler
 from tasks.data.toolbox import RandAugment, RandomErasing
 from tasks.training.seeding import batch_generator
@@ -24,11 +25,11 @@ class ImageDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        batch_size: AtLeastOne = 128,
+        eval_batch_size: AtLeastOne | None = None,
+        num_workers: Count = 0,
         pin_memory: bool = False,
-        seed: int = 0,
+        seed: Seed = 0,
         batch_augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from pytorch_lightning import Callback
 
+from tasks.config.types import Seed
+
 
 def batch_generator(trainer, seed: int, device: torch.device, stream: int = 0) -> torch.Generator:
     """A generator seeded by (seed, stream, rank, epoch, batch index): the same draws after a resume."""
@@ -27,7 +29,7 @@ class StepSeed(Callback):
     batch index), so what a step draws (noise, timesteps, dropout) never depends on the
     steps before it: a run resumed after a kill -9 draws what the uninterrupted run drew."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: Seed = 0):
         self.seed = seed
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:

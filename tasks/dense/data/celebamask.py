@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from tasks.config.types import AtLeastOne, Count, Probability
 from tasks.data.augment import RandomAffine
 from tasks.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from tasks.data.layout import require_layout
@@ -196,8 +197,8 @@ class CelebAMaskDataModule(SegmentationDataModule):
     def __init__(
         self,
         root: str,
-        image_size: int = 512,
-        crop_size: int | None = 448,
+        image_size: AtLeastOne = 512,
+        crop_size: Count | None = 448,
         class_order: str = "repfusion",
         with_background: bool = False,
         flip_swap_lr: bool = False,
@@ -206,7 +207,7 @@ class CelebAMaskDataModule(SegmentationDataModule):
         augment: str = "mmseg",
         ratio_range: Sequence[float] = (0.5, 2.0),
         cat_max_ratio: float = 0.75,
-        flip_prob: float = 0.5,
+        flip_prob: Probability = 0.5,
         photometric: bool = True,
         **kwargs,
     ):
