@@ -40,6 +40,7 @@ from tasks.training.collector import Collector
 from tasks.training.ema import ModelEMA
 from tasks.training.optim import configure_optimizers
 from tasks.training.plots import log_figure
+from tasks.training.seeding import step_generator
 
 # The frozen teacher and the EMA copy stay in eval mode on purpose.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -122,11 +123,9 @@ class RepFusionModule(pl.LightningModule):
                     f"Set model.num_classes={n}."
                 )
 
-    def _generator(self, device: torch.device, step: int) -> torch.Generator:
-        """Randomness of t and noise keyed by (seed, rank, step): the same after a resume."""
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        key = ((self.hparams.seed * 1_000_003 + rank) * 1_000_003 + step) % (2**63)
-        return torch.Generator(device=device).manual_seed(key)
+    def _generator(self, device: torch.device, stream: str, epoch: int, batch: int) -> torch.Generator:
+        """Randomness of t and noise, a stream of tasks.training.seeding: the same after a resume."""
+        return step_generator(self.hparams.seed, stream, self.global_rank, epoch, batch, device)
 
     def student_feature(self, x: torch.Tensor, ema: bool = False) -> torch.Tensor:
         return stage_features(self.ema.model if ema else self.student, x, self.feature_index)[0]
@@ -148,7 +147,7 @@ class RepFusionModule(pl.LightningModule):
     # --- training --------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x, y = self.split_batch(batch)
-        generator = self._generator(x.device, self.global_step)
+        generator = self._generator(x.device, "repfusion/timesteps", self.current_epoch, batch_idx)
         self.policy.set_step(self.global_step // (1 if self.automatic_optimization else 2))  # optimiser steps per batch
         draw = self.draw_timesteps(x, generator)
         f_t = self.teacher(x, draw.t, generator)
@@ -213,7 +212,7 @@ class RepFusionModule(pl.LightningModule):
     # --- validation / test -----------------------------------------------------------------
     def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
         x, y = self.split_batch(batch)
-        generator = self._generator(x.device, 10**9 + batch_idx)  # the same t every epoch
+        generator = self._generator(x.device, "repfusion/evaluation", 0, batch_idx)  # the same t every epoch
         draw = self.draw_timesteps(x, generator)
         f_t = self.teacher(x, draw.t, generator)
         f_s = self.student_feature(x, ema=True)

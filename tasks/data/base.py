@@ -93,7 +93,7 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader(self.test_set, train=False)
 
     # --- device-side augmentation and normalisation -------------------------------
-    def _augment_generator(self, device: torch.device, stream: int = 0) -> torch.Generator:
+    def _augment_generator(self, device: torch.device, stream: str = "augment/affine") -> torch.Generator:
         """Seeded by (seed, stream, rank, epoch, batch index): identical after a resume."""
         return batch_generator(self.trainer, self.seed, device, stream)
 
@@ -109,8 +109,8 @@ class ImageDataModule(pl.LightningDataModule):
             batch = self.augment(batch)
         x, *rest = batch
         if training and self.rand_augment is not None:
-            x = self.rand_augment(x, self._augment_generator(x.device, stream=1))
+            x = self.rand_augment(x, self._augment_generator(x.device, "augment/randaugment"))
         x = self.normalize(x)
         if training and self.random_erasing is not None:
-            x = self.random_erasing(x, self._augment_generator(x.device, stream=2))
+            x = self.random_erasing(x, self._augment_generator(x.device, "augment/erasing"))
         return (x, *rest)

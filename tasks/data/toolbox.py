@@ -3,7 +3,7 @@
 Mixup/CutMix (timm's `Mixup`, in the classifier, with soft targets and label smoothing).
 
 timm draws from the global `random`, `numpy` and `torch` generators. Each call here seeds
-them from the batch's own generator (seed, rank, epoch, batch index) and restores them
+them from the batch's own generator (seed, stream, rank, epoch, batch index) and restores them
 afterwards, so a resumed run draws the same augmentations as an uninterrupted one."""
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class ClassificationModule(pl.LightningModule):
         x, y = batch
         if self.mixup is not None:  # soft targets; train/acc still compares with the unmixed labels
             seed = getattr(self.trainer.datamodule, "seed", 0)
-            x, soft = self.mixup(x, y, batch_generator(self.trainer, seed, x.device, stream=3))
+            x, soft = self.mixup(x, y, batch_generator(self.trainer, seed, x.device, "augment/mixup"))
             logits = self(x)
             loss = SoftTargetCrossEntropy()(logits.float(), soft)
         else:
