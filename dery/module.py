@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from safetensors.torch import save_file
 
 from dery.plots import architecture_figure
 from dery.spec import build_network, load_spec
+from tasks.config.types import Choices, Count, KeywordsOf, Probability
 from tasks.errors import UserError
 from tasks.io.cards import Card, load_card, write_card
 from tasks.io.checkpoints import load_state_dict_file
@@ -36,15 +37,15 @@ class ReassembledModule(ClassificationModule):
     def __init__(
         self,
         spec: str,
-        num_classes: int,
+        num_classes: Count,
         optimizer: Callable,
         scheduler: Callable | None = None,
-        label_smoothing: float = 0.0,
-        mixup: dict[str, Any] | None = None,
-        ema_decay: float | None = None,
-        mode: str = "frozen",
+        label_smoothing: Probability = 0.0,
+        mixup: Annotated[dict[str, Any] | None, KeywordsOf("tasks.data.toolbox.MixupCutmix")] = None,
+        ema_decay: Probability | None = None,
+        mode: Annotated[str, Choices("dery.module.MODES")] = "frozen",
         update_block_bn: bool = False,
-        init: str = "zoo",
+        init: Annotated[str, Choices("dery.module.INITS")] = "zoo",
     ):
         if mode not in MODES:
             raise UserError(f"model.mode='{mode}' is unknown; use one of {list(MODES)}.")

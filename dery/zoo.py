@@ -29,7 +29,7 @@ from tasks.models.backbones import count_parameters, create_backbone, load_expor
 from tasks.models.backbones.weights import load_backbone_weights
 
 WEIGHT_FORMS = "run:<run dir>, file:<path>, hub:<timm tag> or random"
-ZOO_MEMBER = "tasks.config.command_schemas.ZooMember"
+ZOO_MEMBER = "dery.schemas.ZooMember"
 
 
 @dataclass

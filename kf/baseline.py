@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
@@ -15,6 +15,7 @@ from kf.evaluation import publish, representation_figures, representation_metric
 from kf.figures import grouped_bars
 from kf.multihead import MultiHeadNet
 from kf.task_module import TaskModule
+from tasks.config.types import Choices, Count, KeywordsOf, Probability
 from tasks.models.backbones import count_parameters
 from tasks.training.collector import Collector
 from tasks.training.plots import log_figure
@@ -23,16 +24,16 @@ from tasks.training.plots import log_figure
 class MultiTaskModule(TaskModule):
     def __init__(
         self,
-        backbone: dict[str, Any],
+        backbone: Annotated[dict[str, Any], KeywordsOf("tasks.models.backbones.create_backbone")],
         optimizer: Callable,
         scheduler: Callable | None = None,
         factor_sizes: dict[str, int] | None = None,
         tasks: str | list[dict[str, Any]] = "per_factor",
         probe_tasks: list[dict[str, Any]] | None = None,
-        feature_dim: int = 0,
-        label_smoothing: float = 0.0,
-        task_reduction: str = "sum",
-        dci_importance: str = "gbt",
+        feature_dim: Count = 0,
+        label_smoothing: Probability = 0.0,
+        task_reduction: Annotated[str, Choices("kf.task_module.REDUCTIONS")] = "sum",
+        dci_importance: Annotated[str, Choices("kf.disentanglement.IMPORTANCES")] = "gbt",
     ):
         super().__init__(optimizer, scheduler, factor_sizes, tasks, probe_tasks, task_reduction)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from kf.metrics import accuracy, decoded_accuracy, match_teacher, teacher_task_l
 from kf.modularity import modularity_metrics
 from kf.task_module import TaskModule
 from kf.teacher import TeacherReader, TeacherSpec, load_teacher
+from tasks.config.types import AtLeastOne, Choices, Count, KeywordsOf, NonNegative, Probability, Range
 from tasks.distill.frozen import attach_frozen
 from tasks.errors import UserError
 from tasks.models.backbones import count_parameters, export_backbone
@@ -51,36 +52,36 @@ def projection(c_in: int, c_out: int) -> nn.Sequential:
 class KFModule(TaskModule):
     def __init__(
         self,
-        teacher: dict[str, Any],
-        ckn: dict[str, Any],
-        tsn: dict[str, Any],
+        teacher: Annotated[dict[str, Any], KeywordsOf("kf.teacher.TeacherSpec")],
+        ckn: Annotated[dict[str, Any], KeywordsOf("tasks.models.backbones.create_backbone")],
+        tsn: Annotated[dict[str, Any], KeywordsOf("tasks.models.backbones.create_backbone")],
         optimizer: Callable,
         scheduler: Callable | None = None,
         factor_sizes: dict[str, int] | None = None,
         tasks: str | list[dict[str, Any]] = "one_vs_rest",
         probe_tasks: list[dict[str, Any]] | None = None,
-        feature_dim: int = 0,
+        feature_dim: Count = 0,
         teacher_stages: Sequence[int | str] = (-3, -2, -1),
         ckn_stages: Sequence[int] = (-3, -2, -1),
-        infomax_weight: float = 1.0,
-        infomax_variant: str = "original",
-        kd_weight: float = 0.1,
-        temperature: float = 10.0,
-        kd_target: str = "tempered_groups",
-        kd_loss: str = "kl",
-        label_smoothing: float = 0.1,
+        infomax_weight: NonNegative = 1.0,
+        infomax_variant: Annotated[str, Choices("kf.losses.INFOMAX_VARIANTS")] = "original",
+        kd_weight: NonNegative = 0.1,
+        temperature: Annotated[float, Range(0, low_open=True, what="logits are divided by T")] = 10.0,
+        kd_target: Annotated[str, Choices("kf.losses.KD_TARGETS")] = "tempered_groups",
+        kd_loss: Annotated[str, Choices("kf.losses.KD_LOSSES")] = "kl",
+        label_smoothing: Probability = 0.1,
         classy_vision_smoothing: bool = True,
-        task_weight: float = 1.0,
-        infomin_weight: float = 1e-3,
+        task_weight: NonNegative = 1.0,
+        infomin_weight: NonNegative = 1e-3,
         gaussian_tsn: bool = False,
         infomax_on_z: bool = True,
-        task_reduction: str = "sum",
+        task_reduction: Annotated[str, Choices("kf.task_module.REDUCTIONS")] = "sum",
         vectorize: bool = True,
-        image_size: int = 32,
-        in_chans: int = 3,
-        dci_importance: str = "gbt",
+        image_size: AtLeastOne = 32,
+        in_chans: AtLeastOne = 3,
+        dci_importance: Annotated[str, Choices("kf.disentanglement.IMPORTANCES")] = "gbt",
         leakage: bool = True,
-        leakage_samples: int = 2000,
+        leakage_samples: Count = 2000,
     ):
         super().__init__(optimizer, scheduler, factor_sizes, tasks, probe_tasks, task_reduction)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])

@@ -11,6 +11,7 @@ import math
 import torch
 from torch.utils.data import TensorDataset
 
+from tasks.config.types import AtLeastOne, Count, Seed
 from tasks.data.base import ImageDataModule
 from tasks.errors import UserError
 
@@ -71,11 +72,11 @@ class ShapesDataModule(ImageDataModule):
 
     def __init__(
         self,
-        num_train: int = 6000,
-        num_val: int = 1000,
-        num_test: int = 2000,
-        image_size: int = 32,
-        data_seed: int = 0,
+        num_train: Count = 6000,
+        num_val: Count = 1000,
+        num_test: Count = 2000,
+        image_size: AtLeastOne = 32,
+        data_seed: Seed = 0,
         factors: dict[str, int] | None = None,
         **kwargs,
     ):

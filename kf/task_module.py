@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -16,6 +16,7 @@ from torchmetrics import MeanMetric
 
 from kf.metrics import accuracy, decoded_accuracy
 from kf.task_spec import build_tasks, task_targets
+from tasks.config.types import Choices
 from tasks.distill.frozen import trainable_parameters
 from tasks.errors import UserError
 from tasks.training.optim import configure_optimizers
@@ -42,7 +43,7 @@ class TaskModule(pl.LightningModule, ABC):
         factor_sizes: dict[str, int] | None,
         tasks: str | Sequence[Any],
         probe_tasks: Sequence[Any] | None,
-        task_reduction: str,
+        task_reduction: Annotated[str, Choices("kf.task_module.REDUCTIONS")],
     ):
         super().__init__()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler

@@ -8,13 +8,14 @@ import contextlib
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn as nn
 
 from kf.multihead import KIND as MULTI_HEAD
 from kf.task_spec import TaskSpec
+from tasks.config.types import Choices, Count
 from tasks.distill.taps import FeatureTap
 from tasks.errors import UserError
 from tasks.io.cards import TIMM, load_card, read_card
@@ -29,12 +30,13 @@ class TeacherSpec:
     source: str | None = None  # export card (.json) | checkpoint or weight file | timm model name
     arch: str | None = None  # timm architecture of a checkpoint source
     prefix: str | None = None  # key prefix inside a checkpoint, e.g. net. for a ClassificationModule
-    num_classes: int | None = None  # outputs of a checkpoint / timm teacher (default: the factor's values)
+    num_classes: Count | None = None  # outputs of a checkpoint / timm teacher (default: the factor's values)
     small_input_stem: bool = False  # the architecture of a checkpoint source uses the small-input stem
     timm_kwargs: dict | None = None  # further timm arguments of a checkpoint / timm-name architecture
     pretrained: bool = True  # timm name source: hub weights (needs the network)
     factor: str = "label"  # the ground-truth factor a single-head teacher predicts
-    bn_mode: str = "eval"  # eval: frozen-teacher contract | train: the original's batch statistics
+    # eval: frozen-teacher contract | train: the original's batch statistics
+    bn_mode: Annotated[str, Choices("kf.teacher.BN_MODES")] = "eval"
 
     @classmethod
     def parse(cls, cfg: dict[str, Any] | None) -> TeacherSpec:

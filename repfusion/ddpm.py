@@ -19,6 +19,7 @@ from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from repfusion.pixels import PixelRange
 from repfusion.plots import sample_grid_figure
+from tasks.config.types import AtLeastOne, Count, Probability
 from tasks.training.ema import ModelEMA
 from tasks.training.optim import configure_optimizers
 from tasks.training.plots import log_figure
@@ -48,13 +49,13 @@ class DDPMModule(pl.LightningModule):
         unet: UNet2DModel,
         optimizer: Callable,
         scheduler: Callable | None = None,
-        num_train_timesteps: int = 1000,
+        num_train_timesteps: AtLeastOne = 1000,
         beta_schedule: str = "linear",
-        num_samples: int = 16,
-        sample_steps: int = 50,
-        sample_every_n_epochs: int = 1,
-        image_size: int | None = None,
-        ema_decay: float | None = 0.999,
+        num_samples: Count = 16,
+        sample_steps: AtLeastOne = 50,
+        sample_every_n_epochs: Count = 1,
+        image_size: AtLeastOne | None = None,
+        ema_decay: Probability | None = 0.999,
         input_mean: list[float] | None = None,
         input_std: list[float] | None = None,
     ):

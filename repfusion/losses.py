@@ -12,12 +12,16 @@ with autocast off, whatever the training precision.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Annotated
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tasks.config.types import Choices, NonNegative, Positive, Range
 from tasks.errors import UserError
+
+DENSE_KINDS = ("mse", "l1")  # DenseLoss: the distance between the adapted student map and the teacher map
 
 
 class FeatureLoss(nn.Module, ABC):
@@ -30,7 +34,9 @@ class FeatureLoss(nn.Module, ABC):
 
     spatial = False  # True: needs a student map with more than one position
 
-    def __init__(self, student_channels: int, teacher_channels: int, weight: float = 1.0, standardize: bool = False):
+    def __init__(
+        self, student_channels: int, teacher_channels: int, weight: NonNegative = 1.0, standardize: bool = False
+    ):
         super().__init__()
         self.student_channels, self.teacher_channels, self.weight = student_channels, teacher_channels, weight
         self.standardize = standardize
@@ -65,7 +71,9 @@ class HintLoss(FeatureLoss):
     batch, so that what differs between images, not the channels' common offset, sets the
     loss (for teachers whose pooled features vary little between images; not in the original)."""
 
-    def __init__(self, student_channels: int, teacher_channels: int, weight: float = 1.0, standardize: bool = False):
+    def __init__(
+        self, student_channels: int, teacher_channels: int, weight: NonNegative = 1.0, standardize: bool = False
+    ):
         super().__init__(student_channels, teacher_channels, weight)
         self.adapter = nn.Conv2d(student_channels, teacher_channels, kernel_size=1, bias=True)
         self.standardize = standardize
@@ -87,9 +95,9 @@ class ATLoss(FeatureLoss):
         self,
         student_channels: int,
         teacher_channels: int,
-        weight: float = 1000.0,
-        p: float = 2.0,
-        eps: float = 1e-6,
+        weight: NonNegative = 1000.0,
+        p: Annotated[float, Range(0, low_open=True, what="the exponent of the attention map |f|^p")] = 2.0,
+        eps: Positive = 1e-6,
         standardize: bool = False,
     ):
         super().__init__(student_channels, teacher_channels, weight, standardize)
@@ -112,9 +120,9 @@ class RKDLoss(FeatureLoss):
         self,
         student_channels: int,
         teacher_channels: int,
-        weight: float = 1.0,
-        distance_weight: float = 25.0,
-        angle_weight: float = 50.0,
+        weight: NonNegative = 1.0,
+        distance_weight: NonNegative = 25.0,
+        angle_weight: NonNegative = 50.0,
         standardize: bool = False,
     ):
         super().__init__(student_channels, teacher_channels, weight, standardize)
@@ -151,12 +159,12 @@ class DenseLoss(FeatureLoss):
         self,
         student_channels: int,
         teacher_channels: int,
-        weight: float = 1.0,
-        kind: str = "mse",
+        weight: NonNegative = 1.0,
+        kind: Annotated[str, Choices("repfusion.losses.DENSE_KINDS")] = "mse",
         standardize: bool = False,
     ):
         super().__init__(student_channels, teacher_channels, weight, standardize)
-        if kind not in ("mse", "l1"):
+        if kind not in DENSE_KINDS:
             raise UserError(f"DenseLoss kind={kind!r} is not 'mse' or 'l1'.")
         self.kind = kind
         self.adapter = nn.Conv2d(student_channels, teacher_channels, kernel_size=1, bias=True)

@@ -20,7 +20,7 @@ import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -31,6 +31,7 @@ from repfusion.losses import FeatureLoss
 from repfusion.plots import timestep_figure
 from repfusion.policy import TimestepPolicy
 from repfusion.teacher import DiffusionTeacher
+from tasks.config.types import AtLeastOne, Count, KeywordsOf, Probability, Seed
 from tasks.distill.frozen import attach_frozen, trainable_parameters
 from tasks.distill.taps import stage_features
 from tasks.errors import UserError
@@ -39,6 +40,7 @@ from tasks.training.collector import Collector
 from tasks.training.ema import ModelEMA
 from tasks.training.optim import configure_optimizers
 from tasks.training.plots import log_figure
+from tasks.training.seeding import step_generator
 
 # The frozen teacher and the EMA copy stay in eval mode on purpose.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -47,22 +49,22 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 class RepFusionModule(pl.LightningModule):
     def __init__(
         self,
-        student: dict[str, Any],
+        student: Annotated[dict[str, Any], KeywordsOf("tasks.models.backbones.create_backbone")],
         teacher: DiffusionTeacher,
         distill_loss: Callable[..., FeatureLoss],
         timesteps: Callable[..., TimestepPolicy],
-        num_classes: int,
+        num_classes: Count,
         optimizer: Callable,
         scheduler: Callable | None = None,
         policy_optimizer: Callable | None = None,
         feature_index: int = -1,
-        image_size: int = 32,
-        ema_decay: float = 0.999,
+        image_size: AtLeastOne = 32,
+        ema_decay: Probability = 0.999,
         ema_warmup: bool = True,
-        knn_k: int = 10,
-        histogram_bins: int = 50,
-        plot_every_n_epochs: int = 5,
-        seed: int = 0,
+        knn_k: AtLeastOne = 10,
+        histogram_bins: AtLeastOne = 50,
+        plot_every_n_epochs: Count = 5,
+        seed: Seed = 0,
     ):
         """`student`: kwargs of tasks.models.backbones.create_backbone (a timm model). `feature_index`:
         the student stage distilled (timm feature_info index; -1 is the last). `distill_loss`
@@ -121,11 +123,9 @@ class RepFusionModule(pl.LightningModule):
                     f"Set model.num_classes={n}."
                 )
 
-    def _generator(self, device: torch.device, step: int) -> torch.Generator:
-        """Randomness of t and noise keyed by (seed, rank, step): the same after a resume."""
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        key = ((self.hparams.seed * 1_000_003 + rank) * 1_000_003 + step) % (2**63)
-        return torch.Generator(device=device).manual_seed(key)
+    def _generator(self, device: torch.device, stream: str, epoch: int, batch: int) -> torch.Generator:
+        """Randomness of t and noise, a stream of tasks.training.seeding: the same after a resume."""
+        return step_generator(self.hparams.seed, stream, self.global_rank, epoch, batch, device)
 
     def student_feature(self, x: torch.Tensor, ema: bool = False) -> torch.Tensor:
         return stage_features(self.ema.model if ema else self.student, x, self.feature_index)[0]
@@ -147,7 +147,7 @@ class RepFusionModule(pl.LightningModule):
     # --- training --------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x, y = self.split_batch(batch)
-        generator = self._generator(x.device, self.global_step)
+        generator = self._generator(x.device, "repfusion/timesteps", self.current_epoch, batch_idx)
         self.policy.set_step(self.global_step // (1 if self.automatic_optimization else 2))  # optimiser steps per batch
         draw = self.draw_timesteps(x, generator)
         f_t = self.teacher(x, draw.t, generator)
@@ -212,7 +212,7 @@ class RepFusionModule(pl.LightningModule):
     # --- validation / test -----------------------------------------------------------------
     def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
         x, y = self.split_batch(batch)
-        generator = self._generator(x.device, 10**9 + batch_idx)  # the same t every epoch
+        generator = self._generator(x.device, "repfusion/evaluation", 0, batch_idx)  # the same t every epoch
         draw = self.draw_timesteps(x, generator)
         f_t = self.teacher(x, draw.t, generator)
         f_s = self.student_feature(x, ema=True)

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from repfusion.probe import RunningStandardize, probe_mlp
+from tasks.config.types import AtLeastOne, Choices, Count, Probability
 from tasks.errors import UserError
 
 MODES = ("rl", "uniform", "fixed", "curriculum")
@@ -73,27 +75,27 @@ class TimestepPolicy(nn.Module):
         self,
         feature_channels: int,
         num_classes: int,
-        mode: str = "rl",
-        num_timesteps: int = 1000,
-        num_bins: int | None = None,
+        mode: Annotated[str, Choices("repfusion.policy.MODES")] = "rl",
+        num_timesteps: AtLeastOne = 1000,
+        num_bins: AtLeastOne | None = None,
         max_t: int | None = None,
         fixed_t: int = 0,
         fixed_t_from: str | None = None,
         curriculum_start: int | None = None,
         curriculum_end: int = 50,
-        curriculum_epochs: int = 100,
+        curriculum_epochs: Count = 100,
         entropy_reg: float = 0.1,
-        entropy_schedule: str = "steps",
+        entropy_schedule: Annotated[str, Choices("repfusion.policy.ENTROPY_SCHEDULES")] = "steps",
         entropy_end_step: int = 39_100,
         entropy_end_epoch: int = 100,
-        baseline: str = "mean",
-        baseline_momentum: float = 0.9,
+        baseline: Annotated[str, Choices("repfusion.policy.BASELINES")] = "mean",
+        baseline_momentum: Probability = 0.9,
         probe: bool = True,
         probe_hidden: int | None = None,
-        probe_norm: str = "none",
-        probe_norm_momentum: float = 0.05,
-        input_range: str = "unit",
-        in_channels: int = 3,
+        probe_norm: Annotated[str, Choices("repfusion.probe.PROBE_NORMS")] = "none",
+        probe_norm_momentum: Probability = 0.05,
+        input_range: Annotated[str, Choices("repfusion.policy.INPUT_RANGES")] = "unit",
+        in_channels: AtLeastOne = 3,
     ):
         """`fixed_t_from`: an oracle run dir (python -m repfusion.oracle) whose best fixed t
         replaces `fixed_t`. `entropy_end_step` (39,100: the original CIFAR run's 100 epochs x 391 steps) or

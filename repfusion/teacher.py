@@ -12,12 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn as nn
 from diffusers import DDPMScheduler, UNet2DModel
 
 from repfusion.pixels import PixelRange
+from tasks.config.types import AtLeastOne, Choices
 from tasks.distill.taps import FeatureTap
 from tasks.errors import UserError
 from tasks.io.files import check_weights, read_json
@@ -105,11 +107,11 @@ class DiffusionTeacher(nn.Module):
         source: str,
         layer: str = DEFAULT_LAYER,
         noise: bool = False,
-        num_train_timesteps: int = 1000,
+        num_train_timesteps: AtLeastOne = 1000,
         beta_schedule: str = "linear",
         truncate: bool = True,
-        image_size: int | None = None,
-        dtype: str | None = None,
+        image_size: AtLeastOne | None = None,
+        dtype: Annotated[str | None, Choices("repfusion.teacher._DTYPES")] = None,
         channels_last: bool = False,
         input_mean: Sequence[float] | None = None,
         input_std: Sequence[float] | None = None,

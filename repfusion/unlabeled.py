@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from tasks.config.types import AtLeastOne, Probability, Seed
 from tasks.data.base import ImageDataModule
 from tasks.errors import UserError
 from tasks.io.files import read_image
@@ -33,9 +34,9 @@ class UnlabeledFolderDataModule(ImageDataModule):
     def __init__(
         self,
         root: str,
-        image_size: int = 32,
-        val_fraction: float = 0.05,
-        split_seed: int = 0,
+        image_size: AtLeastOne = 32,
+        val_fraction: Probability = 0.05,
+        split_seed: Seed = 0,
         flip: bool = False,
         **kwargs,
     ):

@@ -1,8 +1,9 @@
 """Start-up validation of a composed config, before anything is written: every `_target_`
 imports, takes the keys it is given, gets its required ones, and every value has the type,
 range and choice its signature allows (tasks/config/schema.py); the plain keys of each command
-(train.yaml's seed, resume, monitor ...; DeRy's stage keys) match their dataclass schema
-(tasks/config/command_schemas.py); mandatory values are set. Errors name the key and the fix."""
+(train.yaml's seed, resume, monitor ...; a stage app's keys) match their dataclass schema
+(tasks/config/command_schemas.py, or one a package registers); mandatory values are set.
+Errors name the key and the fix."""
 
 from __future__ import annotations
 
@@ -68,15 +69,16 @@ def check_config(
     command: str | None = None,
 ) -> None:
     """Raise a UserError for the first mistake found in the instantiable sections, and (with
-    `command`, a config name such as 'train' or 'dery/search') in that command's plain keys."""
+    `command`, a config name such as 'train') in that command's plain keys."""
     for key in OmegaConf.missing_keys(cfg):
         if not key.startswith("hydra"):
             raise UserError(f"'{key}' must be set (it is '???' in the config). Add {key}=<value> to the command.")
     if command is not None:  # the plain keys first: `seed=-1` is about seed, not data.seed
-        from tasks.config.command_schemas import COMMANDS
+        from tasks.config.command_schemas import command_schema
 
-        if command in COMMANDS:
-            plain = schema.qualified(COMMANDS[command][0])
+        found = command_schema(command)
+        if found is not None:
+            plain = schema.qualified(found)
             keys = [k for k in schema.signature_of(plain).params if k in cfg]
             schema.check_mapping("", {k: _resolved(cfg, k) for k in keys}, plain, _suggest, known_only=True)
     for section in sections:
@@ -87,13 +89,12 @@ def check_config(
 
 def check_command(cfg: DictConfig, command: str) -> None:
     """The whole check of one command's composed config (its sections and its plain keys)."""
-    from tasks.config.command_schemas import COMMANDS
+    from tasks.config.command_schemas import command_sections
 
-    sections = COMMANDS.get(command, (None, ("data", "model", "trainer", "callbacks", "logger")))[1]
-    check_config(cfg, sections, command)
+    check_config(cfg, command_sections(command), command)
 
 
 def check_node(path: str, node: dict, target: str, known_only: bool = False) -> None:
     """The typed check of one plain mapping against `target` (a callable or a dataclass), for
-    code that reads a config node itself (kf.teacher.TeacherSpec.parse, dery.zoo.load_member)."""
+    code that reads a config node itself (a teacher spec, a zoo member)."""
     schema.check_mapping(path, node, target, _suggest, known_only=known_only)

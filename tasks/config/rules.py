@@ -1,38 +1,65 @@
-"""The rules tasks.config.schema applies beyond what signatures say: ranges by parameter name, exact
-ranges and patterns for single parameters, allowed values of str parameters (read from the
-modules' own constants), and dict parameters that are handed on as keyword arguments.
-Add a rule here when a new parameter needs one; a module may instead annotate its parameter
-with `Annotated[..., Range(...) | Choices(...) | Pattern(...)]`."""
+"""What library signatures do not say about their parameters (torch optimisers, Lightning's
+Trainer and callbacks, diffusers' U-Net): ranges, choices and patterns, one explicit rule per
+(class, parameter). A rule of a class also holds for its subclasses (every torch optimiser, the
+project's ModelCheckpoint). The project's own modules say theirs on their signatures instead
+(`Annotated[float, Range(0, 1)]`, `Literal[...]`, `Choices("pkg.module.CONSTANT")`, tasks/config/types.py)."""
 
 from __future__ import annotations
 
-from tasks.config.types import AT_LEAST_ONE, COUNT, POSITIVE, PROBABILITY, UNBOUNDED_OR_COUNT, Choices, Pattern, Range
+from tasks.config.types import (
+    AT_LEAST_ONE,
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    UNBOUNDED_OR_COUNT,
+    Choices,
+    Pattern,
+    Range,
+)
 
-# (regex on the parameter name, range). The first match wins.
-RANGES: list[tuple[str, Range]] = [
-    (r"(min_lr|\w+_min_lr|min_lr_ratio)", Range(0, what="a learning-rate floor cannot be negative")),
-    (r"(lr|learning_rate|base_lr|\w+_lr)", POSITIVE),
-    (r"(max_epochs|max_steps|num_sanity_val_steps|save_top_k)", UNBOUNDED_OR_COUNT),
-    (r"(batch_size|eval_batch_size|image_size|accumulate_grad_batches|num_nodes|restarts|max_iter)", AT_LEAST_ONE),
-    (
-        r"(p|prob|probability|\w+_prob|\w+_p|dropout|\w+_dropout|drop_rate|\w+_drop_rate|drop_path_rate|"
-        r"label_smoothing|\w+_fraction|fraction|ema_decay|decay|momentum|mixup|cutmix)",
-        PROBABILITY,
-    ),
-    (
-        r"(\w+_size|size|num_\w+|\w+_epochs|\w+_steps|\w+_samples|\w+_batches|\w+_workers|\w+_images|k|K|top_k|knn_k|"
-        r"\w+_k|bins|\w+_bins|depth|\w+_every_n_\w+|every_n_\w+|warmup\w*|patience|seed|\w+_seed|weight_decay|"
-        r"\w+_weight|eps|epsilon|temperature|gamma|power|\w+_channels|channels|width|\w+_width|degrees|"
-        r"translate_px)",
-        COUNT,
-    ),
-]
-EXACT: dict[tuple[str, str], Range] = {
-    ("pytorch_lightning.Trainer", "devices"): UNBOUNDED_OR_COUNT,
-    ("pytorch_lightning.Trainer", "log_every_n_steps"): AT_LEAST_ONE,
-    ("pytorch_lightning.Trainer", "check_val_every_n_epoch"): AT_LEAST_ONE,
-    ("torch.optim.Adam", "eps"): Range(0, low_open=True, what="Adam's epsilon must be positive"),
-    ("torch.optim.AdamW", "eps"): Range(0, low_open=True, what="Adam's epsilon must be positive"),
+_EPS = Range(0, low_open=True, what="an optimiser's epsilon must be positive")
+_TRAINER = "pytorch_lightning.Trainer"
+_CHECKPOINT = "pytorch_lightning.callbacks.ModelCheckpoint"
+_UNET = "diffusers.UNet2DModel"
+
+# (class or function as users name it, parameter) -> Range
+RANGES: dict[tuple[str, str], Range] = {
+    ("torch.optim.Optimizer", "lr"): POSITIVE,
+    ("torch.optim.Optimizer", "weight_decay"): Range(0, what="a weight decay cannot be negative"),
+    ("torch.optim.Optimizer", "momentum"): Range(0, 1, what="the fraction of the last step kept"),
+    ("torch.optim.Optimizer", "eps"): _EPS,
+    (_TRAINER, "devices"): UNBOUNDED_OR_COUNT,
+    (_TRAINER, "num_nodes"): AT_LEAST_ONE,
+    (_TRAINER, "max_epochs"): UNBOUNDED_OR_COUNT,
+    (_TRAINER, "min_epochs"): COUNT,
+    (_TRAINER, "max_steps"): UNBOUNDED_OR_COUNT,
+    (_TRAINER, "min_steps"): COUNT,
+    (_TRAINER, "limit_train_batches"): COUNT,
+    (_TRAINER, "limit_val_batches"): COUNT,
+    (_TRAINER, "limit_test_batches"): COUNT,
+    (_TRAINER, "limit_predict_batches"): COUNT,
+    (_TRAINER, "overfit_batches"): COUNT,
+    (_TRAINER, "num_sanity_val_steps"): UNBOUNDED_OR_COUNT,
+    (_TRAINER, "log_every_n_steps"): AT_LEAST_ONE,
+    (_TRAINER, "check_val_every_n_epoch"): AT_LEAST_ONE,
+    (_TRAINER, "accumulate_grad_batches"): AT_LEAST_ONE,
+    (_TRAINER, "gradient_clip_val"): NON_NEGATIVE,
+    (_TRAINER, "reload_dataloaders_every_n_epochs"): COUNT,
+    (_CHECKPOINT, "save_top_k"): UNBOUNDED_OR_COUNT,
+    (_CHECKPOINT, "every_n_train_steps"): COUNT,
+    (_CHECKPOINT, "every_n_epochs"): COUNT,
+    ("pytorch_lightning.callbacks.EarlyStopping", "patience"): COUNT,
+    ("pytorch_lightning.loggers.CSVLogger", "flush_logs_every_n_steps"): AT_LEAST_ONE,
+    (_UNET, "sample_size"): AT_LEAST_ONE,
+    (_UNET, "in_channels"): AT_LEAST_ONE,
+    (_UNET, "out_channels"): AT_LEAST_ONE,
+    (_UNET, "block_out_channels"): AT_LEAST_ONE,
+    (_UNET, "layers_per_block"): AT_LEAST_ONE,
+    (_UNET, "norm_num_groups"): AT_LEAST_ONE,
+    (_UNET, "dropout"): PROBABILITY,
+    (_UNET, "num_class_embeds"): COUNT,
+    (_UNET, "num_train_timesteps"): AT_LEAST_ONE,
 }
 
 
@@ -53,47 +80,16 @@ def lightning_strategies() -> tuple:
     return _lightning_names("strategy")
 
 
-# str parameters whose allowed values the signature does not say. A dotted path names the
-# module constant that lists them (the module keeps its own check for Python callers).
+# str parameters whose allowed values the signature does not say (inline, or a dotted path
+# to the library's own list).
 CHOICES: dict[tuple[str, str], tuple | Choices] = {
-    ("tasks.training.checkpointing.ModelCheckpoint", "mode"): ("min", "max"),
-    ("pytorch_lightning.callbacks.ModelCheckpoint", "mode"): ("min", "max"),  # a user's config may name it
+    (_CHECKPOINT, "mode"): ("min", "max"),
     ("pytorch_lightning.callbacks.EarlyStopping", "mode"): ("min", "max"),
     ("pytorch_lightning.callbacks.LearningRateMonitor", "logging_interval"): ("step", "epoch", None),
-    ("pytorch_lightning.Trainer", "gradient_clip_algorithm"): ("norm", "value", None),
-    ("pytorch_lightning.Trainer", "accelerator"): Choices("tasks.config.rules.lightning_accelerators"),
-    ("pytorch_lightning.Trainer", "strategy"): Choices("tasks.config.rules.lightning_strategies"),
-    ("kf.teacher.TeacherSpec", "bn_mode"): Choices("kf.teacher.BN_MODES"),
-    ("kf.module.KFModule", "infomax_variant"): Choices("kf.losses.INFOMAX_VARIANTS"),
-    ("kf.module.KFModule", "kd_target"): Choices("kf.losses.KD_TARGETS"),
-    ("kf.module.KFModule", "kd_loss"): Choices("kf.losses.KD_LOSSES"),
-    ("kf.module.KFModule", "dci_importance"): Choices("kf.disentanglement.IMPORTANCES"),
-    ("kf.task_module.TaskModule", "task_reduction"): Choices("kf.task_module.REDUCTIONS"),
-    ("dery.module.ReassembledModule", "mode"): Choices("dery.module.MODES"),
-    ("dery.module.ReassembledModule", "init"): Choices("dery.module.INITS"),
-    ("repfusion.policy.TimestepPolicy", "mode"): Choices("repfusion.policy.MODES"),
-    ("repfusion.policy.TimestepPolicy", "baseline"): Choices("repfusion.policy.BASELINES"),
-    ("repfusion.policy.TimestepPolicy", "entropy_schedule"): Choices("repfusion.policy.ENTROPY_SCHEDULES"),
-    ("repfusion.policy.TimestepPolicy", "input_range"): Choices("repfusion.policy.INPUT_RANGES"),
-    ("repfusion.policy.TimestepPolicy", "probe_norm"): Choices("repfusion.probe.PROBE_NORMS"),
-    ("repfusion.teacher.DiffusionTeacher", "dtype"): Choices("repfusion.teacher._DTYPES"),
-    ("tasks.dense.landmarks.LandmarkModule", "decode"): Choices("tasks.dense.landmarks.DECODERS"),
-    ("tasks.dense.landmarks.LandmarkModule", "target_encoding"): Choices("tasks.dense.heatmap.ENCODINGS"),
-    ("tasks.dense.landmarks.LandmarkModule", "nme_average"): Choices("tasks.dense.nme.AVERAGES"),
-    ("tasks.dense.landmarks.LandmarkModule", "head_init"): Choices("tasks.dense.heads.init.HEAD_INITS"),
-    ("tasks.dense.segmentation.SegmentationModule", "loss_average"): Choices("tasks.dense.segmentation.LOSS_AVERAGES"),
+    (_TRAINER, "gradient_clip_algorithm"): ("norm", "value", None),
+    (_TRAINER, "accelerator"): Choices("tasks.config.rules.lightning_accelerators"),
+    (_TRAINER, "strategy"): Choices("tasks.config.rules.lightning_strategies"),
 }
 PATTERNS: dict[tuple[str, str], Pattern] = {
-    ("pytorch_lightning.Trainer", "devices"): Pattern(
-        r"auto|-1|\d+|(\d+,)*\d+,?", "auto, a count, -1 or a list of indices"
-    ),
-}
-# (target, dict parameter) -> the callable that receives the dict as keyword arguments.
-FORWARDED: dict[tuple[str, str], str] = {
-    ("tasks.models.classification.ClassificationModule", "backbone"): "tasks.models.backbones.create_backbone",
-    ("tasks.dense.module.DenseModule", "backbone"): "tasks.models.backbones.create_backbone",
-    ("repfusion.module.RepFusionModule", "student"): "tasks.models.backbones.create_backbone",
-    ("kf.module.KFModule", "ckn"): "tasks.models.backbones.create_backbone",
-    ("kf.module.KFModule", "tsn"): "tasks.models.backbones.create_backbone",
-    ("kf.module.KFModule", "teacher"): "kf.teacher.TeacherSpec",
+    (_TRAINER, "devices"): Pattern(r"auto|-1|\d+|(\d+,)*\d+,?", "auto, a count, -1 or a list of indices"),
 }

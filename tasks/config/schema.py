@@ -1,10 +1,8 @@
 """Typed checks of config values against the signature of the `_target_` they are given to
-(or a dataclass schema for keys without a target): the type, the range (sizes and counts
-not negative, probabilities in [0, 1], learning rates > 0) and the allowed choices
-(`Literal[...]`). One message names the key, the value and what is expected.
-
-The rules beyond the signatures (ranges by parameter name, choices read from the modules'
-constants, dicts handed on as keyword arguments) are in tasks/config/rules.py."""
+(or a dataclass schema for keys without a target): the type, the range and the allowed
+choices, as the signature declares them (`Literal[...]`, `Annotated[..., Range | Choices |
+Pattern | KeywordsOf]`, tasks/config/types.py), or as tasks/config/rules.py says for library
+signatures. One message names the key, the value and what is expected."""
 
 from __future__ import annotations
 
@@ -15,6 +13,7 @@ import inspect
 import os
 import pathlib
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from tasks.config.types import (  # noqa: F401  (re-exported: modules annotate w
     PROBABILITY,
     UNBOUNDED_OR_COUNT,
     Choices,
+    KeywordsOf,
     Pattern,
     Range,
 )
@@ -315,29 +315,50 @@ def _schema_of(annotation: Any) -> tuple[str, type] | None:
     return None
 
 
-def range_for(target: str, owner: str, name: str, annotation: Any = None) -> Range | None:
-    from tasks.config.rules import EXACT, RANGES
+@cache
+def _rule_keys(target: str) -> tuple[str, ...]:
+    """The names under which tasks/config/rules.py may hold a rule for `target`: its own, and
+    each rule's class that it derives from (torch.optim.SGD -> torch.optim.Optimizer)."""
+    from hydra.utils import get_object
+
+    from tasks.config.rules import CHOICES, PATTERNS, RANGES
+
+    obj = get_object(target)
+    keys = [target]
+    for name in dict.fromkeys(k for table in (RANGES, CHOICES, PATTERNS) for k, _ in table):
+        module, _, attr = name.rpartition(".")
+        if name == target or module.split(".")[0] not in sys.modules:
+            continue  # a class whose package is not imported cannot be a base of `target`
+        base = getattr(sys.modules.get(module) or get_object(module), attr, None)
+        if isinstance(obj, type) and isinstance(base, type) and issubclass(obj, base):
+            keys.append(name)
+    return tuple(keys)
+
+
+def _rule(table: dict, target: str, name: str) -> Any:
+    return next((table[k, name] for k in _rule_keys(target) if (k, name) in table), None)
+
+
+def range_for(target: str, name: str, annotation: Any = None) -> Range | None:
+    from tasks.config.rules import RANGES
 
     declared = _metadata(annotation, Range)
-    if declared is not None:
-        return declared
-    for key in ((target, name), (owner, name)):
-        if key in EXACT:
-            return EXACT[key]
-    for pattern, rule in RANGES:
-        if re.fullmatch(pattern, name):
-            return rule
-    return None
+    return declared if declared is not None else _rule(RANGES, target, name)
 
 
-def choices_for(target: str, owner: str, name: str, annotation: Any = None) -> tuple | None:
+def choices_for(target: str, name: str, annotation: Any = None) -> tuple | None:
     from tasks.config.rules import CHOICES
 
-    declared = _metadata(annotation, Choices)
-    if declared is not None:
-        return declared.values()
-    found = CHOICES.get((target, name)) or CHOICES.get((owner, name))
+    found = _metadata(annotation, Choices) or _rule(CHOICES, target, name)
     return found.values() if isinstance(found, Choices) else found
+
+
+def keywords_of(target: str, name: str) -> str | None:
+    """The callable that parameter `name` of `target` hands its dict to as keyword arguments."""
+    sig = signature_of(target)
+    param = sig.params.get(name) if sig else None
+    found = _metadata(param.annotation, KeywordsOf) if param else None
+    return found.target if found else None
 
 
 def _numbers(value: Any) -> list[float]:
@@ -359,7 +380,7 @@ def check_value(path: str, value: Any, param: Param, target: str) -> None:
         expected = describe(param.annotation)
         problem = "is not a valid choice" if expected.startswith("one of") else "has the wrong type"
         raise UserError(f"Config value {path}={_shown(value)} {problem}: {where} expects {expected}.")
-    rule = range_for(target, param.owner, param.name, param.annotation)
+    rule = range_for(target, param.name, param.annotation)
     if rule is not None:
         for number in _numbers(value):
             if not rule.holds(number):
@@ -369,14 +390,10 @@ def check_value(path: str, value: Any, param: Param, target: str) -> None:
                 )
     from tasks.config.rules import PATTERNS
 
-    pattern = (
-        _metadata(param.annotation, Pattern)
-        or PATTERNS.get((target, param.name))
-        or PATTERNS.get((param.owner, param.name))
-    )
+    pattern = _metadata(param.annotation, Pattern) or _rule(PATTERNS, target, param.name)
     if pattern is not None and isinstance(value, str) and not re.fullmatch(pattern.regex, value):
         raise UserError(f"Config value {path}={_shown(value)} is not valid: {where} expects {pattern.what}.")
-    allowed = choices_for(target, param.owner, param.name, param.annotation)
+    allowed = choices_for(target, param.name, param.annotation)
     if allowed is not None and value not in allowed and not (value is None and _allows_none(param.annotation)):
         shown = [("null" if a is None else a) for a in allowed]
         raise UserError(f"Config value {path}={_shown(value)} is not a valid choice: {where} expects one of {shown}.")
@@ -405,10 +422,8 @@ def check_mapping(
     known_only: bool = False,
 ) -> None:
     """Every key of `node` against the signature of `target`; nested dicts that are handed
-    on (FORWARDED) against their callable, nested dataclass fields against their class.
+    on (KeywordsOf) against their callable, nested dataclass fields against their class.
     `known_only`: keys the signature does not declare pass (a config root's sections)."""
-    from tasks.config.rules import FORWARDED
-
     sig = signature_of(target)
     if sig is None:
         return
@@ -434,7 +449,8 @@ def check_mapping(
                 if isinstance(item, dict):
                     check_mapping(item_path, item, qualified(schema), suggest)
                     _require(item_path, item, qualified(schema))
-        forward = FORWARDED.get((target, str(key))) or FORWARDED.get((param.owner, str(key)))
+        forward = _metadata(param.annotation, KeywordsOf)
+        forward = forward.target if forward else None
         if forward and isinstance(value, dict) and not _is_target_node(value):
             check_mapping(_join(path, key), value, forward, suggest)
             _require(_join(path, key), value, forward)

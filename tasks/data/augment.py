@@ -10,11 +10,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tasks.config.types import NonNegative
+
 
 @dataclass
 class RandomAffine:
-    degrees: float = 0.0
-    translate_px: float = 0.0
+    degrees: NonNegative = 0.0
+    translate_px: NonNegative = 0.0
     scale: tuple[float, float] = (1.0, 1.0)
     hflip: bool = False
     integer_translate: bool = False  # exact pixel shifts (padded random crop), with nearest sampling

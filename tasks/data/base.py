@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tasks.config.types import AtLeastOne, Count, Seed
 from tasks.data.sampler import EpochShuffleSampler
 from tasks.data.toolbox import RandAugment, RandomErasing
 from tasks.training.seeding import batch_generator
@@ -24,11 +25,11 @@ class ImageDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        batch_size: AtLeastOne = 128,
+        eval_batch_size: AtLeastOne | None = None,
+        num_workers: Count = 0,
         pin_memory: bool = False,
-        seed: int = 0,
+        seed: Seed = 0,
         batch_augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -92,7 +93,7 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader(self.test_set, train=False)
 
     # --- device-side augmentation and normalisation -------------------------------
-    def _augment_generator(self, device: torch.device, stream: int = 0) -> torch.Generator:
+    def _augment_generator(self, device: torch.device, stream: str = "augment/affine") -> torch.Generator:
         """Seeded by (seed, stream, rank, epoch, batch index): identical after a resume."""
         return batch_generator(self.trainer, self.seed, device, stream)
 
@@ -108,8 +109,8 @@ class ImageDataModule(pl.LightningDataModule):
             batch = self.augment(batch)
         x, *rest = batch
         if training and self.rand_augment is not None:
-            x = self.rand_augment(x, self._augment_generator(x.device, stream=1))
+            x = self.rand_augment(x, self._augment_generator(x.device, "augment/randaugment"))
         x = self.normalize(x)
         if training and self.random_erasing is not None:
-            x = self.random_erasing(x, self._augment_generator(x.device, stream=2))
+            x = self.random_erasing(x, self._augment_generator(x.device, "augment/erasing"))
         return (x, *rest)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from tasks.config.types import Count, Seed
 from tasks.data.base import ImageDataModule
 from tasks.data.layout import require_layout
 from tasks.errors import UserError
@@ -68,7 +69,7 @@ class _ToFloat(Dataset):
 class CIFARDataModule(ImageDataModule):
     image_size = 32
 
-    def __init__(self, root: str, num_classes: int = 10, val_size: int = 5000, split_seed: int = 0, **kwargs):
+    def __init__(self, root: str, num_classes: Count = 10, val_size: Count = 5000, split_seed: Seed = 0, **kwargs):
         if num_classes not in _LAYOUTS:
             raise ValueError(f"num_classes must be 10 or 100, got {num_classes}")
         folder, files, source = _LAYOUTS[num_classes]

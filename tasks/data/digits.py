@@ -10,6 +10,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
+from tasks.config.types import AtLeastOne, Probability, Seed
 from tasks.data.base import ImageDataModule
 
 
@@ -40,10 +41,10 @@ class DigitsDataModule(ImageDataModule):
 
     def __init__(
         self,
-        image_size: int = 32,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
-        split_seed: int = 0,
+        image_size: AtLeastOne = 32,
+        val_fraction: Probability = 0.15,
+        test_fraction: Probability = 0.15,
+        split_seed: Seed = 0,
         train_subset: int | None = None,
         **kwargs,
     ):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
+from tasks.config.types import AtLeastOne, Count, Seed
 from tasks.data.base import ImageDataModule
 from tasks.data.idx import read_idx
 from tasks.errors import UserError
@@ -122,11 +123,11 @@ class FashionMNISTDataModule(ImageDataModule):
     def __init__(
         self,
         root: str | None = None,
-        image_size: int = 32,
+        image_size: AtLeastOne = 32,
         in_chans: int = 3,
-        val_size: int = 5000,
+        val_size: Count = 5000,
         train_subset: int | None = None,
-        split_seed: int = 0,
+        split_seed: Seed = 0,
         **kwargs,
     ):
         if in_chans not in (1, 3):

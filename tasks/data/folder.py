@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from tasks.config.types import AtLeastOne, Seed
 from tasks.data.base import ImageDataModule
 from tasks.data.layout import require_layout
 from tasks.io.files import read_image
@@ -70,7 +71,7 @@ class ImageFolderDataModule(ImageDataModule):
         "    test/<class>/<image>   (optional; val is the test set without it)\n"
     )
 
-    def __init__(self, root: str, image_size: int = 224, val_per_class: int = 0, split_seed: int = 0, **kwargs):
+    def __init__(self, root: str, image_size: AtLeastOne = 224, val_per_class: int = 0, split_seed: Seed = 0, **kwargs):
         require_layout(
             root,
             ["train"],
@@ -113,7 +114,7 @@ class TinyImageNetDataModule(ImageFolderDataModule):
         "    val/images/val_<k>.JPEG\n    val/val_annotations.txt\n"
     )
 
-    def __init__(self, root: str, image_size: int = 64, val_per_class: int = 10, split_seed: int = 0, **kwargs):
+    def __init__(self, root: str, image_size: AtLeastOne = 64, val_per_class: int = 10, split_seed: Seed = 0, **kwargs):
         require_layout(
             root,
             ["wnids.txt", "train", "val/images", "val/val_annotations.txt"],

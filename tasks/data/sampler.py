@@ -1,10 +1,13 @@
-"""A shuffling sampler whose order depends only on (seed, epoch), so resuming a run
-replays the exact batches of an uninterrupted one."""
+"""A shuffling sampler whose order depends only on (seed, epoch) (its stream of
+tasks.training.seeding, the same on every rank), so resuming a run replays the exact batches of an
+uninterrupted one."""
 
 from __future__ import annotations
 
 import torch
 from torch.utils.data import RandomSampler
+
+from tasks.training.seeding import step_generator
 
 
 class EpochShuffleSampler(RandomSampler):
@@ -19,5 +22,5 @@ class EpochShuffleSampler(RandomSampler):
         self.epoch = epoch
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        generator = step_generator(self.seed, "data/shuffle", 0, self.epoch, 0, torch.device("cpu"))
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()

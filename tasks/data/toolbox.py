@@ -3,7 +3,7 @@
 Mixup/CutMix (timm's `Mixup`, in the classifier, with soft targets and label smoothing).
 
 timm draws from the global `random`, `numpy` and `torch` generators. Each call here seeds
-them from the batch's own generator (seed, rank, epoch, batch index) and restores them
+them from the batch's own generator (seed, stream, rank, epoch, batch index) and restores them
 afterwards, so a resumed run draws the same augmentations as an uninterrupted one."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from tasks.config.types import Count, Probability
 from tasks.errors import UserError
 
 
@@ -93,7 +94,7 @@ class RandAugment:
 class RandomErasing:
     """timm's RandomErasing on a normalised batch (`mode='pixel'` fills with N(0, 1) noise)."""
 
-    probability: float = 0.25
+    probability: Probability = 0.25
     mode: str = "pixel"
     min_count: int = 1
     max_count: int | None = None
@@ -132,11 +133,11 @@ class MixupCutmix:
 
     mixup_alpha: float = 0.8
     cutmix_alpha: float = 1.0
-    prob: float = 1.0
-    switch_prob: float = 0.5
+    prob: Probability = 1.0
+    switch_prob: Probability = 0.5
     mode: str = "batch"
-    label_smoothing: float = 0.1
-    num_classes: int = 10
+    label_smoothing: Probability = 0.1
+    num_classes: Count = 10
 
     def __post_init__(self):
         from timm.data import Mixup

@@ -8,10 +8,11 @@ predicted points each val/test epoch."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
+from tasks.config.types import Choices, Count, KeywordsOf
 from tasks.dense.heads.init import init_mmpose_backbone, initialize_head
 from tasks.dense.heatmap import (
     ENCODINGS,
@@ -29,6 +30,7 @@ from tasks.dense.targets import encode_targets
 from tasks.errors import UserError
 
 DECODERS = (*REFINEMENTS, "soft_argmax")
+NORMALIZER_CHOICES = ("interocular", *NORMALIZERS)  # interocular: the pair of eye corners the data names
 
 
 class LandmarkModule(DenseModule):
@@ -36,29 +38,29 @@ class LandmarkModule(DenseModule):
 
     def __init__(
         self,
-        backbone: dict[str, Any],
+        backbone: Annotated[dict[str, Any], KeywordsOf("tasks.models.backbones.create_backbone")],
         head: Callable,
-        num_keypoints: int,
+        num_keypoints: Count,
         optimizer: Callable,
         scheduler: Callable | None = None,
         sigma: float = 2.0,
-        target_encoding: str = "unbiased",
-        decode: str = "taylor",
+        target_encoding: Annotated[str, Choices("tasks.dense.heatmap.ENCODINGS")] = "unbiased",
+        decode: Annotated[str, Choices("tasks.dense.landmarks.DECODERS")] = "taylor",
         blur_kernel: int = 0,
         soft_argmax_beta: float = 10.0,
         flip_test: bool = False,
         shift_heatmap: bool = False,
-        normalizer: str = "interocular",
+        normalizer: Annotated[str, Choices("tasks.dense.landmarks.NORMALIZER_CHOICES")] = "interocular",
         normalizer_pair: Sequence[int] | None = None,
-        nme_average: str = "images",
+        nme_average: Annotated[str, Choices("tasks.dense.nme.AVERAGES")] = "images",
         failure_threshold: float = 0.1,
-        head_init: str = "pytorch",
-        plot_samples: int = 8,
+        head_init: Annotated[str, Choices("tasks.dense.heads.init.HEAD_INITS")] = "pytorch",
+        plot_samples: Count = 8,
     ):
         for key, value, allowed in (
             ("decode", decode, DECODERS),
             ("target_encoding", target_encoding, ENCODINGS),
-            ("normalizer", normalizer, ("interocular", *NORMALIZERS)),
+            ("normalizer", normalizer, NORMALIZER_CHOICES),
             ("nme_average", nme_average, AVERAGES),
         ):
             if value not in allowed:

@@ -9,12 +9,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytorch_lightning as pl
 import torch
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
+from tasks.config.types import Count, KeywordsOf
 from tasks.models.backbones import create_backbone, export_backbone
 from tasks.training.optim import configure_optimizers
 from tasks.training.plots import log_figure
@@ -39,12 +40,12 @@ def describe_partial(factory: Callable) -> dict[str, Any]:
 class DenseModule(pl.LightningModule, ABC):
     def __init__(
         self,
-        backbone: dict[str, Any],
+        backbone: Annotated[dict[str, Any], KeywordsOf("tasks.models.backbones.create_backbone")],
         head: Callable,
         num_outputs: int,
         optimizer: Callable,
         scheduler: Callable | None = None,
-        plot_samples: int = 8,
+        plot_samples: Count = 8,
     ):
         super().__init__()
         self.backbone = create_backbone(**backbone, num_classes=0)

@@ -6,12 +6,13 @@ true against predicted label maps each val/test epoch."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from tasks.config.types import Choices, Count, KeywordsOf, NonNegative
 from tasks.dense.heads.init import initialize_head
 from tasks.dense.module import DenseModule, describe_partial
 from tasks.dense.pictures import mask_figure
@@ -25,17 +26,17 @@ class SegmentationModule(DenseModule):
 
     def __init__(
         self,
-        backbone: dict[str, Any],
+        backbone: Annotated[dict[str, Any], KeywordsOf("tasks.models.backbones.create_backbone")],
         head: Callable,
-        num_classes: int,
+        num_classes: Count,
         optimizer: Callable,
         scheduler: Callable | None = None,
         ignore_index: int = 255,
-        aux_weight: float = 1.0,
-        loss_average: str = "valid",
+        aux_weight: NonNegative = 1.0,
+        loss_average: Annotated[str, Choices("tasks.dense.segmentation.LOSS_AVERAGES")] = "valid",
         head_init: str = "pytorch",
         class_names: Sequence[str] | None = None,
-        plot_samples: int = 8,
+        plot_samples: Count = 8,
     ):
         if loss_average not in LOSS_AVERAGES:
             raise UserError(f"model.loss_average='{loss_average}' is not one of {list(LOSS_AVERAGES)}.")

@@ -20,15 +20,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tasks.config.registry import CARDS, entry_points
 from tasks.errors import UserError
 from tasks.io import files
 
-GROUP = "kt.cards"
+GROUP = CARDS
 FORMAT = 2
 TIMM = "timm"
 TIMM_CONFIG, CARD_FILE, WEIGHTS = "config.json", "card.json", "model.safetensors"
@@ -163,16 +163,8 @@ def register(kind: str, loader: Loader) -> None:
     _REGISTERED[kind] = loader
 
 
-@lru_cache(maxsize=1)
 def _entry_points() -> dict[str, metadata.EntryPoint]:
-    """Every installed distribution's kinds (not only the first copy of each distribution on
-    sys.path: a stale egg-info in the working directory would hide a fresh install's)."""
-    found: dict[str, metadata.EntryPoint] = {}
-    for dist in metadata.distributions():
-        for ep in dist.entry_points:
-            if ep.group == GROUP:
-                found.setdefault(ep.name, ep)
-    return found
+    return entry_points(GROUP)
 
 
 def kinds() -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytorch_lightning as pl
 import torch
@@ -16,6 +16,7 @@ from timm.loss import SoftTargetCrossEntropy
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from tasks.config.types import Count, KeywordsOf, Probability
 from tasks.data.toolbox import MixupCutmix
 from tasks.errors import UserError
 from tasks.models.backbones import create_backbone
@@ -28,13 +29,13 @@ from tasks.training.seeding import batch_generator
 class ClassificationModule(pl.LightningModule):
     def __init__(
         self,
-        backbone: dict[str, Any],
-        num_classes: int,
+        backbone: Annotated[dict[str, Any], KeywordsOf("tasks.models.backbones.create_backbone")],
+        num_classes: Count,
         optimizer: Callable,
         scheduler: Callable | None = None,
-        label_smoothing: float = 0.0,
-        mixup: dict[str, Any] | None = None,
-        ema_decay: float | None = None,
+        label_smoothing: Probability = 0.0,
+        mixup: Annotated[dict[str, Any] | None, KeywordsOf("tasks.data.toolbox.MixupCutmix")] = None,
+        ema_decay: Probability | None = None,
     ):
         super().__init__()
         if mixup and label_smoothing:
@@ -89,7 +90,7 @@ class ClassificationModule(pl.LightningModule):
         x, y = batch
         if self.mixup is not None:  # soft targets; train/acc still compares with the unmixed labels
             seed = getattr(self.trainer.datamodule, "seed", 0)
-            x, soft = self.mixup(x, y, batch_generator(self.trainer, seed, x.device, stream=3))
+            x, soft = self.mixup(x, y, batch_generator(self.trainer, seed, x.device, "augment/mixup"))
             logits = self(x)
             loss = SoftTargetCrossEntropy()(logits.float(), soft)
         else:

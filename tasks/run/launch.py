@@ -6,6 +6,8 @@ sweeps and Hydra's flags (--multirun, --cfg, --help, ...) go through `@hydra.mai
 from __future__ import annotations
 
 import functools
+import inspect
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,14 +20,21 @@ from tasks.run.boundary import hydra_output_dir, run_guarded
 
 
 def job_name(task: Callable[..., Any]) -> str:
-    """The job name `@hydra.main` gives this task (from its file or module)."""
-    from hydra._internal.utils import detect_calling_file_or_module_from_task_function, detect_task_name
+    """The job name `@hydra.main` gives this task: the last part of its module's name, or its
+    file's stem when the module runs as a script (HYDRA_MAIN_MODULE names the module instead)."""
+    from hydra.core.utils import get_valid_filename
 
-    return detect_task_name(*detect_calling_file_or_module_from_task_function(task))
+    task = inspect.unwrap(task)
+    module = os.environ.get("HYDRA_MAIN_MODULE") or task.__module__
+    if module not in (None, "__main__"):
+        return module.rpartition(".")[2]
+    return get_valid_filename(Path(inspect.getfile(task)).stem)
 
 
 def run_once(task: Callable[[DictConfig], Any], cfg: DictConfig, config_name: str) -> Any:
-    """Hydra's RUN mode on a composed config (hydra.core.utils.run_job, as Hydra.run calls it)."""
+    """Hydra's RUN mode on a composed config (hydra.core.utils.run_job, as Hydra.run calls it).
+    Hydra has no public way to build the user's hydra.callbacks: its internal Callbacks is why
+    pyproject.toml caps hydra-core below 1.4."""
     from hydra._internal.callbacks import Callbacks
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.utils import configure_log, run_job

@@ -55,9 +55,8 @@ def _compose(cfg_dir: Path, config_name: str, overrides: list[str], job_name: st
 
 def _declared_keys(base: DictConfig, parent: str, command: str) -> list[str]:
     """Keys the schema or the `_target_` of node `parent` accepts, beyond those in the config."""
-    from tasks.config import rules as schema_rules
     from tasks.config import schema
-    from tasks.config.command_schemas import COMMANDS
+    from tasks.config.command_schemas import command_schema
 
     node = OmegaConf.select(base, parent) if parent else base
     try:
@@ -67,11 +66,9 @@ def _declared_keys(base: DictConfig, parent: str, command: str) -> list[str]:
         grand, _, key = parent.rpartition(".")
         above = OmegaConf.select(base, grand) if grand else base
         if isinstance(above, DictConfig) and "_target_" in above:
-            forward = schema_rules.FORWARDED.get((str(above._target_), key))
+            forward = schema.keywords_of(str(above._target_), key)
             return sorted(schema.signature_of(forward).params) if forward else []
-        if command not in COMMANDS:
-            return []
-        current: type | None = COMMANDS[command][0]
+        current: type | None = command_schema(command)
         parts = [p for p in parent.split(".") if p]
         while parts and current is not None:
             sig = schema.signature_of(schema.qualified(current))
@@ -245,25 +242,18 @@ def check_resume_file(resume: str) -> None:
         )
 
 
-# `python -m <module>` apps that are Hydra apps, with their config name.
-HYDRA_MODULES = {
-    "dery.similarity": "dery/similarity",
-    "dery.partition": "dery/partition",
-    "dery.search": "dery/search",
-    "repfusion.oracle": "repfusion/oracle",
-}
-
-
 def check_stage_commands(commands: list[list[str]], cfg_dir: Path | None = None) -> None:
     """The checks of `preflight` for every stage command of a chain before the first one
     runs: a wrong key or value in any stage stops the chain before anything is written."""
     from tasks.config.location import CONF_DIR
+    from tasks.config.registry import stage_apps
 
     cfg_dir = cfg_dir or CONF_DIR
+    apps = stage_apps()  # `python -m <module>` Hydra apps, registered by their packages (kt.apps)
     seen = set()
     for command in commands:
         if len(command) > 2 and command[1] == "-m":
-            config_name, args = HYDRA_MODULES.get(command[2]), command[3:]
+            config_name, args = apps.get(command[2]), command[3:]
         else:
             config_name, args = ("train" if command[1].endswith("train.py") else None), command[2:]
         if config_name is None:

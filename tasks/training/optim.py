@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from tasks.config.types import Count, NonNegative
 from tasks.errors import UserError
 
 WARMUPS = ("plain", "mmcv")
@@ -42,11 +43,11 @@ def multistep(
     steps_per_epoch: int,
     total_steps: int,
     milestones: Sequence[int] = (100, 150),
-    gamma: float = 0.1,
-    warmup_epochs: float | None = 0,
-    warmup_steps: int = 0,
+    gamma: NonNegative = 0.1,
+    warmup_epochs: NonNegative | None = 0,
+    warmup_steps: Count = 0,
     warmup: str = "plain",
-    warmup_ratio: float = 0.001,
+    warmup_ratio: NonNegative = 0.001,
 ) -> LambdaLR:
     """Multiply the LR by `gamma` at each milestone epoch (the original RepFusion/KF recipes;
     mmcv's StepLrUpdaterHook). The warm-up lasts `warmup_epochs` epochs when that is set (not 0
@@ -64,8 +65,8 @@ def cosine(
     *,
     steps_per_epoch: int,
     total_steps: int,
-    warmup_epochs: float = 0,
-    min_lr_ratio: float = 0.0,
+    warmup_epochs: NonNegative = 0,
+    min_lr_ratio: NonNegative = 0.0,
 ) -> LambdaLR:
     """Linear warm-up, then cosine decay to `min_lr_ratio` times the base LR at the last step."""
     warmup = int(warmup_epochs * steps_per_epoch)
@@ -82,11 +83,11 @@ def poly(
     *,
     steps_per_epoch: int,
     total_steps: int,
-    power: float = 0.9,
-    min_lr_ratio: float = 0.0,
-    warmup_steps: int = 0,
+    power: NonNegative = 0.9,
+    min_lr_ratio: NonNegative = 0.0,
+    warmup_steps: Count = 0,
     warmup: str = "plain",
-    warmup_ratio: float = 0.1,
+    warmup_ratio: NonNegative = 0.1,
 ) -> LambdaLR:
     """Polynomial decay by iteration (segmentation recipes; mmcv's PolyLrUpdaterHook):
     min + (base - min) * (1 - i / T) ** power, after an optional warm-up."""

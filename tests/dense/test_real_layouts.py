@@ -74,21 +74,21 @@ def test_celebamask_authors_order_with_background_restores_the_previous_labels(t
 
 def test_celebamask_reads_repfusions_split_files_and_merged_masks(tmp_path):
     make_celebamask(tmp_path)
-    parts, merged = celeba(tmp_path, split="repfusion"), celeba(tmp_path, split="repfusion", masks="merged")
+    parts, merged = celeba(tmp_path, split="mmseg"), celeba(tmp_path, split="mmseg", masks="merged")
     assert (parts.train_set.indices, parts.val_set.indices, parts.test_set.indices) == ([1, 3], [0], [2])
     for i in range(2):
         assert torch.equal(parts.train_set[i][1], merged.train_set[i][1])
-    with pytest.raises(UserError, match="class_order=repfusion"):
+    with pytest.raises(UserError, match="class_order=mmseg"):
         CelebAMaskDataModule(root=str(tmp_path), masks="merged", class_order="authors")
     (tmp_path / "val_celebahqmask.txt").write_text("12a\n")
     with pytest.raises(UserError, match="image number"):
-        celeba(tmp_path, split="repfusion")
+        celeba(tmp_path, split="mmseg")
 
 
 def test_celebamask_missing_parts_stay_background(tmp_path):
     make_celebamask(tmp_path)
     (tmp_path / "CelebAMask-HQ-mask-anno" / "0" / "00001_skin.png").unlink()
-    labels = merge_parts(tmp_path, 1, size=32, order="repfusion")
+    labels = merge_parts(tmp_path, 1, size=32, order="mmseg")
     assert labels[20, 20] == 0 and labels[2, 28] == 17  # merged values: 0 background, 17 = hair (1-based)
 
 
@@ -100,7 +100,7 @@ def test_celebamask_missing_data_names_layout_and_source(tmp_path):
     make_celebamask(tmp_path)
     (tmp_path / "test_celebahqmask.txt").unlink()
     with pytest.raises(UserError, match="test_celebahqmask.txt"):
-        CelebAMaskDataModule(root=str(tmp_path), split="repfusion")
+        CelebAMaskDataModule(root=str(tmp_path), split="mmseg")
 
 
 def test_celebamask_mapping_without_images_is_reported(tmp_path):

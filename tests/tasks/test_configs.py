@@ -6,8 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from tasks.config.check import check_config
+from tasks.config.registry import stage_apps
 from tasks.errors import UserError
-from tasks.run.preflight import HYDRA_MODULES
 from tests.conftest import CONF, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -75,9 +75,9 @@ def test_every_chain_stage_composes(chain_name, tmp_path):
     for run in plan(load_chain(chain_name), tmp_path, [], {}, None):
         args = [a for a in run.command[2:] if not a.startswith("hydra.run.dir=")]
         if run.command[1] == "-m":  # a stage app: Hydra apps compose their primary config, the others have none
-            if args[0] not in HYDRA_MODULES:
+            if args[0] not in stage_apps():
                 continue
-            cfg = compose_config(args[1:], tmp_path, config_name=HYDRA_MODULES[args[0]])
+            cfg = compose_config(args[1:], tmp_path, config_name=stage_apps()[args[0]])
         else:
             cfg = compose_config(args, tmp_path)
             check_config(cfg, sections=("data", "model", "trainer", "callbacks", "logger"))

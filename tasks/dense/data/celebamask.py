@@ -2,7 +2,8 @@
 hand-drawn part masks at 512x512, merged into one label map.
 
 Classes (`class_order`, `with_background`):
-- "repfusion" (RepFusion's mmseg dataset and tools/dataset/process_celebahqmask.py): parts
+- "mmseg" (the order of RepFusion's mmseg recipe: its CelebAHQMask dataset and
+  tools/dataset/process_celebahqmask.py): parts
   merged in the order skin, l_brow, r_brow, l_eye, r_eye, eye_g, l_ear, r_ear, ear_r, nose,
   mouth, u_lip, l_lip, neck, neck_l, cloth, hair, hat (a later part overwrites an earlier
   one), 18 classes 0..17 in that order, background ignored (255), as `num_classes=18` does.
@@ -13,12 +14,12 @@ With `with_background=true` background is class 0 and the parts are 1..18.
 
 Split (`split`): "celeba" (CelebA's own partition: `orig_idx` in
 CelebA-HQ-to-CelebA-mapping.txt < 162771 train, < 182638 val, else test; 24,183 / 2,993 /
-2,824 images) or "repfusion" (RepFusion's files {train,val,test}_celebahqmask.txt in
+2,824 images) or "mmseg" (the recipe's files {train,val,test}_celebahqmask.txt in
 data.root: one image number per line; its script drew them by an unseeded shuffle with the
 same sizes, so only a user who has the files can reproduce that split).
 
 Masks (`masks`): "parts" (the published per-part PNGs, merged on the fly) or "merged"
-(RepFusion's mask/<i>.png: 0 background, l = 1..18 the l-th part of the "repfusion" order)."""
+(RepFusion's mask/<i>.png: 0 background, l = 1..18 the l-th part of the "mmseg" order)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from tasks.config.types import AtLeastOne, Count, Probability
 from tasks.data.augment import RandomAffine
 from tasks.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from tasks.data.layout import require_layout
@@ -40,7 +42,7 @@ from tasks.errors import UserError
 from tasks.io.files import read_image
 
 PART_ORDERS = {
-    "repfusion": (
+    "mmseg": (
         "skin",
         "l_brow",
         "r_brow",
@@ -86,20 +88,20 @@ MIRROR_PARTS = (("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear"))
 SPLITS = ("train", "val", "test")
 SPLIT_BOUNDS = (162771, 182638)  # CelebA original index: train below the first, val below the second
 IMAGES, MASKS, MAPPING, MERGED = "CelebA-HQ-img", "CelebAMask-HQ-mask-anno", "CelebA-HQ-to-CelebA-mapping.txt", "mask"
-REPFUSION_SPLIT = "{}_celebahqmask.txt"
-CLASS_ORDERS, SPLIT_CHOICES = tuple(PART_ORDERS), ("celeba", "repfusion")
+SPLIT_LISTS = "{}_celebahqmask.txt"
+CLASS_ORDERS, SPLIT_CHOICES = tuple(PART_ORDERS), ("celeba", "mmseg")
 MASK_CHOICES, AUGMENTS = ("parts", "merged"), ("mmseg", "affine")
 LAYOUT = """  {root}/
     CelebA-HQ-img/<i>.jpg                                 i = 0..29999 (1024x1024)
     CelebAMask-HQ-mask-anno/<i // 2000>/<i:05d>_<part>.png  part in skin, nose, ..., cloth (512x512) [masks=parts]
     CelebA-HQ-to-CelebA-mapping.txt                       columns: idx orig_idx orig_file              [split=celeba]
     mask/<i>.png                                          RepFusion's merged labels (0 background, 1..18) [masks=merged]
-    {{train,val,test}}_celebahqmask.txt                     RepFusion's split, one image number a line [split=repfusion]
+    {{train,val,test}}_celebahqmask.txt                     RepFusion's split, one image number a line [split=mmseg]
 """
 SOURCE = "https://github.com/switchablenorms/CelebAMask-HQ (CelebAMask-HQ.zip; unzip it into data.root)"
 
 
-def class_names(order: str = "repfusion", with_background: bool = False) -> tuple[str, ...]:
+def class_names(order: str = "mmseg", with_background: bool = False) -> tuple[str, ...]:
     return (("background",) if with_background else ()) + PART_ORDERS[order]
 
 
@@ -147,11 +149,11 @@ def read_split(root: Path) -> dict[str, list[int]]:
     return split
 
 
-def read_repfusion_split(root: Path) -> dict[str, list[int]]:
+def read_split_lists(root: Path) -> dict[str, list[int]]:
     """RepFusion's split files: one image number (file stem) per line."""
     split = {}
     for name in SPLITS:
-        path = root / REPFUSION_SPLIT.format(name)
+        path = root / SPLIT_LISTS.format(name)
         try:
             split[name] = [int(line.strip()) for line in path.read_text().splitlines() if line.strip()]
         except ValueError as err:
@@ -196,9 +198,9 @@ class CelebAMaskDataModule(SegmentationDataModule):
     def __init__(
         self,
         root: str,
-        image_size: int = 512,
-        crop_size: int | None = 448,
-        class_order: str = "repfusion",
+        image_size: AtLeastOne = 512,
+        crop_size: Count | None = 448,
+        class_order: str = "mmseg",
         with_background: bool = False,
         flip_swap_lr: bool = False,
         split: str = "celeba",
@@ -206,7 +208,7 @@ class CelebAMaskDataModule(SegmentationDataModule):
         augment: str = "mmseg",
         ratio_range: Sequence[float] = (0.5, 2.0),
         cat_max_ratio: float = 0.75,
-        flip_prob: float = 0.5,
+        flip_prob: Probability = 0.5,
         photometric: bool = True,
         **kwargs,
     ):
@@ -218,13 +220,13 @@ class CelebAMaskDataModule(SegmentationDataModule):
         ):
             if value not in allowed:
                 raise UserError(f"data.{key}='{value}' is not one of {list(allowed)}.")
-        if masks == "merged" and class_order != "repfusion":
+        if masks == "merged" and class_order != "mmseg":
             raise UserError(
-                "data.masks=merged reads RepFusion's mask/<i>.png, whose labels follow the 'repfusion' "
-                "part order; set data.class_order=repfusion (or data.masks=parts)."
+                "data.masks=merged reads RepFusion's mask/<i>.png, whose labels follow the 'mmseg' "
+                "part order; set data.class_order=mmseg (or data.masks=parts)."
             )
         required = [IMAGES, MASKS if masks == "parts" else MERGED]
-        required += [MAPPING] if split == "celeba" else [REPFUSION_SPLIT.format(s) for s in SPLITS]
+        required += [MAPPING] if split == "celeba" else [SPLIT_LISTS.format(s) for s in SPLITS]
         self.root = require_layout(root, required, "CelebAMask-HQ", LAYOUT.format(root=root), SOURCE)
         super().__init__(**kwargs)
         self.image_size, self.crop_size = image_size, crop_size
@@ -255,7 +257,7 @@ class CelebAMaskDataModule(SegmentationDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        split = read_split(self.root) if self.split == "celeba" else read_repfusion_split(self.root)
+        split = read_split(self.root) if self.split == "celeba" else read_split_lists(self.root)
         empty = [name for name, ids in split.items() if not ids]
         if empty:
             raise UserError(f"The {self.split} split under {self.root} lists no {'/'.join(empty)} image.")

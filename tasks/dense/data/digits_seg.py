@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import TensorDataset
 
+from tasks.config.types import AtLeastOne, Probability, Seed
 from tasks.data.digits import load_digit_images, split_indices
 from tasks.dense.data.base import SegmentationDataModule
 
@@ -50,13 +51,13 @@ class DigitsSegDataModule(SegmentationDataModule):
 
     def __init__(
         self,
-        image_size: int = 32,
+        image_size: AtLeastOne = 32,
         grid: int = 2,
         threshold: float = 0.4,
         ignore_band: float = 0.1,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
-        split_seed: int = 0,
+        val_fraction: Probability = 0.15,
+        test_fraction: Probability = 0.15,
+        split_seed: Seed = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import TensorDataset
 
+from tasks.config.types import AtLeastOne, Count, Seed
 from tasks.dense.data.base import KeypointDataModule
 
 KEYPOINT_NAMES = (
@@ -115,11 +116,11 @@ class ShapesLandmarksDataModule(KeypointDataModule):
 
     def __init__(
         self,
-        image_size: int = 64,
-        train_size: int = 2000,
-        val_size: int = 300,
-        test_size: int = 300,
-        data_seed: int = 0,
+        image_size: AtLeastOne = 64,
+        train_size: Count = 2000,
+        val_size: Count = 300,
+        test_size: Count = 300,
+        data_seed: Seed = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)

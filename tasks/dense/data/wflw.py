@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import Dataset
 
+from tasks.config.types import AtLeastOne, Count, Probability, Seed
 from tasks.data.augment import RandomAffine
 from tasks.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from tasks.data.layout import require_layout
@@ -148,17 +149,17 @@ class WFLWDataModule(KeypointDataModule):
     def __init__(
         self,
         root: str,
-        image_size: int = 256,
+        image_size: AtLeastOne = 256,
         margin: float = 1.25,
         crop_box: str = "landmarks",
         layout: str = "auto",
-        val_size: int = 0,
-        split_seed: int = 0,
+        val_size: Count = 0,
+        split_seed: Seed = 0,
         augment: str = "mmpose",
         rot_factor: float = 30.0,
-        rot_prob: float = 0.6,
+        rot_prob: Probability = 0.6,
         scale_factor: float = 0.25,
-        flip_prob: float = 0.5,
+        flip_prob: Probability = 0.5,
         **kwargs,
     ):
         for key, value, allowed in (

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tasks.config.types import Count, Counts, Probability
 from tasks.dense.heads.fcn import FCNBlock
 from tasks.dense.heads.layers import ConvBNReLU
 from tasks.errors import UserError
@@ -99,11 +100,11 @@ class BiSeNetV1Head(nn.Module):
         channels: Sequence[int],
         reductions: Sequence[int],
         num_classes: int,
-        spatial_channels: Sequence[int] = (64, 64, 64, 128),
-        context_channels: int = 128,
-        fuse_channels: int = 256,
-        aux_channels: int = 64,
-        dropout: float = 0.1,
+        spatial_channels: Counts = (64, 64, 64, 128),
+        context_channels: Count = 128,
+        fuse_channels: Count = 256,
+        aux_channels: Count = 64,
+        dropout: Probability = 0.1,
         aux: bool = True,
     ):
         super().__init__()

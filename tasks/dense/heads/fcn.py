@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tasks.config.types import Count, Probability
 from tasks.dense.heads.layers import ConvBNReLU, stage_indices
 
 
@@ -21,9 +22,9 @@ class FCNBlock(nn.Module):
         in_channels: int,
         channels: int,
         num_classes: int,
-        num_convs: int = 1,
+        num_convs: Count = 1,
         concat_input: bool = False,
-        dropout: float = 0.1,
+        dropout: Probability = 0.1,
     ):
         super().__init__()
         layers = [ConvBNReLU(in_channels if i == 0 else channels, channels) for i in range(num_convs)]
@@ -56,10 +57,10 @@ class FCNHead(nn.Module):
         reductions: Sequence[int],
         num_classes: int,
         in_indices: Sequence[int] = (-1,),
-        head_channels: int = 256,
-        num_convs: int = 2,
+        head_channels: Count = 256,
+        num_convs: Count = 2,
         concat_input: bool = True,
-        dropout: float = 0.1,
+        dropout: Probability = 0.1,
     ):
         super().__init__()
         self.in_indices = sorted(stage_indices(in_indices, len(channels), "FCNHead"))

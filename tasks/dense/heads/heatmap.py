@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from tasks.config.types import Counts
 from tasks.dense.heads.fcn import resize_concat
 from tasks.dense.heads.layers import ConvBNReLU, stage_indices
 
@@ -32,7 +33,7 @@ class HeatmapHead(nn.Module):
         reductions: Sequence[int],
         num_keypoints: int,
         in_indices: Sequence[int] = (-1,),
-        deconv_channels: Sequence[int] = (256, 256, 256),
+        deconv_channels: Counts = (256, 256, 256),
         extra_convs: int = 0,
     ):
         super().__init__()

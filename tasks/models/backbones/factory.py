@@ -8,6 +8,7 @@ from typing import Any
 import timm
 import torch.nn as nn
 
+from tasks.config.types import Count
 from tasks.errors import UserError
 from tasks.models.backbones.small_stem import small_stem_name
 from tasks.models.backbones.weights import load_backbone_weights
@@ -25,7 +26,7 @@ def timm_name(name: str, small_input_stem: bool = False) -> str:
 
 def create_backbone(
     name: str,
-    num_classes: int = 0,
+    num_classes: Count = 0,
     small_input_stem: bool = False,
     pretrained: bool = False,
     init: str | None = None,
