@@ -74,12 +74,11 @@ def test_every_chain_stage_composes(chain_name, tmp_path):
 
     for run in plan(load_chain(chain_name), tmp_path, [], {}, None):
         args = [a for a in run.command[2:] if not a.startswith("hydra.run.dir=")]
-        if run.command[1] == "-m":  # a stage app: Hydra apps compose their primary config, the others have none
-            if args[0] not in HYDRA_MODULES:
-                continue
-            cfg = compose_config(args[1:], tmp_path, config_name=HYDRA_MODULES[args[0]])
-        else:
-            cfg = compose_config(args, tmp_path)
+        assert run.command[1] == "-m"  # every stage is a module (`-m tasks.train` for an experiment): no checkout path
+        if args[0] not in HYDRA_MODULES:  # a stage app without a Hydra config
+            continue
+        cfg = compose_config(args[1:], tmp_path, config_name=HYDRA_MODULES[args[0]])
+        if args[0] == "tasks.train":
             check_config(cfg, sections=("data", "model", "trainer", "callbacks", "logger"))
         assert cfg is not None
 
