@@ -17,11 +17,13 @@ from tasks.config.types import Range
 from tasks.models.classification import ClassificationModule
 
 
-def confidence_penalty_loss(logits: torch.Tensor, targets: torch.Tensor, beta: float) -> torch.Tensor:
-    """Mean cross-entropy minus beta times the mean entropy of softmax(logits), in float32."""
+def confidence_penalty_loss(
+    logits: torch.Tensor, targets: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy minus beta times the mean entropy of softmax(logits), in float32; and that entropy."""
     log_p = logits.float().log_softmax(dim=-1)
     entropy = -(log_p.exp() * log_p).sum(dim=-1).mean()
-    return F.nll_loss(log_p, targets) - beta * entropy
+    return F.nll_loss(log_p, targets) - beta * entropy, entropy
 
 
 class ConfidencePenaltyClassifier(ClassificationModule):
@@ -32,8 +34,9 @@ class ConfidencePenaltyClassifier(ClassificationModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        loss = confidence_penalty_loss(logits, y, self.beta)
+        loss, entropy = confidence_penalty_loss(logits, y, self.beta)
         self.metrics["train_acc"](logits, y)
         self.log("train/loss", loss, prog_bar=True)
+        self.log("train/entropy", entropy, on_step=False, on_epoch=True)  # what the penalty keeps up
         self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True)
         return loss

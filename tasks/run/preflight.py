@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tasks.config.location import CONFIG_SOURCE, HOW_TO_ADD, config_folders, options_in
+from tasks.config.location import CONF_DIR, CONFIG_SOURCE, HOW_TO_ADD, config_folders, options_in
 from tasks.errors import UserError
 from tasks.run.resume import resume_run_dir
 
@@ -84,10 +84,21 @@ def _searchpath(overrides: list[str]) -> list[str]:
 
 
 def check_config_folders(overrides: list[str], config_dir: str | None) -> None:
-    """Every config folder the user names exists (Hydra would only warn, then miss its configs)."""
+    """Every config folder the user names exists (Hydra would only warn, then miss its configs), and
+    none of its configs has the name of a packaged one: Hydra reads the packaged folder first, so
+    the user's file would be ignored without a word."""
+    packaged = [p.relative_to(CONF_DIR) for p in CONF_DIR.glob("**/*.yaml")]
     for label, folder in config_folders(config_dir, _searchpath(overrides))[1:]:
         if not folder.is_dir():
             raise UserError(f"{label} names {folder}, which is not a folder. Point it at your config folder.")
+        if folder.resolve() == CONF_DIR:
+            continue
+        if clash := sorted(str(rel) for rel in packaged if (folder / rel).is_file()):
+            raise UserError(
+                f"{label} names {folder}, whose {clash[:5]} {'has' if len(clash) == 1 else 'have'} the name of a "
+                "packaged config, which is read first: yours would be ignored. Give yours a new name, "
+                f"e.g. {Path(clash[0]).with_name('my_' + Path(clash[0]).name)}."
+            )
 
 
 def _missing_option(missing: str, overrides: list[str], config_dir: str | None) -> str:
