@@ -19,7 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tasks.config.location import CONF_DIR, CONFIG_SOURCE, HOW_TO_ADD, config_folders, options_in
+from tasks.config.folders import check_folders, config_folders, unknown_option
+from tasks.config.location import CONFIG_SOURCE
 from tasks.errors import UserError
 from tasks.run.resume import resume_run_dir
 
@@ -83,40 +84,6 @@ def _searchpath(overrides: list[str]) -> list[str]:
     return found
 
 
-def check_config_folders(overrides: list[str], config_dir: str | None) -> None:
-    """Every config folder the user names exists (Hydra would only warn, then miss its configs), and
-    none of its configs has the name of a packaged one: Hydra reads the packaged folder first, so
-    the user's file would be ignored without a word."""
-    packaged = [p.relative_to(CONF_DIR) for p in CONF_DIR.glob("**/*.yaml")]
-    for label, folder in config_folders(config_dir, _searchpath(overrides))[1:]:
-        if not folder.is_dir():
-            raise UserError(f"{label} names {folder}, which is not a folder. Point it at your config folder.")
-        if folder.resolve() == CONF_DIR:
-            continue
-        if clash := sorted(str(rel) for rel in packaged if (folder / rel).is_file()):
-            raise UserError(
-                f"{label} names {folder}, whose {clash[:5]} {'has' if len(clash) == 1 else 'have'} the name of a "
-                "packaged config, which is read first: yours would be ignored. Give yours a new name, "
-                f"e.g. {Path(clash[0]).with_name('my_' + Path(clash[0]).name)}."
-            )
-
-
-def _missing_option(missing: str, overrides: list[str], config_dir: str | None) -> str:
-    """An unknown config (experiment=<name>, model=<name>, ...): what each config folder offers there."""
-    group, _, name = missing.rpartition("/")
-    lines = []
-    offered: list[str] = []
-    for label, folder in config_folders(config_dir, _searchpath(overrides)):
-        options = options_in(folder, group)
-        offered += options
-        lines.append(f"  {label} ({folder / group}): {', '.join(options) or '(none)'}")
-    if len(lines) == 1:
-        lines.append(f"  yours: no config folder given ({HOW_TO_ADD})")
-    close = difflib.get_close_matches(name, offered, n=1, cutoff=0.6)
-    hint = f" Did you mean {group}={close[0]}?" if close else ""
-    return f"Could not find '{missing}': no {group} config '{name}' in any config folder.{hint}\n" + "\n".join(lines)
-
-
 def _declared_keys(base: DictConfig, parent: str, command: str) -> list[str]:
     """Keys the schema or the `_target_` of node `parent` accepts, beyond those in the config."""
     from tasks.config import rules as schema_rules
@@ -165,7 +132,7 @@ def _explain(
         if plugin in text and ("Could not find" in text or "Could not load" in text or "not found" in text):
             return f"{text.splitlines()[0]}\nFix: {fix}."
     if isinstance(err, MissingConfigException) and err.missing_cfg_file and "/" in err.missing_cfg_file:
-        return _missing_option(err.missing_cfg_file, overrides, config_dir)
+        return unknown_option(err.missing_cfg_file, config_folders(config_dir, _searchpath(overrides)))
     match = re.search(r"full_key: (\S+)", text) or re.search(r"Could not override '([^']+)'", text)
     if match and "not in struct" in text:
         full_key = match.group(1)
@@ -285,7 +252,7 @@ def preflight_config(
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as err:
         raise UserError(f"Cannot parse the command line: {str(err).splitlines()[0]}") from None
-    check_config_folders(overrides, config_dir)
+    check_folders(config_folders(config_dir, _searchpath(overrides)))
     jobs = sweep_jobs(parsed)
     try:
         cfg = _compose(cfg_dir, config_name, jobs[0], job_name, config_dir)

@@ -31,15 +31,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tasks.config.location import (
-    CONF_DIR,
-    HOW_TO_ADD,
-    USER_CONFIG_ENV,
-    add_env_config_dir,
-    env_config_dirs,
-    options_in,
-    working_dir_on_path,
-)
+from tasks.config.folders import check_folders, config_folders, offered
+from tasks.config.location import USER_CONFIG_ENV, add_env_config_dir, working_dir_on_path
 from tasks.errors import UserError
 from tasks.io.files import read_yaml
 from tasks.run.boundary import guarded
@@ -71,17 +64,13 @@ def find_chain(name: str) -> Path:
             return Path(name)
         what = "a folder" if Path(name).is_dir() else "not there"
         raise UserError(f"Unknown chain '{name}': {Path(name).resolve()} is {what}. Give the path to a chain file.")
-    folders = [("packaged", CONF_DIR)] + [(USER_CONFIG_ENV, p) for p in env_config_dirs()]
+    folders = config_folders()  # the packaged one, then KT_CONFIG_DIR's (kt-chain --config-dir adds to it)
+    check_folders(folders)
     for _, folder in folders:
         if (folder / "chain" / f"{name}.yaml").is_file():
             return folder / "chain" / f"{name}.yaml"
-    lines = [
-        f"  {label} ({folder / 'chain'}): {', '.join(options_in(folder, 'chain')) or '(none)'}"
-        for label, folder in folders
-    ]
-    if len(folders) == 1:
-        lines.append(f"  yours: no config folder given ({HOW_TO_ADD}; or give a chain file by its path)")
-    raise UserError(f"Unknown chain '{name}'. Available:\n" + "\n".join(lines))
+    lines, _ = offered(folders, "chain")
+    raise UserError(f"Unknown chain '{name}' (or give a chain file by its path). Available:\n" + "\n".join(lines))
 
 
 def load_chain(name: str) -> DictConfig:

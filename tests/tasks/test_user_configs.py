@@ -107,7 +107,7 @@ def test_chains_by_name_come_from_the_packaged_and_the_users_folders(project, mo
     with pytest.raises(UserError) as err:
         find_chain("my_study")
     lines = str(err.value).splitlines()
-    assert lines[0] == "Unknown chain 'my_study'. Available:"
+    assert lines[0] == "Unknown chain 'my_study' (or give a chain file by its path). Available:"
     assert lines[1].startswith(f"  packaged ({CONF_DIR / 'chain'}): dery_digits, ")
     assert lines[2].startswith("  yours: no config folder given (")
     monkeypatch.setenv("KT_CONFIG_DIR", "conf")
