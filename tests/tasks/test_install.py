@@ -104,6 +104,7 @@ def test_wheel_install_runs_train_chain_and_eval_outside_the_checkout(tmp_path):
     before = snapshot(site_packages)
     work = tmp_path / "work"
     work.mkdir()
+    assert not work.is_relative_to(ROOT)
     where = command(venv, ["python", "-c", "import tasks, tasks.conf; print(tasks.conf.__file__)"], work).stdout
     assert Path(where.strip()).is_relative_to(site_packages), where  # the wheel's package, not the checkout's
 
@@ -112,7 +113,7 @@ def test_wheel_install_runs_train_chain_and_eval_outside_the_checkout(tmp_path):
     assert read_summary(run)["experiment"] == "classify_digits"
 
     project = work / "my_project"
-    shutil.copytree(ROOT / "examples" / "my_project", project)
+    shutil.copytree(ROOT / "examples" / "my_project", project, ignore=shutil.ignore_patterns("logs", "__pycache__"))
     chain = ["kt-chain", "my_chain.yaml", "--config-dir", "conf", "--seeds", "1", *ONE_EPOCH]
     command(venv, chain, project)
     (chain_dir,) = (project / "logs" / "chains" / "my_chain").iterdir()
