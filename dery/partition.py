@@ -30,6 +30,7 @@ import tasks  # noqa: F401  (resolvers)
 from dery.app import read_stage, run_stage
 from dery.blocks import Block, BlockSimilarity
 from dery.plots import plot_partition
+from tasks.config.location import CONFIG_SOURCE
 from tasks.errors import UserError
 from tasks.io.files import read_json, read_safetensors
 
@@ -257,12 +258,18 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
     }
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="dery/partition")
+@hydra.main(version_base="1.3", config_path=CONFIG_SOURCE, config_name="dery/partition")
 def main(cfg: DictConfig) -> None:
     run_stage("partition", cfg, compute)
 
 
-if __name__ == "__main__":
+def command() -> None:
+    """`kt-dery-partition` (or `python -m dery.partition`): the command line and config are checked first;
+    no traceback for a user mistake."""
     from tasks.run.launch import hydra_command
 
-    hydra_command(main, "dery/partition")  # checks the command line and config first; no traceback for a user mistake
+    hydra_command(main, "dery/partition")
+
+
+if __name__ == "__main__":
+    command()

@@ -126,7 +126,12 @@ def main(argv: list[str] | None = None) -> None:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
-if __name__ == "__main__":
+def command() -> None:
+    """`kt-dery-report` (or `python -m dery.report`): a user mistake is one message, exit 2."""
     from tasks.run.boundary import guarded
 
     guarded("dery.report")(main)()
+
+
+if __name__ == "__main__":
+    command()

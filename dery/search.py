@@ -36,6 +36,7 @@ from dery.proxy import HOOK_SETS, naswot
 from dery.similarity import pick_device
 from dery.spec import save_spec, spec_of
 from dery.zoo import Member, load_zoo
+from tasks.config.location import CONFIG_SOURCE
 from tasks.errors import UserError
 from tasks.io.files import read_json
 
@@ -160,12 +161,18 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
     }
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="dery/search")
+@hydra.main(version_base="1.3", config_path=CONFIG_SOURCE, config_name="dery/search")
 def main(cfg: DictConfig) -> None:
     run_stage("search", cfg, compute)
 
 
-if __name__ == "__main__":
+def command() -> None:
+    """`kt-dery-search` (or `python -m dery.search`): the command line and config are checked first;
+    no traceback for a user mistake."""
     from tasks.run.launch import hydra_command
 
-    hydra_command(main, "dery/search")  # checks the command line and config first; no traceback for a user mistake
+    hydra_command(main, "dery/search")
+
+
+if __name__ == "__main__":
+    command()

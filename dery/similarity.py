@@ -30,6 +30,7 @@ from dery.plots import plot_cka
 from dery.probe import Probe
 from dery.zoo import Member, load_zoo
 from tasks.config.check import check_config
+from tasks.config.location import CONFIG_SOURCE
 from tasks.distill.taps import FeatureTap
 
 CACHE_VERSION = 1
@@ -146,12 +147,18 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
     }
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="dery/similarity")
+@hydra.main(version_base="1.3", config_path=CONFIG_SOURCE, config_name="dery/similarity")
 def main(cfg: DictConfig) -> None:
     run_stage("similarity", cfg, compute)
 
 
-if __name__ == "__main__":
+def command() -> None:
+    """`kt-dery-similarity` (or `python -m dery.similarity`): the command line and config are checked first;
+    no traceback for a user mistake."""
     from tasks.run.launch import hydra_command
 
-    hydra_command(main, "dery/similarity")  # checks the command line and config first; no traceback for a user mistake
+    hydra_command(main, "dery/similarity")
+
+
+if __name__ == "__main__":
+    command()

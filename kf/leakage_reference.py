@@ -34,7 +34,9 @@ def run_config(run_dir: Path):
 
     overrides = json.loads((run_dir / "summary.json").read_text())["overrides"]
     GlobalHydra.instance().clear()
-    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+    from tasks.config.location import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=[o for o in overrides if not o.startswith("hydra.")])
 
 

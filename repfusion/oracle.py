@@ -39,11 +39,11 @@ import tasks  # noqa: F401  (resolvers)
 from repfusion.plots import oracle_figure, plt  # plots sets the Agg backend first
 from repfusion.probe import probe_mlp
 from repfusion.teacher import latest_export
+from tasks.config.location import CONFIG_SOURCE
 from tasks.errors import UserError
 from tasks.run.instantiate import build
 from tasks.run.summary import write_summary
 
-ROOT = Path(__file__).resolve().parents[1]
 MAKE_ORACLE = "python -m repfusion.oracle teacher.source=<teacher folder> (see docs/repfusion.md)"
 
 
@@ -150,7 +150,8 @@ def distill_run(cfg: DictConfig, source: str, t: int, out: Path) -> dict[str, An
     if not (run_dir / "summary.json").is_file():
         command = [
             sys.executable,
-            str(ROOT / "train.py"),
+            "-m",
+            "tasks.train",
             f"experiment={cfg.distill.experiment}",
             f"model.teacher.source={source}",
             "model.timesteps.mode=fixed",
@@ -160,7 +161,7 @@ def distill_run(cfg: DictConfig, source: str, t: int, out: Path) -> dict[str, An
             f"hydra.run.dir={run_dir}",
         ]
         print(f"=== oracle: fixed t = {t}: {' '.join(command[1:])}", flush=True)
-        code = subprocess.run(command, cwd=ROOT).returncode
+        code = subprocess.run(command).returncode  # in this folder, like the oracle: relative paths mean the same
         if code != 0:
             raise UserError(
                 f"The fixed-t stage-1 run at t = {t} failed (exit code {code}); its files are in {run_dir}."
@@ -292,7 +293,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     }
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="repfusion/oracle")
+@hydra.main(version_base="1.3", config_path=CONFIG_SOURCE, config_name="repfusion/oracle")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
@@ -323,5 +324,13 @@ def main(cfg: DictConfig) -> None:
     )
 
 
+def command() -> None:
+    """`kt-repfusion-oracle` (or `python -m repfusion.oracle`): the command line and config are checked first;
+    no traceback for a user mistake."""
+    from tasks.run.launch import hydra_command
+
+    hydra_command(main, "repfusion/oracle")
+
+
 if __name__ == "__main__":
-    main()
+    command()

@@ -1,6 +1,6 @@
 """The runs of the GPU plan as jobs: one process each, with the jobs it must wait for.
 
-An `experiment:` entry is one train.py run. A `chain:` entry is every run of that chain
+An `experiment:` entry is one training run (`python -m tasks.train`). A `chain:` entry is every run of that chain
 (tasks.studies.chain.plan, seed by seed), planned from the same `<stage>:key=value` overrides that
 `python -m tasks.chain <chain> ...` would take, so the chain's own report and resume apply."""
 
@@ -13,9 +13,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from tasks.config.location import CONF_DIR
 from tasks.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout the jobs run in
 CHAIN_DIR_REF = re.compile(r"\{run:[A-Za-z0-9_]+\}/\.\.")  # a stage that reads the whole chain dir
 
 
@@ -42,7 +43,7 @@ def training_stages(chain) -> list[str]:
 
 def module_default(module: str, key: str):
     """A module stage's default value of `key`, from its own conf (repfusion.oracle -> conf/repfusion/oracle.yaml)."""
-    conf = OmegaConf.load(ROOT / "conf" / (module.replace(".", "/") + ".yaml"))
+    conf = OmegaConf.load(CONF_DIR / (module.replace(".", "/") + ".yaml"))
     return OmegaConf.select(conf, key)
 
 
@@ -95,7 +96,8 @@ def experiment_job(name: str, spec: dict, overrides: list[str], logs: Path) -> J
     run_dir = (logs / name).resolve()
     command = [
         sys.executable,
-        str(ROOT / "train.py"),
+        "-m",
+        "tasks.train",
         f"experiment={spec['experiment']}",
         *overrides,
         f"hydra.run.dir={run_dir}",

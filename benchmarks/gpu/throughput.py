@@ -21,7 +21,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 H200_BF16_PEAK_TFLOPS = 790.0  # dense bf16, measured at 769-798 on 8192^3 products (device notes)
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def compose_run(run_dir: Path, extra: list[str]):
@@ -33,11 +32,12 @@ def compose_run(run_dir: Path, extra: list[str]):
     from omegaconf import open_dict
 
     import tasks  # noqa: F401  (resolvers)
+    from tasks.config.location import CONF_DIR
 
     overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
     overrides = [o for o in overrides if not o.startswith(("hydra.", "resume="))] + extra
     GlobalHydra.instance().clear()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     scratch = run_dir / "throughput"
     with open_dict(cfg):

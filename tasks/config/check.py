@@ -10,11 +10,11 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
 from tasks.config import schema
+from tasks.config.imports import locate
 from tasks.errors import UserError
 
 # Keys that train.py passes at instantiation time rather than from the config.
@@ -28,12 +28,7 @@ def _suggest(key: str, options: list[str]) -> str:
 
 def _check_target(path: str, node: dict) -> None:
     target = str(node["_target_"])
-    try:
-        get_object(target)
-    except Exception as err:  # ImportError, AttributeError, ...
-        raise UserError(
-            f"{path}._target_='{target}' cannot be imported ({err}). Fix the class path in the config."
-        ) from None
+    locate(target, f"{path}._target_")  # a module that cannot be imported is named, with its error's first line
     sig = schema.signature_of(target)
     if sig is None:
         return

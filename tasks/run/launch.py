@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from tasks.config.location import CONF_DIR
+from tasks.config.location import CONFIG_SOURCE, working_dir_on_path
 from tasks.run.boundary import hydra_output_dir, run_guarded
 
 
@@ -63,12 +63,15 @@ def run_command(
     task: Callable[[DictConfig], Any],
     config_name: str,
     entry: str,
-    cfg_dir: Path = CONF_DIR,
+    cfg_dir: Path | str = CONFIG_SOURCE,
     argv: list[str] | None = None,
 ) -> Any:
     """The whole command: checks first (exit 2 on a user mistake, nothing written), then the
-    guarded task in its run dir."""
+    guarded task in its run dir. The configs come from `cfg_dir` (the packaged ones by default),
+    KT_CONFIG_DIR and --config-dir; a `_target_` may name a module of the working folder."""
     from tasks.run.preflight import preflight_config
+
+    working_dir_on_path()
 
     @functools.wraps(task)
     def guarded_task(cfg: DictConfig) -> Any:

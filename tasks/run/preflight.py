@@ -13,12 +13,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tasks.config.folders import check_folders, config_folders, unknown_option
+from tasks.config.location import CONFIG_SOURCE
 from tasks.errors import UserError
 from tasks.run.resume import resume_run_dir
 
@@ -37,6 +39,8 @@ _PASS_THROUGH_FLAGS = {
     "-p",
     "--package",
 }
+# Flags after which Hydra composes the config itself: the task still checks it (tasks.config.check) before it runs.
+_HYDRA_COMPOSES = {"--config-name", "-cn", "--config-path", "-cp", "--experimental-rerun"}
 _PLUGINS = {
     "submitit": "the SLURM/submitit launcher needs the cluster extra: pip install -e '.[cluster]'",
     "optuna": "the Optuna sweeper needs the sweep extra: pip install -e '.[sweep]'",
@@ -44,13 +48,40 @@ _PLUGINS = {
 MAX_SWEEP_CHECKS = 64  # beyond this many jobs, every swept value is checked once
 
 
-def _compose(cfg_dir: Path, config_name: str, overrides: list[str], job_name: str | None = None) -> DictConfig:
+def _compose(
+    cfg_dir: Path | str,
+    config_name: str,
+    overrides: list[str],
+    job_name: str | None = None,
+    config_dir: str | None = None,
+) -> DictConfig:
+    """Compose as the command's Hydra app does: its primary config source (pkg://tasks.conf, or a
+    folder), KT_CONFIG_DIR's folders (the plugin in hydra_plugins/) and --config-dir."""
+    from hydra import version
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+
     GlobalHydra.instance().clear()
+    version.setbase("1.3")
+    search_path = create_config_search_path(str(cfg_dir))
+    if config_dir:  # where Hydra's own --config-dir puts it
+        path = f"file://{Path(config_dir).expanduser().resolve()}"
+        search_path.prepend("command-line", path, anchor=SearchPathQuery(provider="schema"))
     try:
-        with initialize_config_dir(str(cfg_dir), version_base="1.3", job_name=job_name or "app"):
-            return compose(config_name, overrides=overrides, return_hydra_config=True)
+        Hydra.create_main_hydra2(task_name=job_name or "app", config_search_path=search_path)
+        return compose(config_name, overrides=overrides, return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()
+
+
+def _searchpath(overrides: list[str]) -> list[str]:
+    """The folders of a hydra.searchpath=[...] override (the last one, as Hydra reads it)."""
+    found: list[str] = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.get_key_element() == "hydra.searchpath" and isinstance(override.value(), list):
+            found = [str(v) for v in override.value()]
+    return found
 
 
 def _declared_keys(base: DictConfig, parent: str, command: str) -> list[str]:
@@ -88,11 +119,17 @@ def _declared_keys(base: DictConfig, parent: str, command: str) -> list[str]:
         return []
 
 
-def _explain(err: Exception, cfg_dir: Path, overrides: list[str], config_name: str = "train") -> str:
+def _explain(
+    err: Exception, cfg_dir: Path | str, overrides: list[str], config_name: str = "train", config_dir: str | None = None
+) -> str:
+    from hydra.errors import MissingConfigException
+
     text = str(err) + (f"\n{err.__cause__}" if err.__cause__ else "")
     for plugin, fix in _PLUGINS.items():
         if plugin in text and ("Could not find" in text or "Could not load" in text or "not found" in text):
             return f"{text.splitlines()[0]}\nFix: {fix}."
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and "/" in err.missing_cfg_file:
+        return unknown_option(err.missing_cfg_file, config_folders(config_dir, _searchpath(overrides)))
     match = re.search(r"full_key: (\S+)", text) or re.search(r"Could not override '([^']+)'", text)
     if match and "not in struct" in text:
         full_key = match.group(1)
@@ -100,7 +137,7 @@ def _explain(err: Exception, cfg_dir: Path, overrides: list[str], config_name: s
         given = next((o for o in overrides if o.split("=")[0].lstrip("+~") == full_key), f"{full_key}=<value>")
         try:
             others = [o for o in overrides if not o.split("=")[0].lstrip("+~").startswith(full_key)]
-            base = _compose(cfg_dir, config_name, others)
+            base = _compose(cfg_dir, config_name, others, config_dir=config_dir)
             options = [str(o) for o in (OmegaConf.select(base, parent) if parent else base).keys()]
             declared = _declared_keys(base, parent, config_name)
         except Exception:
@@ -158,14 +195,21 @@ def _with_output_dir(cfg: DictConfig, multirun: bool) -> DictConfig:
     return cfg
 
 
-def check_jobs(cfg_dir: Path, config_name: str, jobs: list[list[str]], multirun: bool, first: DictConfig) -> None:
+def check_jobs(
+    cfg_dir: Path | str,
+    config_name: str,
+    jobs: list[list[str]],
+    multirun: bool,
+    first: DictConfig,
+    config_dir: str | None = None,
+) -> None:
     from tasks.config.check import check_command
 
     for i, overrides in enumerate(jobs):
         try:
-            cfg = first if i == 0 else _compose(cfg_dir, config_name, overrides)
+            cfg = first if i == 0 else _compose(cfg_dir, config_name, overrides, config_dir=config_dir)
         except Exception as err:
-            raise UserError(_explain(err, cfg_dir, overrides, config_name)) from None
+            raise UserError(_explain(err, cfg_dir, overrides, config_name, config_dir)) from None
         cfg = _with_output_dir(cfg, multirun)
         try:
             check_command(cfg, config_name)
@@ -185,26 +229,35 @@ class Checked:
     config: DictConfig | None
 
 
+def hydra_arguments(args: list[str]):
+    """The command line as Hydra's own parser reads it: overrides, --config-dir, --multirun, ..."""
+    from hydra._internal.utils import get_args_parser
+
+    return get_args_parser().parse_args(args)
+
+
 def preflight_config(
-    argv: list[str], cfg_dir: Path, config_name: str = "train", job_name: str | None = None
+    argv: list[str], cfg_dir: Path | str = CONFIG_SOURCE, config_name: str = "train", job_name: str | None = None
 ) -> Checked:
     """Compose and check the command line once; with `resume=`, the run dir to continue is set."""
     args = argv[1:]
-    if any(a.split("=")[0] in _PASS_THROUGH_FLAGS for a in args):
+    if any(a.split("=")[0] in _PASS_THROUGH_FLAGS | _HYDRA_COMPOSES for a in args):
         return Checked(argv, None)
-    overrides = [a for a in args if not a.startswith("-")]
+    hydra_args = hydra_arguments(args)
+    overrides, config_dir = list(hydra_args.overrides), hydra_args.config_dir
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as err:
         raise UserError(f"Cannot parse the command line: {str(err).splitlines()[0]}") from None
+    check_folders(config_folders(config_dir, _searchpath(overrides)))
     jobs = sweep_jobs(parsed)
     try:
-        cfg = _compose(cfg_dir, config_name, jobs[0], job_name)
+        cfg = _compose(cfg_dir, config_name, jobs[0], job_name, config_dir)
     except Exception as err:
-        raise UserError(_explain(err, cfg_dir, jobs[0], config_name)) from None
-    multirun = "-m" in args or "--multirun" in args or cfg.hydra.mode == "MULTIRUN"
+        raise UserError(_explain(err, cfg_dir, jobs[0], config_name, config_dir)) from None
+    multirun = hydra_args.multirun or cfg.hydra.mode == "MULTIRUN"
     composed = None if multirun else copy.deepcopy(cfg)  # the checks below fill in preflight's output dir
-    check_jobs(cfg_dir, config_name, jobs if multirun else jobs[:1], multirun, cfg)
+    check_jobs(cfg_dir, config_name, jobs if multirun else jobs[:1], multirun, cfg, config_dir)
     explicit_dir = any(o.key_or_group == "hydra.run.dir" for o in parsed)
     resume = cfg.get("resume") if config_name == "train" else None
     if resume and not multirun:
@@ -221,7 +274,7 @@ def preflight_config(
     return Checked(argv, composed)
 
 
-def preflight(argv: list[str], cfg_dir: Path, config_name: str = "train") -> list[str]:
+def preflight(argv: list[str], cfg_dir: Path | str = CONFIG_SOURCE, config_name: str = "train") -> list[str]:
     """Return argv, with `hydra.run.dir=` added when `resume=` continues an existing run."""
     return preflight_config(argv, cfg_dir, config_name).argv
 
@@ -242,14 +295,16 @@ def check_resume_file(resume: str) -> None:
         )
 
 
-def check_stage_commands(commands: list[list[str]], cfg_dir: Path | None = None) -> None:
+# The shared layer's own `python -m <module>` Hydra apps; the methods register theirs (kt.apps).
+SHARED_APPS = {"tasks.train": "train", "tasks.eval": "eval"}
+
+
+def check_stage_commands(commands: list[list[str]], cfg_dir: Path | str = CONFIG_SOURCE) -> None:
     """The checks of `preflight` for every stage command of a chain before the first one
     runs: a wrong key or value in any stage stops the chain before anything is written."""
-    from tasks.config.location import CONF_DIR
     from tasks.config.registry import stage_apps
 
-    cfg_dir = cfg_dir or CONF_DIR
-    apps = stage_apps()  # `python -m <module>` Hydra apps, registered by their packages (kt.apps)
+    apps = {**SHARED_APPS, **stage_apps()}
     seen = set()
     for command in commands:
         if len(command) > 2 and command[1] == "-m":

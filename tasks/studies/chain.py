@@ -1,5 +1,6 @@
 """Multi-stage work as one command: a chain of runs (teacher -> distil -> fine-tune, zoo ->
-search -> train, ...) declared in conf/chain/<name>.yaml. Each stage is an ordinary run
+search -> train, ...) declared in conf/chain/<name>.yaml (or a chain file of yours, by path or
+in a config folder of yours: --config-dir / KT_CONFIG_DIR). Each stage is an ordinary run
 in its own dir under the chain dir; later stages get earlier run dirs through
 `{run:<stage>}` placeholders. Finished stages are skipped when the chain is re-run with
 `--dir`, so an interrupted chain continues where it stopped.
@@ -10,6 +11,9 @@ in its own dir under the chain dir; later stages get earlier run dirs through
     python -m tasks.chain <name> --dir <dir> --stages a,b   # only these stages (e.g. two workers on
                                                           # disjoint stages); the report once all are done
     python -m tasks.chain <name> --launcher slurm --slurm partition=gpu   # one SLURM job per stage run
+    kt-chain my_chain.yaml --config-dir my_conf              # your chain, your experiments beside ours
+
+Stages run in the folder the chain runs in (`python -m tasks.train`, so a `_target_` may name a module there).
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tasks.config.location import CONF_DIR, ROOT
+from tasks.config.folders import check_folders, config_folders, offered
+from tasks.config.location import USER_CONFIG_ENV, add_env_config_dir, working_dir_on_path
 from tasks.errors import UserError
 from tasks.io.files import read_yaml
 from tasks.run.boundary import guarded
 from tasks.run.preflight import check_stage_commands
 from tasks.studies.study import rows_from_summaries, write_study
 
-CHAIN_DIR = CONF_DIR / "chain"
 PLACEHOLDER = re.compile(r"\{run:([A-Za-z0-9_]+)\}")
 READS_CHAIN_DIR = re.compile(r"\{run:[A-Za-z0-9_]+\}/\.\.")
 
@@ -52,12 +56,26 @@ class StageRun:
         return (self.run_dir / "summary.json").is_file()
 
 
+def find_chain(name: str) -> Path:
+    """A chain file: a path (ends in .yaml), else <name>.yaml in conf/chain/ (packaged), then in the
+    chain/ folder of each of the user's config folders (KT_CONFIG_DIR, kt-chain --config-dir)."""
+    if name.endswith((".yaml", ".yml")):
+        if Path(name).is_file():
+            return Path(name)
+        what = "a folder" if Path(name).is_dir() else "not there"
+        raise UserError(f"Unknown chain '{name}': {Path(name).resolve()} is {what}. Give the path to a chain file.")
+    folders = config_folders()  # the packaged one, then KT_CONFIG_DIR's (kt-chain --config-dir adds to it)
+    check_folders(folders)
+    for _, folder in folders:
+        if (folder / "chain" / f"{name}.yaml").is_file():
+            return folder / "chain" / f"{name}.yaml"
+    lines, _ = offered(folders, "chain")
+    raise UserError(f"Unknown chain '{name}' (or give a chain file by its path). Available:\n" + "\n".join(lines))
+
+
 def load_chain(name: str) -> DictConfig:
-    """A chain by name (conf/chain/<name>.yaml) or by path to a YAML file."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else CHAIN_DIR / f"{name}.yaml"
-    if not path.is_file():
-        options = sorted(p.stem for p in CHAIN_DIR.glob("*.yaml"))
-        raise UserError(f"Unknown chain '{name}'. Available: {options}.")
+    """A chain by name (conf/chain/<name>.yaml, or chain/<name>.yaml in a config folder of yours) or by path."""
+    path = find_chain(name)
     chain = OmegaConf.create(read_yaml(path, "Chain file"))
     if "stages" not in chain or not chain.stages:
         raise UserError(f"{path} has no stages.")
@@ -106,7 +124,7 @@ def plan(
             if seed is not None:
                 overrides.append(f"seed={seed}")
             if "experiment" in stage:
-                command = [sys.executable, str(ROOT / "train.py"), f"experiment={stage.experiment}"]
+                command = [sys.executable, "-m", "tasks.train", f"experiment={stage.experiment}"]
             elif "module" in stage:
                 command = [sys.executable, "-m", str(stage.module)]
             else:
@@ -129,7 +147,7 @@ def execute(run: StageRun) -> None:
         command.append(f"resume={run.run_dir}")  # an interrupted stage continues from its last checkpoint
     label = run.stage + (f" (seed {run.seed})" if run.seed is not None else "")
     print(f"\n=== chain stage: {label} -> {run.run_dir}\n    {' '.join(command[1:])}", flush=True)
-    code = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+    code = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
     if code != 0 or not run.finished:
         raise UserError(
             f"Chain stage '{label}' failed (exit code {code}); its files are in {run.run_dir}. "
@@ -208,8 +226,15 @@ def report(chain: DictConfig, runs: list[StageRun], chain_dir: Path, wall: float
 @guarded("tasks.chain")
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", help="a chain in conf/chain/ (or a path to a chain YAML file)")
+    parser.add_argument(
+        "name", help="a chain in conf/chain/ or in your config folder's chain/, or a path to a chain file"
+    )
     parser.add_argument("overrides", nargs="*", help="key=value for every stage, or <stage>:key=value for one")
+    parser.add_argument(
+        "--config-dir",
+        default=None,
+        help=f"a config folder of yours for the chain and every stage (added to {USER_CONFIG_ENV})",
+    )
     parser.add_argument("--dir", default=None, help="chain dir (re-use one to continue an interrupted chain)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds for the seeded stages, e.g. 1,2,3")
     parser.add_argument(
@@ -234,7 +259,12 @@ def main(argv: list[str] | None = None) -> dict:
         "(a stage's own `slurm:` block in the chain YAML adds to these)",
     )
     args = parser.parse_intermixed_args(argv)
+    working_dir_on_path()  # the stages' `_target_`s may name modules of this folder; preflight imports them
     try:
+        if args.config_dir:
+            if not Path(args.config_dir).is_dir():
+                raise UserError(f"--config-dir names {Path(args.config_dir).resolve()}, which is not a folder.")
+            add_env_config_dir(args.config_dir)  # the stages inherit it
         chain = load_chain(args.name)
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
         chain_name = Path(args.name).stem
@@ -262,7 +292,9 @@ def main(argv: list[str] | None = None) -> dict:
             from tasks.studies.submit import submit_chain
 
             chain_argv = [args.name, *args.overrides] + (["--seeds", args.seeds] if args.seeds else [])
-            submitted = submit_chain(chain, runs, chain_dir, chain_argv, args.launcher, args.slurm, selected, ROOT)
+            submitted = submit_chain(
+                chain, runs, chain_dir, chain_argv, args.launcher, args.slurm, selected, Path.cwd()
+            )
             summary = chain_dir / "chain_summary.json"
             if args.launcher == "slurm" or not summary.is_file():
                 print(

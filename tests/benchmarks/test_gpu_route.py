@@ -71,7 +71,8 @@ def test_training_runs_carry_the_gpu_overrides_and_module_stages_do_not(tmp_path
     chain_dir = (tmp_path / "repfusion").resolve()
     assert jobs["repfusion/finetune_rl/seed2"].command == [
         sys.executable,
-        str(ROOT / "train.py"),
+        "-m",
+        "tasks.train",
         "experiment=repfusion_fashion_finetune",
         f"model.backbone.init={chain_dir}/distil_rl/seed2/export/backbone.safetensors",
         *GPU_COMMON,

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from tasks.config.check import check_config
 from tasks.config.registry import stage_apps
 from tasks.errors import UserError
+from tasks.run.preflight import SHARED_APPS
 from tests.conftest import CONF, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -74,12 +75,12 @@ def test_every_chain_stage_composes(chain_name, tmp_path):
 
     for run in plan(load_chain(chain_name), tmp_path, [], {}, None):
         args = [a for a in run.command[2:] if not a.startswith("hydra.run.dir=")]
-        if run.command[1] == "-m":  # a stage app: Hydra apps compose their primary config, the others have none
-            if args[0] not in stage_apps():
-                continue
-            cfg = compose_config(args[1:], tmp_path, config_name=stage_apps()[args[0]])
-        else:
-            cfg = compose_config(args, tmp_path)
+        assert run.command[1] == "-m"  # every stage is a module (`-m tasks.train` for an experiment): no checkout path
+        apps = {**SHARED_APPS, **stage_apps()}
+        if args[0] not in apps:  # a stage app without a Hydra config
+            continue
+        cfg = compose_config(args[1:], tmp_path, config_name=apps[args[0]])
+        if args[0] == "tasks.train":
             check_config(cfg, sections=("data", "model", "trainer", "callbacks", "logger"))
         assert cfg is not None
 
