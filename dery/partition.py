@@ -31,7 +31,7 @@ from dery.app import read_stage, run_stage
 from dery.blocks import Block, BlockSimilarity
 from dery.plots import plot_partition
 from tasks.errors import UserError
-from tasks.io.files import read_json, read_safetensors
+from tasks.io.files import read_json, read_safetensors, write_text
 
 OBJECTIVES = ("anchor", "pairwise")
 
@@ -246,7 +246,7 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
         **describe(result, zoo),
     }
     path = out / "partition.json"
-    path.write_text(json.dumps(saved, indent=2))
+    write_text(path, json.dumps(saved, indent=2))
     plot = plot_partition(saved, out / "plots" / "partition.png")
     return {
         "partition": str(path),

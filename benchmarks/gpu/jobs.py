@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from tasks.errors import UserError
+from tasks.run.summary import finished
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAIN_DIR_REF = re.compile(r"\{run:[A-Za-z0-9_]+\}/\.\.")  # a stage that reads the whole chain dir
@@ -33,7 +34,7 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return (self.run_dir / "summary.json").is_file()
+        return finished(self.run_dir)  # an interrupted run's summary does not count
 
 
 def training_stages(chain) -> list[str]:

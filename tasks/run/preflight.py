@@ -1,8 +1,9 @@
 """Checks the command line before Hydra runs it: composes the config once (every job of a
 sweep; a single run then runs on that very config, tasks/run/launch.py), turns Hydra's errors
 into one message with the fix, checks every `_target_` node and the command's plain keys
-(tasks.config.check), and maps `resume=` to the run dir to continue. Nothing is written
-before these checks pass."""
+(tasks.config.check), checks that every place the command writes can be written
+(tasks.io.places), and maps `resume=` to the run dir to continue. Nothing is written before
+these checks pass."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tasks.errors import UserError
+from tasks.io.places import check_places
 from tasks.run.resume import resume_run_dir
 
 _PASS_THROUGH_FLAGS = {
@@ -172,6 +174,8 @@ def check_jobs(cfg_dir: Path, config_name: str, jobs: list[list[str]], multirun:
         cfg = _with_output_dir(cfg, multirun)
         try:
             check_command(cfg, config_name)
+            if i == 0:
+                check_places(cfg, multirun)
         except UserError as err:
             swept = [o for o in overrides if o not in jobs[0]] if len(jobs) > 1 else []
             raise UserError(f"{err}{f' (in the sweep job with {swept})' if swept else ''}") from None
@@ -186,6 +190,7 @@ class Checked:
 
     argv: list[str]
     config: DictConfig | None
+    resume: str | None = None  # the run's resume= (resume=auto chose its run dir)
 
 
 def preflight_config(
@@ -220,8 +225,8 @@ def preflight_config(
                 with open_dict(composed):
                     composed.hydra.run.dir = str(run_dir)
                     composed.hydra.overrides.hydra.append(override)
-                return Checked(argv + [override], composed)
-    return Checked(argv, composed)
+                return Checked(argv + [override], composed, str(resume))
+    return Checked(argv, composed, str(resume) if resume else None)
 
 
 def preflight(argv: list[str], cfg_dir: Path, config_name: str = "train") -> list[str]:
