@@ -33,6 +33,8 @@ def train(cfg: DictConfig) -> dict:
 
 
 def _train(cfg: DictConfig, out: Path, start: float) -> dict:
+    """The run itself; a stop by signal leaves an interrupted summary, and a shape error that is a
+    data/network disagreement becomes the UserError that names it (tasks.run.mismatch)."""
     import pytorch_lightning as pl
     from hydra.core.hydra_config import HydraConfig
     from pytorch_lightning.utilities.model_helpers import is_overridden
@@ -82,8 +84,14 @@ def _train(cfg: DictConfig, out: Path, start: float) -> dict:
             test_metrics = plain_metrics(tested[0])
         exports = {}
         if cfg.get("export") and hasattr(model, "export_artifacts") and trainer.is_global_zero:
-            card_run = {"task_name": run["task_name"], "experiment": run["experiment"], "run_dir": str(out)}
-            card_run.update(seed=cfg.seed, test=test_metrics, overrides=run["overrides"])
+            card_run = {
+                "task_name": cfg.task_name,
+                "experiment": run["experiment"],
+                "run_dir": str(out),
+                "seed": cfg.seed,
+                "test": test_metrics,
+                "overrides": run["overrides"],
+            }
             # all or nothing (a temp folder, then a rename); the run's and the data's fields go into the export's card
             exports = export_run(model, out / "export", card_run, data_config(datamodule))
         summary = {

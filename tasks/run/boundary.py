@@ -152,7 +152,7 @@ def exit_for(entry: str, err: BaseException, run_dir: Callable[[], Path | None] 
         raise err from None
     if isinstance(err, KeyboardInterrupt):
         print("\ninterrupted", file=sys.stderr)
-        sys.exit(interruption.exit_code(2))
+        sys.exit(130)  # 128 + SIGINT, as a shell reports Ctrl-C
     if isinstance(err, Exception):
         from tasks.io.files import disk_full, no_space
 

@@ -21,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tasks.errors import UserError
-from tasks.io.places import check_places
+from tasks.io.places import check_places, require_writable
 from tasks.run.resume import resume_run_dir
 
 _PASS_THROUGH_FLAGS = {
@@ -221,6 +221,7 @@ def preflight_config(
             runs_root = Path(cfg.paths.log_dir) / str(cfg.task_name) / "runs"
             run_dir = resume_run_dir(str(resume), runs_root)
             if run_dir is not None:
+                require_writable(run_dir, "The run dir to continue", "Make it writable, or start a new run.")
                 override = f"hydra.run.dir={run_dir}"
                 with open_dict(composed):
                     composed.hydra.run.dir = str(run_dir)

@@ -250,6 +250,12 @@ def test_every_entry_point_names_a_place_it_cannot_write(tmp_path, capsys, monke
     assert "Set cache_dir=<a folder you can write>." in err
     with pytest.raises(UserError, match=r"The wandb logger's dir .* cannot be created"):
         preflight(["train.py", "logger=many", f"logger.wandb.save_dir={blocker}/w"], CONF)
+    with pytest.raises(UserError, match=rf"The sweep dir {blocker}/s cannot be created: .* Set hydra.sweep.dir="):
+        preflight(["train.py", "-m", "seed=1,2", f"hydra.sweep.dir={blocker}/s"], CONF)
+    with pytest.raises(UserError, match=rf"The run dir {blocker}/e cannot be created: .* Set hydra.run.dir="):
+        preflight(["eval.py", f"ckpt={tmp_path}", f"hydra.run.dir={blocker}/e"], CONF, "eval")
+    with pytest.raises(UserError, match=rf"The run dir {blocker}/o cannot be created"):
+        preflight(["repfusion.oracle", "distill.grid=[]", f"hydra.run.dir={blocker}/o"], CONF, "repfusion/oracle")
     err = error(chain, ["dery_digits", "--dir", f"{blocker}/c"])
     assert f"The chain dir {blocker}/c cannot be created" in err and "Pass --dir <a folder you can write>" in err
     (tmp_path / "runs" / "r").mkdir(parents=True)
