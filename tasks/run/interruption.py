@@ -10,7 +10,8 @@ so they cannot cut the clean-up short.
 The guard (tasks.run.boundary) then writes an interrupted summary where the command has a run
 dir and exits with 128 + the signal number, as a shell reports a process killed by it; a
 scheduler, a chain or `afterok` never takes an interrupted run for a finished one. Signals that
-were ignored when the command started (`nohup`, `&` in a script) stay ignored."""
+were ignored when the command started (`nohup`, `&` in a script) stay ignored. `run_child` runs
+a child command (a chain's stage, an oracle's run) and passes a stop on to it."""
 
 from __future__ import annotations
 

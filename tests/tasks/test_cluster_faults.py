@@ -161,7 +161,8 @@ def test_sigterm_mid_epoch_exits_143_interrupted_and_resume_auto_ends_as_an_unin
 
 
 @pytest.mark.slow
-def test_sigint_mid_epoch_exits_130_with_an_interrupted_summary(tmp_path, jobs):
+def test_sigint_mid_epoch_exits_130_interrupted_and_resume_auto_ends_as_an_uninterrupted_run(tmp_path, jobs):
+    straight = run_in_process(RUN, tmp_path / "straight")
     logs, marker = tmp_path / "logs", tmp_path / "paused"
     job = Job([*RUN, f"paths.log_dir={logs}", *pause(marker)], tmp_path / "stopped.log")
     jobs.append(job)
@@ -173,6 +174,10 @@ def test_sigint_mid_epoch_exits_130_with_an_interrupted_summary(tmp_path, jobs):
     assert (summary["status"], summary["signal"], summary["global_step"]) == ("interrupted", "SIGINT", 3)
     assert "Traceback" not in job.text() and "interrupted by SIGINT (exit 130)" in job.text()
     assert_not_taken_for_finished(run)
+    resumed = command([*RUN, f"paths.log_dir={logs}", "resume=auto"])
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert only_run(logs) == run
+    assert_same_run(read_summary(run), straight)
 
 
 @pytest.mark.slow

@@ -330,6 +330,54 @@ def test_the_guard_names_a_full_disk_outside_the_writers_and_keeps_the_run_dir(t
     assert (tmp_path / "metrics.csv").is_file()
 
 
+FILL_A_TMPFS = """
+import sys
+from pathlib import Path
+import torch
+from tasks.errors import DiskFull
+from tasks.io import files
+from tasks.training.checkpointing import AtomicCheckpointIO
+disk = Path(sys.argv[1])
+files.write_text(disk / "summary.json", "old")
+for write in (lambda: files.write_text(disk / "summary.json", "x" * 1_000_000),
+              lambda: AtomicCheckpointIO().save_checkpoint({"w": torch.ones(250_000)}, disk / "last.ckpt")):
+    try:
+        write()
+    except DiskFull as err:
+        print("error:", err)
+print(sorted(p.name for p in disk.iterdir()), (disk / "summary.json").read_text())
+"""
+
+
+@pytest.mark.slow
+def test_a_real_full_file_system_is_named_and_keeps_what_was_written(tmp_path):
+    """A 64 KiB tmpfs, mounted in a user and mount namespace of its own (no one else sees it):
+    the kernel's own ENOSPC, for a text file and for a checkpoint."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = 'mount -t tmpfs -o size=64k tmpfs "$1" && shift && exec "$@"'
+    inner = [sys.executable, "-c", FILL_A_TMPFS, str(disk)]
+    try:
+        result = subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(disk), *inner],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    except FileNotFoundError:
+        pytest.skip("no unshare here")
+    if "mount" in result.stderr and result.returncode != 0 or "unshare" in result.stderr:
+        pytest.skip(f"cannot mount a private tmpfs here: {result.stderr.strip()[:200]}")
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines[0].startswith(f"error: No space left on device while writing {disk / 'summary.json'} (")
+    assert "MiB free of 0.1 MiB there). Nothing already written is lost: the previous summary.json is kept." in lines[0]
+    assert lines[1].startswith(f"error: No space left on device while writing {disk / 'last.ckpt'} (")
+    assert "no partial file is left" in lines[1]
+    assert lines[2] == "['summary.json'] old"
+
+
 # --- data that does not fit the network -----------------------------------------------------
 def test_a_channel_count_the_network_does_not_take_names_both_sides_and_the_keys(tmp_path):
     with pytest.raises(UserError) as err:
