@@ -15,8 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from tasks.errors import UserError
-from tasks.io.files import read_json
-from tasks.run.summary import write_summary
+from tasks.run.summary import read_finished, write_summary
 
 
 def run_stage(stage: str, cfg: DictConfig, body: Callable[[DictConfig, Path], dict[str, Any]]) -> dict[str, Any]:
@@ -50,10 +49,7 @@ def run_stage(stage: str, cfg: DictConfig, body: Callable[[DictConfig, Path], di
 
 def read_stage(run_dir: str | Path, stage: str, command: str) -> dict[str, Any]:
     """The summary of an earlier stage's run dir, or an error that says how to make it."""
-    path = Path(str(run_dir)).expanduser() / "summary.json"
-    if not path.is_file():
-        raise UserError(f"No finished {stage} run at '{run_dir}' ({path} is missing). Make one with: {command}")
-    summary = read_json(path, f"The {stage} run's summary")
+    summary = read_finished(run_dir, f"{stage} run", f"Make one with: {command}")
     if summary.get("stage") != stage:
         kind = summary.get("stage") or "training"
         raise UserError(f"'{run_dir}' is a {kind} run, not a {stage} run. Make one with: {command}")

@@ -32,7 +32,7 @@ from dery.blocks import Block, BlockSimilarity
 from dery.plots import plot_partition
 from tasks.config.location import CONFIG_SOURCE
 from tasks.errors import UserError
-from tasks.io.files import read_json, read_safetensors
+from tasks.io.files import read_json, read_safetensors, write_text
 
 OBJECTIVES = ("anchor", "pairwise")
 
@@ -247,7 +247,7 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
         **describe(result, zoo),
     }
     path = out / "partition.json"
-    path.write_text(json.dumps(saved, indent=2))
+    write_text(path, json.dumps(saved, indent=2))
     plot = plot_partition(saved, out / "plots" / "partition.png")
     return {
         "partition": str(path),

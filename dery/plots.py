@@ -14,13 +14,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from tasks.io.files import atomic_path  # noqa: E402
+
 SET_COLOURS = plt.get_cmap("tab10").colors
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as temp:
+            fig.savefig(temp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

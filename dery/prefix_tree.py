@@ -32,6 +32,7 @@ from dery.plan import Plan
 from dery.proxy import CodeKernel, log_det_score
 from dery.stitch import ReassembledNet, make_part, node_block
 from dery.zoo import Member
+from tasks.io.files import write_text
 
 
 def part_seed(seed: int, position: int, part: Mapping[str, Any]) -> int:
@@ -113,10 +114,7 @@ class ScoreCache:
     def save(self, force: bool = False) -> None:
         if self.path is None or not (force or time.monotonic() - self._saved > 30):
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.scores))
-        tmp.replace(self.path)
+        write_text(self.path, json.dumps(self.scores))  # a temp file, then a rename
         self._saved = time.monotonic()
 
 

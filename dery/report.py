@@ -9,12 +9,12 @@ NASWOT's Kendall tau against the members' test accuracy, as markdown.
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from tasks.io.files import read_json, read_yaml
+from tasks.io.files import read_json, read_yaml, write_text
+from tasks.run.summary import is_finished, write_summary
 from tasks.studies.study import Estimate
 
 
@@ -23,7 +23,9 @@ def _summaries(chain_dir: Path) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {}
     for path in sorted([*chain_dir.glob("*/summary.json"), *chain_dir.glob("*/seed*/summary.json")]):
         stage = path.parent.parent.name if path.parent.name.startswith("seed") else path.parent.name
-        runs.setdefault(stage, []).append(read_json(path, "Stage summary"))
+        summary = read_json(path, "Stage summary")
+        if is_finished(summary):  # an interrupted stage is not a result
+            runs.setdefault(stage, []).append(summary)
     return runs
 
 
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             f"error: no stage summaries under {chain_dir}. Point it at a chain dir: logs/chains/dery_digits/<stamp>."
         )
     text = table(chain_dir)
-    (chain_dir / "dery_table.md").write_text(text)
+    write_text(chain_dir / "dery_table.md", text)
     print(text)
     if run_dir is not None:  # a chain stage: tasks.studies.chain waits for its summary.json
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             "file": str(chain_dir / "dery_table.md"),
             "finished": datetime.now().isoformat(timespec="seconds"),
         }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_summary(run_dir / "summary.json", summary)
 
 
 def command() -> None:

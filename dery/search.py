@@ -38,7 +38,7 @@ from dery.spec import save_spec, spec_of
 from dery.zoo import Member, load_zoo
 from tasks.config.location import CONFIG_SOURCE
 from tasks.errors import UserError
-from tasks.io.files import read_json
+from tasks.io.files import read_json, write_text
 
 CACHE_VERSION = 1
 
@@ -141,7 +141,7 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
         {"blocks": pool.label(p.blocks), "params": p.params, "flops": p.flops, "naswot": s}
         for p, s in zip(plans, scores)
     ]
-    (out / "candidates.json").write_text(json.dumps(table, indent=2))
+    write_text(out / "candidates.json", json.dumps(table, indent=2))
     plots = [str(plot_architecture(spec, out / "plots" / "architecture.png"))]
     plots.append(str(plot_candidates(table, best, out / "plots" / "candidates.png")))
     return {

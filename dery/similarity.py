@@ -32,6 +32,7 @@ from dery.zoo import Member, load_zoo
 from tasks.config.check import check_config
 from tasks.config.location import CONFIG_SOURCE
 from tasks.distill.taps import FeatureTap
+from tasks.io.files import atomic_path, write_text
 
 CACHE_VERSION = 1
 
@@ -94,8 +95,8 @@ def member_features(
     if path.is_file():
         return load_file(str(path))["features"], True
     features = extract(member, probe, device)
-    cache.mkdir(parents=True, exist_ok=True)
-    save_file({"features": features.contiguous()}, str(path))
+    with atomic_path(path) as temp:  # a killed or full-disk write never leaves a cache entry to trip over
+        save_file({"features": features.contiguous()}, str(temp))
     return features, False
 
 
@@ -119,19 +120,21 @@ def compute(cfg: DictConfig, out: Path) -> dict[str, Any]:
             reps += list(torch.split(features, rep_dims(member), dim=1))
         with torch.no_grad():
             cka = cka_matrix([r.to(device) for r in reps]).cpu()
-        save_file({"cka": cka.contiguous()}, str(matrix_path))
+        with atomic_path(matrix_path) as temp:
+            save_file({"cka": cka.contiguous()}, str(temp))
     offsets, start = {}, 0
     for name, member in members.items():
         offsets[name] = start
         start += len(member.nodes) + 1
-    save_file({"cka": cka.contiguous()}, str(out / "similarity.safetensors"))
+    with atomic_path(out / "similarity.safetensors") as temp:
+        save_file({"cka": cka.contiguous()}, str(temp))
     zoo = {
         "input_size": list(input_size),
         "probe": {"split": cfg.probe.split, "images": len(probe), "fingerprint": probe_key},
         "offsets": offsets,
         "members": {name: m.describe() for name, m in members.items()},
     }
-    (out / "zoo.json").write_text(json.dumps(zoo, indent=2))
+    write_text(out / "zoo.json", json.dumps(zoo, indent=2))
     plot = plot_cka(cka, members, offsets, out / "plots" / "cka.png")
     return {
         "zoo": str(out / "zoo.json"),

@@ -15,7 +15,7 @@ from dery.plan import Plan
 from dery.stitch import ReassembledNet, make_part, node_block
 from dery.zoo import Member, load_model
 from tasks.errors import UserError
-from tasks.io.files import read_yaml, require_keys
+from tasks.io.files import read_yaml, require_keys, write_text
 
 FORMAT = "dery-spec/1"
 
@@ -63,10 +63,7 @@ def spec_of(
 
 
 def save_spec(spec: Mapping[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(dict(spec), sort_keys=False))
-    return path
+    return write_text(path, yaml.safe_dump(dict(spec), sort_keys=False))
 
 
 def load_spec(path: str | Path | None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from tasks.errors import UserError
 from tasks.io.files import read_json
 from tasks.models.backbones import count_parameters, create_backbone, load_exported
 from tasks.models.backbones.weights import load_backbone_weights
+from tasks.run.summary import finished
 
 WEIGHT_FORMS = "run:<run dir>, file:<path>, hub:<timm tag> or random"
 ZOO_MEMBER = "dery.schemas.ZooMember"
@@ -112,7 +113,7 @@ def _run_card(path: Path) -> Path:
 
 def _run_accuracy(run_dir: Path) -> float | None:
     summary = run_dir / "summary.json"
-    if summary.is_file():
+    if finished(run_dir):
         value = read_json(summary, "Zoo member run summary").get("test", {}).get("test/acc")
         return float(value) if value is not None else None
     return None

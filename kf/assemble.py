@@ -21,7 +21,8 @@ from kf.factor import FactorNetwork, TaskSpecificNet
 from kf.task_spec import TaskSpec
 from tasks.errors import UserError
 from tasks.io.cards import Card, load_card, write_card
-from tasks.io.files import read_safetensors
+from tasks.io.files import atomic_path, complete_folder, read_safetensors
+from tasks.io.places import require_writable
 from tasks.models.backbones import count_parameters, create_backbone, small_stem_name
 from tasks.run.boundary import guarded
 
@@ -92,7 +93,8 @@ class AssembledNetwork(nn.Module):
         export_dir = Path(export_dir)
         export_dir.mkdir(parents=True, exist_ok=True)
         weights = export_dir / f"{name}.safetensors"
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(weights))
+        with atomic_path(weights) as temp:  # whole or not at all; the card comes after it
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(temp))
         card = write_card(
             export_dir,
             KIND,
@@ -161,11 +163,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder for the new assembled network")
     args = parser.parse_args(argv)
     try:
+        out = require_writable(args.out, "The --out folder", "Pass --out <a new folder you can write>.")
+        mine = {"assembled.json", "assembled.safetensors"}
+        if out.is_dir() and (others := sorted(p.name for p in out.iterdir() if p.name not in mine)):
+            raise UserError(
+                f"--out {out} holds other files ({others[:5]}), and kf.assemble replaces the whole folder. "
+                "Name a new or empty folder (or one an earlier kf.assemble wrote)."
+            )
         net = load_assembled(args.card).subset([t for t in args.tasks.split(",") if t])
-        files = net.save(args.out)
+        with complete_folder(out) as temp:  # all or nothing: a full disk or a kill leaves the old folder
+            written = {k: str(out / Path(v).name) for k, v in net.save(temp).items()}
     except UserError as err:
         raise SystemExit(f"error: {err}") from None
-    print(json.dumps({"tasks": net.task_names, "parameters": net.parameter_report(), **files}, indent=2))
+    print(json.dumps({"tasks": net.task_names, "parameters": net.parameter_report(), **written}, indent=2))
 
 
 if __name__ == "__main__":

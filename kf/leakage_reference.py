@@ -21,6 +21,7 @@ from kf.factor import TaskSpecificNet
 from kf.modularity import modularity_metrics
 from kf.task_spec import task_targets
 from tasks.errors import UserError
+from tasks.run.summary import finished
 
 
 def run_config(run_dir: Path):
@@ -46,7 +47,7 @@ def codes(run_dir: Path, samples: int, seed: int) -> dict:
     from tasks.run.instantiate import build
 
     card = run_dir / "export" / "assembled.json"
-    if not card.is_file() or not (run_dir / "summary.json").is_file():
+    if not card.is_file() or not finished(run_dir):
         raise UserError(f"{run_dir} is not a finished KF run (needs summary.json and export/assembled.json).")
     data = build("data", run_config(run_dir).data)
     data.setup("test")

@@ -20,7 +20,6 @@ best fixed t, for `model.timesteps.fixed_t_from=<this run>`).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -41,8 +40,11 @@ from repfusion.probe import probe_mlp
 from repfusion.teacher import latest_export
 from tasks.config.location import CONFIG_SOURCE
 from tasks.errors import UserError
+from tasks.io.files import atomic_path
+from tasks.run import interruption
 from tasks.run.instantiate import build
-from tasks.run.summary import write_summary
+from tasks.run.resume import resumable_checkpoint
+from tasks.run.summary import finished, read_finished, write_summary
 
 MAKE_ORACLE = "python -m repfusion.oracle teacher.source=<teacher folder> (see docs/repfusion.md)"
 
@@ -147,7 +149,7 @@ def probe_curve(cfg: DictConfig, teacher, datamodule) -> list[dict[str, float]]:
 def distill_run(cfg: DictConfig, source: str, t: int, out: Path) -> dict[str, Any]:
     """A short fixed-t stage-1 run (skipped when its summary exists already)."""
     run_dir = out / "distill" / f"t{t}"
-    if not (run_dir / "summary.json").is_file():
+    if not finished(run_dir):
         command = [
             sys.executable,
             "-m",
@@ -160,8 +162,11 @@ def distill_run(cfg: DictConfig, source: str, t: int, out: Path) -> dict[str, An
             *map(str, cfg.distill.overrides),
             f"hydra.run.dir={run_dir}",
         ]
+        if resumable_checkpoint(run_dir) is not None:
+            command.append(f"resume={run_dir}")  # an interrupted oracle continues its runs
         print(f"=== oracle: fixed t = {t}: {' '.join(command[1:])}", flush=True)
-        code = subprocess.run(command).returncode  # in this folder, like the oracle: relative paths mean the same
+        # in this folder, like the oracle (relative paths mean the same); a stop of the oracle is passed on to its run
+        code = interruption.run_child(command, Path.cwd())
         if code != 0:
             raise UserError(
                 f"The fixed-t stage-1 run at t = {t} failed (exit code {code}); its files are in {run_dir}."
@@ -231,9 +236,9 @@ def best_timestep(run_dir: str | Path) -> int:
 
 
 def read_oracle(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(str(run_dir)).expanduser() / "summary.json"
-    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary = read_finished(run_dir, "oracle run", f"Make one with: {MAKE_ORACLE}")
     if summary.get("stage") != "repfusion_oracle":
+        path = Path(str(run_dir)).expanduser() / "summary.json"
         raise UserError(f"No finished oracle run at '{run_dir}' ({path}). Make one with: {MAKE_ORACLE}")
     return summary
 
@@ -268,11 +273,13 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     metric = cfg.distill.select_by
     scored = [d for d in distill if metric in d]
     best_t = max(scored, key=lambda d: d[metric])["t"] if scored else best_probe
-    (out / "plots").mkdir(parents=True, exist_ok=True)
     title = f"timestep oracle: teacher {teacher_name(source)}"
     figure = oracle_figure(curve, distill, policies, num_timesteps, title, knn_key=metric)
-    figure.savefig(out / "plots" / "timestep_oracle.png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    try:
+        with atomic_path(out / "plots" / "timestep_oracle.png") as temp:
+            figure.savefig(temp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(figure)
     for p in policies:
         flag = "low" if p["ends_low"] else "NOT low"
         print(

@@ -23,6 +23,7 @@ from tasks.config.types import AtLeastOne, Choices
 from tasks.distill.taps import FeatureTap
 from tasks.errors import UserError
 from tasks.io.files import check_weights, read_json
+from tasks.run.summary import finished
 
 # The last ResNet block of the middle block, its second conv: before the skip-add (as the original).
 DEFAULT_LAYER = "mid_block.resnets.1.conv2"
@@ -37,7 +38,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 def latest_export(task: str, runs_dir: str | Path) -> Path:
     """The export/unet of the newest finished run of `task` under `<runs_dir>/<task>/runs/`."""
     root = Path(runs_dir) / task / "runs"
-    found = [p for p in root.glob("*/export/unet") if (p.parents[1] / "summary.json").is_file()]
+    found = [p for p in root.glob("*/export/unet") if finished(p.parents[1])]
     if not found:
         raise UserError(
             f"No finished '{task}' run with an export/unet under {root}. Make the teacher first: "

@@ -42,11 +42,13 @@ def _trainer(cfg: DictConfig, loggers: list):
 
 def test(cfg: DictConfig, source) -> dict:
     """trainer.test of the source on its data's test split; the test metrics."""
+    from tasks.run import mismatch
     from tasks.run.eval_source import data_node
     from tasks.run.instantiate import build, build_group
     from tasks.run.summary import plain_metrics
 
-    datamodule = build("data", data_node(cfg, source))
+    data = data_node(cfg, source)
+    datamodule = build("data", data)
     datamodule.prepare_data()
     datamodule.setup("test")  # missing or broken data files stop here, before Lightning starts
     expected = source.module.hparams.get("num_classes") or getattr(
@@ -62,7 +64,13 @@ def test(cfg: DictConfig, source) -> dict:
         trainer = _trainer(cfg, loggers)
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        tested = trainer.test(source.module, datamodule=datamodule, ckpt_path=source.checkpoint, weights_only=True)
+        try:
+            tested = trainer.test(source.module, datamodule=datamodule, ckpt_path=source.checkpoint, weights_only=True)
+        except Exception as err:  # data of another size or channel count than the network's: named, not a bug
+            explained = mismatch.explain(err, datamodule, source.module, OmegaConf.create({"data": data}))
+            if explained is not None:
+                raise explained from None
+            raise
         return {"test": plain_metrics(tested[0])}
     finally:
         if any(type(lg).__name__ == "WandbLogger" for lg in loggers):

@@ -20,24 +20,35 @@ import tasks  # noqa: F401  (registers the resolvers conf/ uses)
 
 
 def train(cfg: DictConfig) -> dict:
-    """Run one job described by a composed config; returns its summary."""
-    import pytorch_lightning as pl
-    from hydra.core.hydra_config import HydraConfig
-    from pytorch_lightning.utilities.model_helpers import is_overridden
-
+    """Run one job described by a composed config; returns its summary. The job holds the lock of
+    its run dir throughout (tasks.run.lock): a second writer stops at once."""
     from tasks.config.check import check_config
-    from tasks.io.cards import data_config
-    from tasks.io.checkpoints import load_training_checkpoint
-    from tasks.run.export import export_run
     from tasks.run.guards import check_launch
-    from tasks.run.instantiate import build, build_group, trainer_plugins
-    from tasks.run.resume import resume_checkpoint
-    from tasks.run.summary import checkpoint_paths, plain_metrics, print_summary, write_summary
+    from tasks.run.lock import hold_run_dir
 
     start = time.time()
     check_config(cfg, command="train")  # preflight did this for the command line; in-process callers come here
     check_launch(cfg)
     out = Path(cfg.paths.output_dir)
+    with hold_run_dir(out):
+        return _train(cfg, out, start)
+
+
+def _train(cfg: DictConfig, out: Path, start: float) -> dict:
+    """The run itself; a stop by signal leaves an interrupted summary, and a shape error that is a
+    data/network disagreement becomes the UserError that names it (tasks.run.mismatch)."""
+    import pytorch_lightning as pl
+    from hydra.core.hydra_config import HydraConfig
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    from tasks.io.cards import data_config
+    from tasks.io.checkpoints import load_training_checkpoint
+    from tasks.run import interruption, mismatch
+    from tasks.run.export import export_run
+    from tasks.run.instantiate import build, build_group, trainer_plugins
+    from tasks.run.resume import resume_checkpoint
+    from tasks.run.summary import checkpoint_paths, plain_metrics, print_summary, write_summary
+
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # Everything a user names is read and checked before any logger run exists (no W&B run for a failed start).
@@ -55,6 +66,14 @@ def train(cfg: DictConfig) -> dict:
     )
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    hydra_cfg = HydraConfig.get()
+    run = {
+        "task_name": cfg.task_name,
+        "experiment": hydra_cfg.runtime.choices.get("experiment"),
+        "overrides": list(hydra_cfg.overrides.task),
+        "seed": cfg.seed,
+        "run_dir": str(out),
+    }
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -66,24 +85,19 @@ def train(cfg: DictConfig) -> dict:
             tested = trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
             test_metrics = plain_metrics(tested[0])
         exports = {}
-        hydra_cfg = HydraConfig.get()
         if cfg.get("export") and hasattr(model, "export_artifacts") and trainer.is_global_zero:
-            run = {
+            card_run = {
                 "task_name": cfg.task_name,
-                "experiment": hydra_cfg.runtime.choices.get("experiment"),
+                "experiment": run["experiment"],
                 "run_dir": str(out),
                 "seed": cfg.seed,
                 "test": test_metrics,
-                "overrides": list(hydra_cfg.overrides.task),
+                "overrides": run["overrides"],
             }
             # all or nothing (a temp folder, then a rename); the run's and the data's fields go into the export's card
-            exports = export_run(model, out / "export", run, data_config(datamodule))
+            exports = export_run(model, out / "export", card_run, data_config(datamodule))
         summary = {
-            "task_name": cfg.task_name,
-            "experiment": hydra_cfg.runtime.choices.get("experiment"),
-            "overrides": list(hydra_cfg.overrides.task),
-            "seed": cfg.seed,
-            "run_dir": str(out),
+            **run,
             "test": test_metrics,
             "final": fit_metrics,
             "checkpoints": checkpoints,
@@ -97,11 +111,38 @@ def train(cfg: DictConfig) -> dict:
             write_summary(out / "summary.json", summary)
             print_summary(summary)
         return summary
+    except BaseException as err:
+        signum = interruption.received()
+        if signum is not None:
+            if trainer.is_global_zero:
+                write_interrupted_run(out, signum, run, trainer, time.time() - start)
+            raise
+        explained = mismatch.explain(err, datamodule, model, cfg) if isinstance(err, Exception) else None
+        if explained is not None:
+            raise explained from None
+        raise
     finally:
         if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
             import wandb
 
             wandb.finish()
+
+
+def write_interrupted_run(out: Path, signum: int, run: dict, trainer, wall: float) -> None:
+    """The summary of a run a signal stopped: where it stopped, what it kept, how to go on."""
+    from tasks.run.resume import resumable_checkpoint
+    from tasks.run.summary import checkpoint_paths, write_interrupted
+
+    kept = resumable_checkpoint(out)
+    go_on = (
+        f"Continue it with resume=auto (the newest unfinished run of '{run['task_name']}') or resume={out}; "
+        f"it goes on from {kept}."
+        if kept is not None
+        else "It stopped before its first checkpoint: run it again."
+    )
+    details = {**run, "global_step": trainer.global_step, "epochs": trainer.current_epoch}
+    details.update(checkpoints=checkpoint_paths(trainer), resumable=str(kept) if kept else None)
+    write_interrupted(out, signum, {**details, "wall_time_s": wall, "continue": go_on})
 
 
 def main(cfg: DictConfig) -> float | None:

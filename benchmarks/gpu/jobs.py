@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from tasks.config.location import CONF_DIR
 from tasks.errors import UserError
+from tasks.run.summary import finished
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout the jobs run in
 CHAIN_DIR_REF = re.compile(r"\{run:[A-Za-z0-9_]+\}/\.\.")  # a stage that reads the whole chain dir
@@ -34,7 +35,7 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return (self.run_dir / "summary.json").is_file()
+        return finished(self.run_dir)  # an interrupted run's summary does not count
 
 
 def training_stages(chain) -> list[str]:

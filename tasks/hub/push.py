@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import UserError
-from tasks.io import cards
+from tasks.io import cards, files
+from tasks.io.places import require_writable
 from tasks.run.boundary import guarded
 
 HUB_FILES = (cards.TIMM_CONFIG, cards.WEIGHTS)  # what timm's hf-hub: loader reads
@@ -184,11 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.dry_run:
         if not args.out:
             raise SystemExit("error: --dry-run needs --out <folder> to stage the upload into.")
-        out = Path(args.out)
-        if out.exists() and any(out.iterdir()):
+        out = require_writable(args.out, "The --out folder", "Pass --out <a new folder you can write>.")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise SystemExit(f"error: --out {out} is not empty. Name a new or empty folder.")
-        out.mkdir(parents=True, exist_ok=True)
-        stage(args.export, out, args.repo_id)
+        with files.complete_folder(out) as temp:  # all or nothing: a full disk leaves no half upload
+            stage(args.export, temp, args.repo_id)
         print(f"staged for {args.repo_id}: {sorted(p.name for p in out.iterdir())} in {out} (nothing uploaded)")
         return
     url = push(args.export, args.repo_id, args.private, args.revision, args.message, args.token)

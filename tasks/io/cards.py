@@ -198,9 +198,7 @@ def load_card(path: str | Path | Card, kinds_allowed: tuple[str, ...] | None = N
 def write_card(folder: str | Path, kind: str, fields: dict[str, Any], name: str = CARD_FILE) -> Path:
     """A card of `kind` in `folder` (card.json unless the kind's layout names another file)."""
     path = Path(folder) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"kind": kind, "format": FORMAT, **fields}, indent=2, default=str))
-    return path
+    return files.write_text(path, json.dumps({"kind": kind, "format": FORMAT, **fields}, indent=2, default=str))
 
 
 def cards_in(folder: str | Path) -> list[Path]:

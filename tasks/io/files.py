@@ -6,6 +6,7 @@ Writers replace a file or folder only once it is complete (temporary name, then 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import UserError
+from tasks.errors import DiskFull, UserError
 
 WEIGHTS = "a safetensors or PyTorch checkpoint"
 _SAFETENSORS_MAX_HEADER = 100 << 20  # the safetensors format's own limit
@@ -336,27 +337,91 @@ def _first(err: BaseException) -> str:
 
 
 # --- writing ------------------------------------------------------------------------------
+_NO_SPACE = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded"}
+_NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded", "os error 28", "os error 122")
+
+
+def no_space(err: BaseException) -> bool:
+    """Whether `err`, or an error it wraps, is a write that failed for lack of space or quota:
+    an OSError, or a library's own error around one (safetensors says "os error 28")."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE:
+            return True
+        if any(text in str(current) for text in _NO_SPACE_TEXT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _free_space(path: Path) -> str:
+    where = path
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        usage = shutil.disk_usage(where)
+    except OSError:
+        return ""
+    return f" ({usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.1f} MiB there)"
+
+
+def disk_full(path: str | Path | None, err: BaseException) -> DiskFull:
+    """One message for a write that ran out of space: the file, the space left, what was kept."""
+    quota = "quota" in str(err).lower() or getattr(err, "errno", None) == errno.EDQUOT
+    reason = "Disk quota exceeded" if quota else "No space left on device"
+    if path is None:
+        name = getattr(err, "filename", None)
+        where = f" while writing {name}" if name else ""
+        kept = "checkpoints, summaries and exports are written whole or not at all, so the last checkpoint is intact"
+        free = _free_space(Path(name)) if name else ""
+    else:
+        path = Path(path)
+        where, free = f" while writing {path}", _free_space(path)
+        kept = f"the previous {path.name} is kept" if path.exists() else "no partial file is left"
+    return DiskFull(
+        f"{reason}{where}{free}. Nothing already written is lost: {kept}. Free space there, or write "
+        "elsewhere (paths.log_dir=<folder on another disk>), then run the same command again; a training "
+        "run continues from its last checkpoint with resume=auto."
+    )
+
+
 def temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+    """A hidden name beside `path` with the same suffix (libraries that pick a format by the suffix
+    still see it): .<stem>.partial-<pid><suffix>."""
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
 
 
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     """An open handle on a temporary file beside `path`; when the block ends without an error
     the file is flushed to disk and renamed to `path`, so a reader sees the old file or the whole
-    new one. Writers stream into it (a checkpoint is not first built in memory)."""
+    new one. Writers stream into it (a checkpoint is not first built in memory). A write that
+    runs out of space is one DiskFull error; the temporary file is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_name(path)
-    try:
+    with atomic_path(path) as temp:
         with open(temp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-    except BaseException:
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` for a library that writes by file name (safetensors,
+    matplotlib); renamed to `path` when the block ends without an error, removed otherwise."""
+    path = Path(path)
+    temp = temp_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield temp
+        os.replace(temp, path)
+    except BaseException as err:
         temp.unlink(missing_ok=True)
+        if isinstance(err, Exception) and not isinstance(err, UserError) and no_space(err):
+            raise disk_full(path, err) from None
         raise
-    os.replace(temp, path)
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -373,11 +438,13 @@ def complete_folder(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     temp = temp_name(path)
     shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir(parents=True)
     try:
+        temp.mkdir(parents=True)
         yield temp
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(temp, ignore_errors=True)
+        if isinstance(err, Exception) and not isinstance(err, UserError) and no_space(err):
+            raise disk_full(path, err) from None
         raise
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
     if path.exists():

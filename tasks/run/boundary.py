@@ -1,6 +1,9 @@
 """The last-resort guard of every command a user types. A UserError prints one message and
 exits 2; any other exception is a bug: one line says so and names the log file that holds
 its full traceback, exit 1. A start that fails on a user mistake leaves no run dir behind.
+A write that fails for lack of space is a user error too (exit 2; the run dir is kept). A
+command stopped by SIGTERM, SIGINT or SIGHUP exits 128 + the signal number, and its run dir,
+if it has one, gets an interrupted summary (tasks.run.interruption).
 
     @guarded("kt-report")                      # an argparse command
     def main(argv=None): ...
@@ -23,7 +26,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import EXIT_BUG, EXIT_USER, TrainingDiverged, UserError
+from tasks.errors import EXIT_BUG, EXIT_USER, DiskFull, RunDirLocked, TrainingDiverged, UserError
+from tasks.run import interruption
+
+KEEPS_RUN_DIR = (TrainingDiverged, DiskFull, RunDirLocked)  # a run that started, or another process's dir
 
 _STARTED = time.time()  # files older than this were not written by this process
 
@@ -119,27 +125,68 @@ def run_guarded(
     entry: str, body: Callable[..., Any], *args: Any, run_dir: Callable[[], Path | None] | None = None, **kwargs: Any
 ) -> Any:
     """`body(*args, **kwargs)` with the exit-code contract; `run_dir()` names the dir a
-    failed start discards."""
+    failed start discards and an interrupted run gets its summary in."""
     try:
-        return body(*args, **kwargs)
-    except UserError as err:
+        with interruption.watching():
+            return body(*args, **kwargs)
+    except BaseException as err:  # noqa: BLE001  (the guard: every way out is decided here)
+        signum = interruption.received()
+        if signum is not None:
+            stop_interrupted(entry, signum, err, run_dir() if run_dir is not None else None)
+        exit_for(entry, err, run_dir)
+
+
+def exit_for(entry: str, err: BaseException, run_dir: Callable[[], Path | None] | None) -> None:
+    """The exit of a command that raised `err` (no signal involved)."""
+    if isinstance(err, UserError):
         print(f"\nerror: {err}", file=sys.stderr)
-        if run_dir is not None and not isinstance(err, TrainingDiverged):
+        if run_dir is not None and not isinstance(err, KEEPS_RUN_DIR):
             discard_fresh_run_dir(run_dir())
         sys.exit(EXIT_USER)
-    except SystemExit as exit_:
-        if isinstance(exit_.code, str):  # argparse-style `raise SystemExit("error: ...")`: a user error
-            print(exit_.code, file=sys.stderr)
-            exit_ = SystemExit(EXIT_USER)
-        if exit_.code == EXIT_USER and run_dir is not None:  # a user error the app reported itself
+    if isinstance(err, SystemExit):
+        if isinstance(err.code, str):  # argparse-style `raise SystemExit("error: ...")`: a user error
+            print(err.code, file=sys.stderr)
+            err = SystemExit(EXIT_USER)
+        if err.code == EXIT_USER and run_dir is not None:  # a user error the app reported itself
             discard_fresh_run_dir(run_dir())
-        raise exit_ from None
-    except KeyboardInterrupt:
+        raise err from None
+    if isinstance(err, KeyboardInterrupt):
         print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as err:
+        sys.exit(130)  # 128 + SIGINT, as a shell reports Ctrl-C
+    if isinstance(err, Exception):
+        from tasks.io.files import disk_full, no_space
+
+        if no_space(err):  # a writer outside tasks.io.files (a logger, a library) ran out of space
+            print(f"\nerror: {disk_full(None, err)}", file=sys.stderr)
+            sys.exit(EXIT_USER)
         report_bug(entry, err)
         sys.exit(EXIT_BUG)
+    raise err
+
+
+def stop_interrupted(entry: str, signum: int, err: BaseException, run_dir: Path | None) -> None:
+    """Exit 128 + signum after a stop by signal. The run dir (if any) gets an interrupted summary
+    unless the body wrote one (train.py writes its step and checkpoints) or had finished."""
+    import json
+
+    from tasks.run.lock import writes_here
+    from tasks.run.summary import INTERRUPTED, SUMMARY, write_interrupted
+
+    code = interruption.exit_code(signum)
+    if isinstance(err, SystemExit) and err.code == code:
+        raise err  # an inner guard has reported it
+    said = ""
+    if run_dir is not None and writes_here():
+        write_interrupted(run_dir, signum, {"entry": entry}, replace=False)
+        try:
+            summary = json.loads((Path(run_dir) / SUMMARY).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            summary = {}
+        if summary.get("status") == INTERRUPTED:
+            said = f": {Path(run_dir) / SUMMARY} says so"
+            said += f". {summary['continue']}" if "continue" in summary else ""
+    print(f"\ninterrupted by {interruption.name(signum)} (exit {code}){said}", file=sys.stderr)
+    sys.exit(code)
 
 
 def guarded(entry: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

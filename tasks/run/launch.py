@@ -1,10 +1,13 @@
 """How a command's Hydra app runs: preflight composes and checks the config once; a single run
 then goes to Hydra's own `run_job` with that config (the run dir, `.hydra/`, the job log and
 HydraConfig exactly as `@hydra.main` makes them, without composing the config twice more);
-sweeps and Hydra's flags (--multirun, --cfg, --help, ...) go through `@hydra.main`."""
+sweeps and Hydra's flags (--multirun, --cfg, --help, ...) go through `@hydra.main`. The whole
+command runs guarded (tasks.run.boundary), and every job holds the lock of its run dir
+(tasks.run.lock) from before Hydra writes into it until it ends."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -17,6 +20,13 @@ from omegaconf import DictConfig, open_dict
 
 from tasks.config.location import CONFIG_SOURCE, working_dir_on_path
 from tasks.run.boundary import hydra_output_dir, run_guarded
+from tasks.run.lock import hold_run_dir
+
+RESUME_AUTO_LOCKED = (
+    "resume=auto chose it as the newest unfinished run of this task, and stops rather than continue "
+    "another run or start a new one: wait for that process to end (or stop it), continue a different "
+    "run with resume=<run dir>, or start a new run without resume=."
+)
 
 
 def job_name(task: Callable[..., Any]) -> str:
@@ -67,24 +77,36 @@ def run_command(
     argv: list[str] | None = None,
 ) -> Any:
     """The whole command: checks first (exit 2 on a user mistake, nothing written), then the
-    guarded task in its run dir. The configs come from `cfg_dir` (the packaged ones by default),
-    KT_CONFIG_DIR and --config-dir; a `_target_` may name a module of the working folder."""
+    guarded task in its run dir, which it holds the lock of. The configs come from `cfg_dir` (the
+    packaged ones by default), KT_CONFIG_DIR and --config-dir; a `_target_` may name a module of the
+    working folder."""
     from tasks.run.preflight import preflight_config
 
     working_dir_on_path()
 
+    def held_task(cfg: DictConfig) -> Any:
+        out = hydra_output_dir()
+        with hold_run_dir(out) if out is not None else contextlib.nullcontext():  # each job of a sweep too
+            return task(cfg)
+
     @functools.wraps(task)
     def guarded_task(cfg: DictConfig) -> Any:
-        return run_guarded(entry, task, cfg, run_dir=hydra_output_dir)
+        return run_guarded(entry, held_task, cfg, run_dir=hydra_output_dir)
 
-    name = job_name(task)
-    checked = run_guarded(entry, preflight_config, list(sys.argv if argv is None else argv), cfg_dir, config_name, name)
-    if checked.config is not None:
-        return run_once(guarded_task, checked.config, config_name)
-    from hydra import main as hydra_main
+    def command() -> Any:
+        args = list(sys.argv if argv is None else argv)
+        checked = preflight_config(args, cfg_dir, config_name, job_name(task))
+        if checked.config is not None:
+            with open_dict(checked.config):  # one resolved dir: the one locked is the one Hydra writes
+                run_dir = checked.config.hydra.run.dir = str(checked.config.hydra.run.dir)
+            with hold_run_dir(run_dir, RESUME_AUTO_LOCKED if checked.resume == "auto" else ""):
+                return run_once(guarded_task, checked.config, config_name)
+        from hydra import main as hydra_main
 
-    sys.argv = checked.argv
-    return hydra_main(version_base="1.3", config_path=str(cfg_dir), config_name=config_name)(guarded_task)()
+        sys.argv = checked.argv
+        return hydra_main(version_base="1.3", config_path=str(cfg_dir), config_name=config_name)(guarded_task)()
+
+    return run_guarded(entry, command)
 
 
 def hydra_command(main: Callable[..., Any], config_name: str) -> None:

@@ -1,8 +1,9 @@
 """Checks the command line before Hydra runs it: composes the config once (every job of a
 sweep; a single run then runs on that very config, tasks/run/launch.py), turns Hydra's errors
 into one message with the fix, checks every `_target_` node and the command's plain keys
-(tasks.config.check), and maps `resume=` to the run dir to continue. Nothing is written
-before these checks pass."""
+(tasks.config.check), checks that every place the command writes can be written
+(tasks.io.places), and maps `resume=` to the run dir to continue. Nothing is written before
+these checks pass."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tasks.config.folders import check_folders, config_folders, unknown_option
 from tasks.config.location import CONFIG_SOURCE
 from tasks.errors import UserError
+from tasks.io.places import check_places, require_writable
 from tasks.run.resume import resume_run_dir
 
 _PASS_THROUGH_FLAGS = {
@@ -213,6 +215,8 @@ def check_jobs(
         cfg = _with_output_dir(cfg, multirun)
         try:
             check_command(cfg, config_name)
+            if i == 0:
+                check_places(cfg, multirun)
         except UserError as err:
             swept = [o for o in overrides if o not in jobs[0]] if len(jobs) > 1 else []
             raise UserError(f"{err}{f' (in the sweep job with {swept})' if swept else ''}") from None
@@ -227,6 +231,7 @@ class Checked:
 
     argv: list[str]
     config: DictConfig | None
+    resume: str | None = None  # the run's resume= (resume=auto chose its run dir)
 
 
 def hydra_arguments(args: list[str]):
@@ -266,12 +271,13 @@ def preflight_config(
             runs_root = Path(cfg.paths.log_dir) / str(cfg.task_name) / "runs"
             run_dir = resume_run_dir(str(resume), runs_root)
             if run_dir is not None:
+                require_writable(run_dir, "The run dir to continue", "Make it writable, or start a new run.")
                 override = f"hydra.run.dir={run_dir}"
                 with open_dict(composed):
                     composed.hydra.run.dir = str(run_dir)
                     composed.hydra.overrides.hydra.append(override)
-                return Checked(argv + [override], composed)
-    return Checked(argv, composed)
+                return Checked(argv + [override], composed, str(resume))
+    return Checked(argv, composed, str(resume) if resume else None)
 
 
 def preflight(argv: list[str], cfg_dir: Path | str = CONFIG_SOURCE, config_name: str = "train") -> list[str]:

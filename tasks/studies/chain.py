@@ -19,10 +19,10 @@ Stages run in the folder the chain runs in (`python -m tasks.train`, so a `_targ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,9 +34,14 @@ from omegaconf import DictConfig, OmegaConf
 from tasks.config.folders import check_folders, config_folders, offered
 from tasks.config.location import USER_CONFIG_ENV, add_env_config_dir, working_dir_on_path
 from tasks.errors import UserError
-from tasks.io.files import read_yaml
+from tasks.io.files import read_yaml, write_text
+from tasks.io.places import require_writable
+from tasks.run import interruption
 from tasks.run.boundary import guarded
+from tasks.run.lock import holding
 from tasks.run.preflight import check_stage_commands
+from tasks.run.resume import resumable_checkpoint
+from tasks.run.summary import finished
 from tasks.studies.study import rows_from_summaries, write_study
 
 PLACEHOLDER = re.compile(r"\{run:([A-Za-z0-9_]+)\}")
@@ -53,7 +58,7 @@ class StageRun:
 
     @property
     def finished(self) -> bool:
-        return (self.run_dir / "summary.json").is_file()
+        return finished(self.run_dir)  # an interrupted stage's summary does not count
 
 
 def find_chain(name: str) -> Path:
@@ -143,17 +148,38 @@ def plan(
 
 def execute(run: StageRun) -> None:
     command = list(run.command)
-    if (run.run_dir / "checkpoints" / "last.ckpt").is_file():
+    if resumable_checkpoint(run.run_dir) is not None:
         command.append(f"resume={run.run_dir}")  # an interrupted stage continues from its last checkpoint
     label = run.stage + (f" (seed {run.seed})" if run.seed is not None else "")
     print(f"\n=== chain stage: {label} -> {run.run_dir}\n    {' '.join(command[1:])}", flush=True)
-    code = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+    code = interruption.run_child(command, Path.cwd())  # a stop of the chain is passed on to its stage
     if code != 0 or not run.finished:
         raise UserError(
             f"Chain stage '{label}' failed (exit code {code}); its files are in {run.run_dir}. "
             f"Fix the cause and re-run the same command with --dir "
             f"{run.run_dir.parents[1] if run.seed is not None else run.run_dir.parent} to continue."
         )
+
+
+def hold_stages(chain_dir: Path, stages: set[str]) -> contextlib.ExitStack:
+    """The lock of every stage this runner may run (tasks.run.lock), held until the returned stack
+    closes: a second runner on the same chain dir stops at once if it would run one of them, and
+    runners of disjoint stages (--stages) go side by side."""
+    stack = contextlib.ExitStack()
+    try:
+        for stage in sorted(stages):
+            stack.enter_context(
+                holding(
+                    chain_dir / f".writer-{stage}.lock",
+                    f"Stage '{stage}' of chain dir {chain_dir}",
+                    "Two chain runners must not run one stage: wait for that one to end (or stop it), "
+                    "or run other stages with --stages.",
+                )
+            )
+    except BaseException:
+        stack.close()
+        raise
+    return stack
 
 
 def comparison_tables(chain: DictConfig, runs: list[StageRun]) -> list[dict]:
@@ -208,7 +234,7 @@ def report(chain: DictConfig, runs: list[StageRun], chain_dir: Path, wall: float
         )
         texts.append((f"### {table['title']}\n\n" if table["title"] else "") + text)
         tables.append(json.loads((chain_dir / f"{name}.json").read_text()))
-    (chain_dir / "report.md").write_text("\n".join(texts))
+    write_text(chain_dir / "report.md", "\n".join(texts))
     result = {
         "chain": chain_dir.parent.name,
         "chain_dir": str(chain_dir),
@@ -218,7 +244,7 @@ def report(chain: DictConfig, runs: list[StageRun], chain_dir: Path, wall: float
         "tables": tables,
         "stages": {r.stage + (f"/seed{r.seed}" if r.seed is not None else ""): str(r.run_dir) for r in runs},
     }
-    (chain_dir / "chain_summary.json").write_text(json.dumps(result, indent=2))
+    write_text(chain_dir / "chain_summary.json", json.dumps(result, indent=2))
     print(f"\n=== chain {result['chain']} finished in {wall / 60:.1f} min: {chain_dir}\n" + "\n".join(texts))
     return result
 
@@ -286,6 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"--stages names {sorted(unknown)}, which chain '{chain_name}' does not have. "
                 f"Its stages: {list(chain.stages)}."
             )
+        require_writable(chain_dir, "The chain dir", "Pass --dir <a folder you can write> (or set KT_LOG_DIR).")
         check_stage_commands([r.command for r in runs if not r.finished and r.stage in selected])  # before any write
         chain_dir.mkdir(parents=True, exist_ok=True)
         if args.launcher != "local":
@@ -305,11 +332,12 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"\n=== chain {chain_name} finished: {chain_dir}\n" + (chain_dir / "report.md").read_text())
             return json.loads(summary.read_text())
         start = time.time()
-        for run in runs:
-            if run.finished:
-                print(f"=== chain stage {run.stage} already finished: {run.run_dir}")
-            elif run.stage in selected:
-                execute(run)
+        with hold_stages(chain_dir, selected):
+            for run in runs:
+                if run.finished:
+                    print(f"=== chain stage {run.stage} already finished: {run.run_dir}")
+                elif run.stage in selected:
+                    execute(run)
         if left := sorted({run.stage for run in runs if not run.finished}):
             print(
                 f"=== chain {chain_name}: stages {left} have not run yet; "

@@ -15,21 +15,29 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tasks.io.files import read_json
+from tasks.io.places import require_writable
 from tasks.run.boundary import guarded
+from tasks.run.summary import is_finished
 from tasks.studies.study import rows_from_summaries, write_study
 
 IGNORED_OVERRIDES = ("seed=", "hydra.", "resume=", "paths.", "logger=", "trainer.devices=", "trainer.accelerator=")
 
 
 def find_summaries(paths: Iterable[str | Path]) -> list[dict]:
-    """Every summary.json at or below the given paths, loaded, with its path."""
-    found = []
+    """Every summary.json of a finished run at or below the given paths, loaded, with its path;
+    interrupted runs are left out (and named on stderr)."""
+    found, interrupted = [], []
     for root in map(Path, paths):
         files = [root] if root.is_file() else sorted(root.rglob("summary.json"))
         for file in files:
             summary = read_json(file, "Run summary", "Remove it or re-run that job.")
+            if not is_finished(summary):
+                interrupted.append(str(file.parent))
+                continue
             summary["_path"] = str(file)
             found.append(summary)
+    if interrupted:
+        print(f"left out {len(interrupted)} interrupted run(s), not finished: {interrupted}", file=sys.stderr)
     return found
 
 
@@ -76,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.baseline and args.baseline not in groups:
         raise SystemExit(f"error: --baseline '{args.baseline}' is not a row label. Labels: {sorted(groups)}.")
     out = Path(args.out or (args.paths[0] if Path(args.paths[0]).is_dir() else Path(args.paths[0]).parent))
+    require_writable(out, "The report folder", "Pass --out <a folder you can write>.")
     tables = []
     for i, metric in enumerate(metrics):
         try:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from scipy import stats
 
+from tasks.io import files
+
 CONFIDENCE = 0.95
 DASH = "–"
 
@@ -195,9 +197,11 @@ def bar_plot(rows: list[Row], metric: str, path: Path, title: str = "") -> Path:
         ax.set_ylim(low - 4 * pad, high + 2 * pad)
     ax.set_title(title or f"{metric}: mean, 95 % CI, seeds")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with files.atomic_path(path) as temp:  # a full disk leaves the previous picture, not half a PNG
+            fig.savefig(temp, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -245,8 +249,8 @@ def write_study(
     out.mkdir(parents=True, exist_ok=True)
     compare(rows, baseline, higher_is_better)
     table = markdown(rows, metric, baseline, label_header=label_header)
-    (out / f"{name}.md").write_text((f"### {title}\n\n" if title else "") + table)
-    (out / f"{name}.json").write_text(json.dumps(as_json(rows, metric, baseline), indent=2))
+    files.write_text(out / f"{name}.md", (f"### {title}\n\n" if title else "") + table)
+    files.write_text(out / f"{name}.json", json.dumps(as_json(rows, metric, baseline), indent=2))
     if any(r.estimate for r in rows):
         bar_plot(rows, metric, out / f"{name}.png", title)
     return table

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import UserError
+from tasks.run.summary import finished
 
 DEFAULT_SLURM = {
     "timeout_min": 1440,
@@ -30,11 +31,11 @@ POLL_S = 2.0
 
 
 def run_stage(command: list[str], cwd: str, waits_for: list[str], timeout_s: float | None = None) -> str:
-    """The body of one job: wait until the runs it depends on have a summary.json (local
+    """The body of one job: wait until the runs it depends on have finished (local
     executor only; on SLURM `afterok` already held the job back), then run the stage."""
     start = time.time()
     for run_dir in waits_for:
-        while not (Path(run_dir) / "summary.json").is_file():
+        while not finished(run_dir):
             if (Path(run_dir) / "FAILED").is_file():
                 raise RuntimeError(f"dependency {run_dir} failed; not running {' '.join(command[1:3])}")
             if timeout_s is not None and time.time() - start > timeout_s:
