@@ -133,7 +133,7 @@ def test_labels_reach_only_the_probe(teacher_dir, tmp_path):
         generator = torch.Generator().manual_seed(0)
         draw = module.policy.draw(x, generator)
         f_t = module.teacher(x, draw.t, generator)
-        terms = module.policy.losses(draw, f_t, labels)
+        terms = module.policy.losses(draw, f_t, labels, module.probe_feature(x, labels, generator))
         loss = module.distill_loss(module.student_feature(x), f_t)
         loss = loss + sum(v for k, v in terms.items() if k.startswith("loss"))
         loss.backward()
