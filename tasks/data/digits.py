@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
-from tasks.config.types import AtLeastOne, Choices, Probability, Seed
+from tasks.config.types import AtLeastOne, Choices, Count, Probability, Seed
 from tasks.data.base import ImageDataModule
 from tasks.data.labels import LabelBudget
 
@@ -50,7 +50,7 @@ class DigitsDataModule(ImageDataModule):
         test_fraction: Probability = 0.15,
         split_seed: Seed = 0,
         train_subset: int | None = None,
-        labels_per_class: AtLeastOne | None = None,
+        labels_per_class: Count | None = None,
         label_seed: Seed = 0,
         unlabelled: Annotated[str, Choices("tasks.data.labels.UNLABELLED_MODES")] = "drop",
         **kwargs,

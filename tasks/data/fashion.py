@@ -131,7 +131,7 @@ class FashionMNISTDataModule(ImageDataModule):
         val_size: Count = 5000,
         train_subset: int | None = None,
         split_seed: Seed = 0,
-        labels_per_class: AtLeastOne | None = None,
+        labels_per_class: Count | None = None,
         label_seed: Seed = 0,
         unlabelled: Annotated[str, Choices("tasks.data.labels.UNLABELLED_MODES")] = "drop",
         **kwargs,

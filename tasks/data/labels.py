@@ -4,7 +4,8 @@ that seed sees the same labels (paired comparisons) and a new seed sees new ones
 
 The rest of the pool is either dropped (`unlabelled: drop`, for supervised training on the
 few labels) or kept with the label -1 (`unlabelled: mask`, for methods that learn from the
-images of the whole pool and read labels only where they are >= 0)."""
+images of the whole pool and read labels only where they are >= 0). `labels_per_class: 0`
+with `mask` is the pool without any label."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def draw_labelled(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
     if per_class < 1:
-        raise UserError(f"data.labels_per_class={per_class} must be at least 1 (or null: every label).")
+        raise UserError(f"Drawing labelled images needs labels_per_class >= 1, got {per_class}.")
     if counts.min() < per_class:
         short = ", ".join(f"class {c}: {n}" for c, n in zip(classes, counts) if n < per_class)
         raise UserError(
@@ -54,6 +55,13 @@ class LabelBudget:
         summary's `labels_used`: count, per class, seed, pool size, what became of the rest)."""
         if self.per_class is None:
             return index, labels, None
+        if self.per_class == 0:  # the pool's images without a single label
+            if self.unlabelled == "drop":
+                raise UserError(
+                    "data.labels_per_class=0 with data.unlabelled=drop leaves no image. Use unlabelled=mask."
+                )
+            used = {"count": 0, "per_class": 0, "seed": self.seed, "pool": len(labels), "unlabelled": "mask"}
+            return index, torch.full_like(labels, UNLABELLED), used
         chosen = torch.from_numpy(draw_labelled(labels.numpy(), self.per_class, self.seed))
         used = {
             "count": len(chosen),

@@ -42,6 +42,10 @@ def test_drop_keeps_the_labelled_and_mask_marks_the_rest():
     assert torch.equal(index[masked != UNLABELLED], kept)  # the same 12 images either way
     assert torch.equal(masked[masked != UNLABELLED], kept_labels)
     assert LabelBudget(None).apply(index, labels) == (index, labels, None)
+    pool, none, used = LabelBudget(0, 7, "mask").apply(index, labels)  # the images without any label
+    assert torch.equal(pool, index) and bool((none == UNLABELLED).all()) and used["count"] == 0
+    with pytest.raises(UserError, match="leaves no image"):
+        LabelBudget(0, 7, "drop").apply(index, labels)
 
 
 @pytest.fixture
