@@ -92,8 +92,9 @@ class RepFusionModule(pl.LightningModule):
         self.policy = timesteps(feature_channels=teacher.channels, num_classes=num_classes)
         self.ema = ModelEMA(self.student, ema_decay, ema_warmup)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.policy_optimizer_factory = policy_optimizer
-        self.automatic_optimization = policy_optimizer is None
+        # label-free stage 1 (fixed or uniform t, no probe) has nothing for a policy optimiser to train
+        self.policy_optimizer_factory = policy_optimizer if trainable_parameters(self.policy) else None
+        self.automatic_optimization = self.policy_optimizer_factory is None
         self.t_histograms: list[list[int]] = []  # one row per finished epoch
         self._epoch_counts: torch.Tensor | None = None
         self._eval_store = Collector()  # pooled EMA-student features and labels of a val/test epoch
