@@ -111,7 +111,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build("data", cfg.data)
     datamodule.setup("fit")
     train_x, train_y = split_tensors(datamodule.train_set, None)
-    test_x, test_y = split_tensors(datamodule.test_set, None)
+    test_x, test_y = split_tensors(datamodule.test_set, cfg.test_images)  # null: every test image
     if bool((train_y < 0).any()):
         raise UserError("frozen_eval fits on labelled images only: set data.unlabelled=drop.")
     train_f, test_f, what = features_of(cfg, datamodule.normalize(train_x), datamodule.normalize(test_x), datamodule)
