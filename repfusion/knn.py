@@ -21,3 +21,18 @@ def knn_accuracy(features: torch.Tensor, labels: torch.Tensor, k: int = 10) -> f
     num_classes = int(labels.max()) + 1
     votes = torch.zeros(n, num_classes, device=z.device).scatter_add_(1, labels[index], top)
     return (votes.argmax(1) == labels).float().mean().item()
+
+
+@torch.no_grad()
+def knn_classify(
+    bank: torch.Tensor, bank_labels: torch.Tensor, query: torch.Tensor, k: int = 20, temperature: float = 0.07
+) -> torch.Tensor:
+    """The label of each query by its k most cosine-similar bank samples, each voting with
+    exp(similarity / temperature): the weighted k-NN of self-supervised papers (a labelled
+    training bank, test queries). Returns (Q,) predicted labels."""
+    bank = F.normalize(bank.float().flatten(1), dim=1)
+    query = F.normalize(query.float().flatten(1), dim=1)
+    top, index = (query @ bank.t()).topk(min(k, bank.shape[0]), dim=1)
+    num_classes = int(bank_labels.max()) + 1
+    votes = torch.zeros(query.shape[0], num_classes).scatter_add_(1, bank_labels[index], (top / temperature).exp())
+    return votes.argmax(1)

@@ -2,11 +2,13 @@
 
     policy(x) -> t ~ pi(t|x) -> teacher(x, t) under no_grad, stopped at its tapped layer -> f_T
     student(x) at stage `feature_index` -> f_S -> loss(f_S, f_T)
-    probe(pool(f_T)) -> cross-entropy -> reward -> REINFORCE (rl mode)
+    probe(pool(f_T)) -> cross-entropy -> reward -> REINFORCE (rl mode); the off-policy
+    reward's probe trains on teacher(x, u) at a uniform u beside it (repfusion.policy)
     one optimiser step for student, adapter, probe and policy (or a second optimiser for
     probe and policy); then the EMA of the student moves.
 
-The student never sees labels: they reach only the probe. Label-free stage 1
+The student never sees labels: they reach only the probe, and only those >= 0 (a few-label
+pool marks the rest -1). Label-free stage 1
 (`timesteps.probe: false`, t fixed, uniform or curriculum) needs none and also runs on
 batches that hold only images. Validation and test report the distillation loss and, where
 the split has labels, the EMA student's leave-one-out k-NN accuracy (`knn_acc`) and the
@@ -29,7 +31,7 @@ import torch
 from repfusion.knn import knn_accuracy
 from repfusion.losses import FeatureLoss
 from repfusion.plots import timestep_figure
-from repfusion.policy import TimestepPolicy
+from repfusion.policy import UNLABELLED, TimestepPolicy
 from repfusion.teacher import DiffusionTeacher
 from tasks.config.types import AtLeastOne, Count, KeywordsOf, Probability, Seed
 from tasks.distill.frozen import attach_frozen, trainable_parameters
@@ -90,8 +92,9 @@ class RepFusionModule(pl.LightningModule):
         self.policy = timesteps(feature_channels=teacher.channels, num_classes=num_classes)
         self.ema = ModelEMA(self.student, ema_decay, ema_warmup)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.policy_optimizer_factory = policy_optimizer
-        self.automatic_optimization = policy_optimizer is None
+        # label-free stage 1 (fixed or uniform t, no probe) has nothing for a policy optimiser to train
+        self.policy_optimizer_factory = policy_optimizer if trainable_parameters(self.policy) else None
+        self.automatic_optimization = self.policy_optimizer_factory is None
         self.t_histograms: list[list[int]] = []  # one row per finished epoch
         self._epoch_counts: torch.Tensor | None = None
         self._eval_store = Collector()  # pooled EMA-student features and labels of a val/test epoch
@@ -137,6 +140,17 @@ class RepFusionModule(pl.LightningModule):
             return self.policy.draw(self.teacher.module.pixels.to_unit(x), generator)
         return self.policy.draw(x, generator)
 
+    def probe_feature(self, x: torch.Tensor, y: torch.Tensor | None, generator: torch.Generator):
+        """The off-policy probe's training input: the teacher feature of the labelled images at
+        uniformly drawn t (None where the probe trains on the policy's own draws)."""
+        if not self.policy.off_policy or y is None:
+            return None
+        labelled = y != UNLABELLED
+        if not bool(labelled.any()):
+            return None
+        t = self.policy.draw_probe_timesteps(int(labelled.sum()), x.device, generator)
+        return self.teacher(x[labelled], t, generator)
+
     @staticmethod
     def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(images, labels or None): a data set without labels yields batches of images only."""
@@ -152,7 +166,7 @@ class RepFusionModule(pl.LightningModule):
         draw = self.draw_timesteps(x, generator)
         f_t = self.teacher(x, draw.t, generator)
         loss_feat = self.distill_loss(self.student_feature(x), f_t)
-        terms = self.policy.losses(draw, f_t, y)
+        terms = self.policy.losses(draw, f_t, y, self.probe_feature(x, y, generator))
         loss = loss_feat + terms.get("loss_probe", 0.0) + terms.get("loss_policy", 0.0) + terms.get("loss_entropy", 0.0)
         self._count(draw.t)
         entropy = self.policy.t_entropy(draw)

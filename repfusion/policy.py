@@ -16,9 +16,20 @@ over optimiser steps (`entropy_schedule: steps`, the default) or over epochs (`e
 original's EntropyDecayHook). The policy's input is the image in [-1, 1] (`input_range:
 unit`, as the original fed its LeNet) or the data's normalisation (`normalized`).
 
+The rl reward (`reward`):
+  off_policy  the default: the probe trains on the teacher feature at a *uniformly* drawn t of
+              each labelled image, beside the policy's draw, and the policy's t is scored by
+              that probe in eval mode. The probe's training never depends on the policy, so it
+              is as good (or as bad) at every t, and a t earns its reward by its feature alone.
+  on_policy   the original's loop: the probe trains on the feature at the policy's own t and
+              scores it. The probe gets good at the t the policy draws most, which then earn
+              the best reward: the policy is rewarded for staying where it is.
+
 The probe (a 3-layer MLP on the pooled teacher feature, repfusion.probe) trains in every
 mode: it is the only place where labels enter stage 1, and its accuracy is a validation
-signal. `probe: false` drops it, for label-free stage 1 (fixed, uniform or curriculum t)."""
+signal. A label of -1 marks an unlabelled image (a few-label pool): it reaches neither the
+probe nor the reward. `probe: false` drops the probe, for label-free stage 1 (fixed,
+uniform or curriculum t)."""
 
 from __future__ import annotations
 
@@ -32,12 +43,14 @@ import torch.nn.functional as F
 
 from repfusion.probe import RunningStandardize, probe_mlp
 from tasks.config.types import AtLeastOne, Choices, Count, Probability
+from tasks.data.labels import UNLABELLED
 from tasks.errors import UserError
 
 MODES = ("rl", "uniform", "fixed", "curriculum")
 BASELINES = ("none", "mean", "batch")
 ENTROPY_SCHEDULES = ("steps", "epochs")
 INPUT_RANGES = ("unit", "normalized")
+REWARDS = ("off_policy", "on_policy")
 
 
 class PolicyNet(nn.Module):
@@ -96,6 +109,7 @@ class TimestepPolicy(nn.Module):
         probe_norm_momentum: Probability = 0.05,
         input_range: Annotated[str, Choices("repfusion.policy.INPUT_RANGES")] = "unit",
         in_channels: AtLeastOne = 3,
+        reward: Annotated[str, Choices("repfusion.policy.REWARDS")] = "off_policy",
     ):
         """`fixed_t_from`: an oracle run dir (python -m repfusion.oracle) whose best fixed t
         replaces `fixed_t`. `entropy_end_step` (39,100: the original CIFAR run's 100 epochs x 391 steps) or
@@ -107,6 +121,7 @@ class TimestepPolicy(nn.Module):
             ("baseline", baseline, BASELINES),
             ("entropy_schedule", entropy_schedule, ENTROPY_SCHEDULES),
             ("input_range", input_range, INPUT_RANGES),
+            ("reward", reward, REWARDS),
         ):
             if value not in options:
                 raise UserError(f"timesteps.{name}={value!r} is not one of {list(options)}.")
@@ -141,7 +156,7 @@ class TimestepPolicy(nn.Module):
         self.entropy_reg, self.entropy_schedule = entropy_reg, entropy_schedule
         self.entropy_end_step, self.entropy_end_epoch = entropy_end_step, entropy_end_epoch
         self.baseline, self.baseline_momentum = baseline, baseline_momentum
-        self.input_range = input_range
+        self.input_range, self.reward = input_range, reward
         self.num_actions = num_bins or num_timesteps
         # Bin edges: action a covers t in [edges[a], edges[a+1]).
         edges = torch.linspace(0, num_timesteps, self.num_actions + 1).round().long()
@@ -208,6 +223,15 @@ class TimestepPolicy(nn.Module):
         """(B, actions) policy probabilities (rl only)."""
         return F.softmax(self.net(x).float(), dim=1)
 
+    @property
+    def off_policy(self) -> bool:
+        """Whether the probe trains on uniformly drawn t (rl with the off-policy reward)."""
+        return self.mode == "rl" and self.reward == "off_policy" and self.probe is not None
+
+    def draw_probe_timesteps(self, n: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n,) t ~ U{0 .. T-1} for the off-policy probe's training features."""
+        return torch.randint(0, self.num_timesteps, (n,), generator=generator, device=device)
+
     # --- probe, reward, REINFORCE ------------------------------------------------------
     def probe_ce(self, teacher_feature: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample cross-entropy and logits of the probe on the pooled teacher feature
@@ -215,6 +239,17 @@ class TimestepPolicy(nn.Module):
         pooled = teacher_feature.float().mean(dim=(2, 3)).detach()
         logits = self.probe(pooled).float()
         return F.cross_entropy(logits, labels, reduction="none"), logits
+
+    @torch.no_grad()
+    def score(self, teacher_feature: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-sample cross-entropy of the probe in eval mode: scoring moves neither its weights
+        nor its input statistics."""
+        was_training = self.probe.training
+        self.probe.eval()
+        try:
+            return self.probe_ce(teacher_feature, labels)[0]
+        finally:
+            self.probe.train(was_training)
 
     def advantage(self, reward: torch.Tensor) -> torch.Tensor:
         """reward - baseline. `mean`: a running mean of the batch-mean reward, taken before
@@ -237,10 +272,17 @@ class TimestepPolicy(nn.Module):
         return advantage
 
     def losses(
-        self, draw: TimestepDraw, teacher_feature: torch.Tensor, labels: torch.Tensor | None
+        self,
+        draw: TimestepDraw,
+        teacher_feature: torch.Tensor,
+        labels: torch.Tensor | None,
+        probe_feature: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The probe's cross-entropy and, in rl mode, REINFORCE with reward = -CE and the
-        entropy bonus. Nothing without a probe (label-free stage 1)."""
+        entropy bonus; only the labelled images (label >= 0) count. `probe_feature`: the
+        teacher feature of the labelled images at `draw_probe_timesteps` t, which the
+        off-policy probe trains on in training (in evaluation it scores the policy's t). Nothing
+        without a probe (label-free stage 1)."""
         if self.probe is None:
             return {}
         if labels is None:
@@ -248,16 +290,29 @@ class TimestepPolicy(nn.Module):
                 "This batch has no labels, but stage 1 trains a probe on them. For label-free stage 1 set "
                 "model.timesteps.probe=false with model.timesteps.mode=fixed|uniform|curriculum."
             )
+        labelled = labels != UNLABELLED
+        if not bool(labelled.any()):  # a batch of unlabelled images: nothing to score
+            zero = teacher_feature.new_zeros((), dtype=torch.float32)
+            if draw.log_prob is None:
+                return {"loss_probe": zero}
+            return {"loss_probe": zero, "loss_policy": zero, "loss_entropy": -self.entropy_coef * draw.entropy.mean()}
+        teacher_feature, labels = teacher_feature[labelled], labels[labelled]
         norm = self.probe[0] if isinstance(self.probe[0], RunningStandardize) else None
         warm_up = norm is not None and self.training and not bool(norm.ready)
-        ce, logits = self.probe_ce(teacher_feature, labels)
+        if self.off_policy and self.training:
+            if probe_feature is None or probe_feature.shape[0] != labels.shape[0]:
+                raise ValueError("The off-policy probe needs the labelled images' features at uniformly drawn t.")
+            ce, logits = self.probe_ce(probe_feature, labels)  # trains the probe, fair to every t
+            reward = -self.score(teacher_feature, labels)
+        else:
+            ce, logits = self.probe_ce(teacher_feature, labels)
+            reward = -ce.detach()
         out = {"loss_probe": ce.mean(), "probe_acc": (logits.argmax(1) == labels).float().mean()}
         if draw.log_prob is None:
             return out
-        reward = -ce.detach()
         # During the warm-up batch the probe's statistics come from that batch: no policy update.
         advantage = torch.zeros_like(reward) if warm_up else self.advantage(reward)
-        out["loss_policy"] = -(draw.log_prob * advantage).mean()
+        out["loss_policy"] = -(draw.log_prob[labelled] * advantage).mean()
         out["loss_entropy"] = -self.entropy_coef * draw.entropy.mean()
         out["reward"] = reward.mean()
         return out

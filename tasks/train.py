@@ -74,6 +74,8 @@ def _train(cfg: DictConfig, out: Path, start: float) -> dict:
         "seed": cfg.seed,
         "run_dir": str(out),
     }
+    if getattr(datamodule, "labels_used", None) is not None:  # a label budget: which labels the run read
+        run["labels_used"] = datamodule.labels_used
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

@@ -4,14 +4,18 @@ train/val/test split. No download, no network."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
-from tasks.config.types import AtLeastOne, Probability, Seed
+from tasks.config.types import AtLeastOne, Choices, Count, Probability, Seed
 from tasks.data.base import ImageDataModule
+from tasks.data.labels import LabelBudget
 
 
 def load_digit_images(image_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,11 +50,18 @@ class DigitsDataModule(ImageDataModule):
         test_fraction: Probability = 0.15,
         split_seed: Seed = 0,
         train_subset: int | None = None,
+        labels_per_class: Count | None = None,
+        label_seed: Seed = 0,
+        unlabelled: Annotated[str, Choices("tasks.data.labels.UNLABELLED_MODES")] = "drop",
         **kwargs,
     ):
         """`train_subset`: keep a fixed stratified subset of this many training images (few-label
-        runs); val and test do not change."""
+        runs); val and test do not change. `labels_per_class`: only this many labelled images
+        per class of the training pool, a stratified draw by `label_seed`; the rest is dropped
+        or kept with label -1 (`unlabelled: drop|mask`, tasks.data.labels)."""
         super().__init__(**kwargs)
+        self.label_budget = LabelBudget(labels_per_class, label_seed, unlabelled)
+        self.labels_used: dict | None = None  # set by setup: the summary records it
         self.train_subset = train_subset
         self.image_size = image_size
         self.val_fraction = val_fraction
@@ -68,6 +79,7 @@ class DigitsDataModule(ImageDataModule):
                 train, train_size=self.train_subset, stratify=y[train], random_state=self.split_seed
             )
             splits["train"] = sorted(kept)
-        self.train_set, self.val_set, self.test_set = (
-            TensorDataset(x[splits[s]], y[splits[s]]) for s in ("train", "val", "test")
-        )
+        self.val_set, self.test_set = (TensorDataset(x[splits[s]], y[splits[s]]) for s in ("val", "test"))
+        train = torch.as_tensor(np.asarray(splits["train"]), dtype=torch.long)
+        pool, pool_labels, self.labels_used = self.label_budget.apply(train, y[train])
+        self.train_set = TensorDataset(x[pool], pool_labels)

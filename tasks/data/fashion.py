@@ -1,12 +1,14 @@
 """Fashion-MNIST (Zalando Research): 70,000 real 28x28 grey product photos in 10 classes,
 read from the four original IDX files. The official split is kept (60,000 train, 10,000
 test); a fixed stratified val split is carved from train, and `train_subset` takes a fixed
-stratified subset of the rest for CPU-sized studies. Images are resized to `image_size`
+stratified subset of the rest for CPU-sized studies. `labels_per_class` keeps the labels of a
+few images of that pool (tasks.data.labels). Images are resized to `image_size`
 and grey is replicated to RGB as the digits are, or kept as one channel (`in_chans=1`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -14,9 +16,10 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
-from tasks.config.types import AtLeastOne, Count, Seed
+from tasks.config.types import AtLeastOne, Choices, Count, Seed
 from tasks.data.base import ImageDataModule
 from tasks.data.idx import read_idx
+from tasks.data.labels import LabelBudget
 from tasks.errors import UserError
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -128,8 +131,14 @@ class FashionMNISTDataModule(ImageDataModule):
         val_size: Count = 5000,
         train_subset: int | None = None,
         split_seed: Seed = 0,
+        labels_per_class: Count | None = None,
+        label_seed: Seed = 0,
+        unlabelled: Annotated[str, Choices("tasks.data.labels.UNLABELLED_MODES")] = "drop",
         **kwargs,
     ):
+        """`labels_per_class`: only this many labelled images per class of the training pool,
+        a stratified draw by `label_seed`; the rest of the pool is dropped or kept with label -1
+        (`unlabelled: drop|mask`). Val and test keep their labels."""
         if in_chans not in (1, 3):
             raise UserError(f"data.in_chans must be 1 (grey) or 3 (grey replicated to RGB), got {in_chans}.")
         count = SPLITS["train"][2]
@@ -146,6 +155,8 @@ class FashionMNISTDataModule(ImageDataModule):
         super().__init__(**kwargs)
         self.root, self.image_size, self.in_chans = root, image_size, in_chans
         self.val_size, self.train_subset, self.split_seed = val_size, train_subset, split_seed
+        self.label_budget = LabelBudget(labels_per_class, label_seed, unlabelled)
+        self.labels_used: dict | None = None  # set by setup: the summary records it
 
     @property
     def source(self) -> Path:
@@ -164,7 +175,10 @@ class FashionMNISTDataModule(ImageDataModule):
             index = torch.from_numpy(idx)
             return GreyImages(x_train[index], y_train[index], self.in_chans)
 
-        self.train_set = subset(train_idx)
+        pool, pool_labels, self.labels_used = self.label_budget.apply(
+            torch.from_numpy(train_idx), y_train[torch.from_numpy(train_idx)]
+        )
+        self.train_set = GreyImages(x_train[pool], pool_labels, self.in_chans)
         # With val_size=0 the official test set also serves for validation (as the original recipes do).
         self.val_set = subset(val_idx) if len(val_idx) else None
         self.test_set = GreyImages(

@@ -133,7 +133,7 @@ def test_labels_reach_only_the_probe(teacher_dir, tmp_path):
         generator = torch.Generator().manual_seed(0)
         draw = module.policy.draw(x, generator)
         f_t = module.teacher(x, draw.t, generator)
-        terms = module.policy.losses(draw, f_t, labels)
+        terms = module.policy.losses(draw, f_t, labels, module.probe_feature(x, labels, generator))
         loss = module.distill_loss(module.student_feature(x), f_t)
         loss = loss + sum(v for k, v in terms.items() if k.startswith("loss"))
         loss.backward()
@@ -309,3 +309,24 @@ def test_few_label_recipe_keeps_five_images_per_class(tmp_path):
     assert torch.equal(data.test_set.tensors[0], full.test_set.tensors[0])
     kept = {tuple(x.flatten()[::37].tolist()) for x in data.train_set.tensors[0]}
     assert kept <= {tuple(x.flatten()[::37].tolist()) for x in full.train_set.tensors[0]}  # a subset of the train split
+
+
+def test_label_free_stage1_needs_no_policy_optimiser(teacher_dir, tmp_path):
+    """The digits recipe names an optimiser for policy and probe; fixed t without a probe has
+    neither, so the student's optimiser is the only one (an empty one used to stop the run)."""
+    module = build_module(
+        teacher_dir, tmp_path, "model.timesteps.mode=fixed", "model.timesteps.probe=false", "model.timesteps.fixed_t=5"
+    )
+    assert module.policy_optimizer_factory is None and module.automatic_optimization
+    assert build_module(teacher_dir, tmp_path).policy_optimizer_factory is not None  # rl keeps its own
+
+
+def test_few_label_stage1_distils_the_pool_and_rewards_only_the_labelled(teacher_dir, tmp_path):
+    """One label per class, the rest of the pool masked: every pool image is distilled (3
+    batches of 16 drawn t per epoch), the summary records the 10 labels."""
+    summary = run_in_process(
+        stage1_overrides(teacher_dir, "data.labels_per_class=1", "data.unlabelled=mask", "seed=3"), tmp_path
+    )
+    assert summary["labels_used"] == {"count": 10, "per_class": 1, "seed": 3, "pool": 1257, "unlabelled": "mask"}
+    timesteps = json.loads((tmp_path / "export" / "timesteps.json").read_text())
+    assert [sum(row) for row in timesteps["per_epoch"]] == [3 * 16]

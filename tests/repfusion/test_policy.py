@@ -76,7 +76,9 @@ def test_bins_map_an_action_to_its_range_of_t():
 
 def test_reinforce_loss_golden_value_and_probe_only_training():
     torch.manual_seed(0)
-    policy = TimestepPolicy(4, 3, entropy_reg=0.1, entropy_schedule="epochs", entropy_end_epoch=10, baseline="none")
+    policy = TimestepPolicy(
+        4, 3, entropy_reg=0.1, entropy_schedule="epochs", entropy_end_epoch=10, baseline="none", reward="on_policy"
+    )
     policy.set_epoch(5)  # entropy coefficient 0.05
     log_prob = torch.tensor([-1.0, -2.0], requires_grad=True)
     draw = TimestepDraw(torch.tensor([3, 9]), log_prob, torch.tensor([2.0, 4.0]))
@@ -95,7 +97,7 @@ def test_reinforce_loss_golden_value_and_probe_only_training():
 
 def test_mean_baseline_centres_the_first_batch_and_tracks_rewards():
     torch.manual_seed(0)
-    policy = TimestepPolicy(4, 3, baseline="mean", baseline_momentum=0.5)
+    policy = TimestepPolicy(4, 3, baseline="mean", baseline_momentum=0.5, reward="on_policy")
     log_prob = torch.zeros(4, requires_grad=True)
     draw = TimestepDraw(torch.zeros(4, dtype=torch.long), log_prob, torch.ones(4))
     feature, labels = torch.randn(4, 4, 1, 1), torch.tensor([0, 1, 2, 0])
@@ -134,7 +136,11 @@ def train_policy(policy: TimestepPolicy, steps: int, seed: int, feature_of) -> T
         x = images(32, seed=seed * 1000 + step)
         labels = torch.randint(0, policy.probe[-1].out_features, (32,), generator=generator)
         draw = policy.draw(x, generator)
-        out = policy.losses(draw, feature_of(draw.t, labels, generator)[:, :, None, None], labels)
+        probe_feature = None
+        if policy.off_policy:  # the probe's own features, at uniformly drawn t
+            probe_feature = feature_of(policy.draw_probe_timesteps(32, x.device, generator), labels, generator)
+            probe_feature = probe_feature[:, :, None, None]
+        out = policy.losses(draw, feature_of(draw.t, labels, generator)[:, :, None, None], labels, probe_feature)
         optimizer.zero_grad()
         (out["loss_probe"] + out["loss_policy"] + out["loss_entropy"]).backward()
         optimizer.step()
@@ -212,7 +218,7 @@ def test_running_standardize_uses_the_statistics_of_earlier_batches():
 
 def test_no_policy_update_on_the_warm_up_batch():
     torch.manual_seed(0)
-    policy = TimestepPolicy(4, 3, probe_norm="running")
+    policy = TimestepPolicy(4, 3, probe_norm="running", reward="on_policy")
     log_prob = torch.zeros(4, requires_grad=True)
     draw = TimestepDraw(torch.zeros(4, dtype=torch.long), log_prob, torch.ones(4))
     feature, labels = torch.randn(4, 4, 1, 1), torch.tensor([0, 1, 2, 0])
@@ -271,3 +277,66 @@ def test_batch_probe_norm_standardises_the_pooled_feature():
     assert torch.allclose(hidden.std(0, correction=0), torch.ones(4), atol=0.02)
     assert isinstance(TimestepPolicy(4, 3, mode="uniform").probe[0], torch.nn.Linear)  # the original probe
     assert isinstance(TimestepPolicy(4, 3, mode="uniform", probe_norm="running").probe[0], RunningStandardize)
+
+
+def planted_feature(t, labels, g):
+    """A planted landscape over four ranges of t: the label sits in the range's own block of 4
+    channels (features at different t live in different places, as a teacher's do), strongest
+    at t < 250 (strength 4), weak elsewhere (1 or 1.5), under unit noise."""
+    block = (t * 4 // 1000).clamp(max=3)
+    signal = F.one_hot(labels, 4).float() * torch.tensor([4.0, 1.0, 1.0, 1.5])[block][:, None]
+    return torch.randn(len(t), 16, generator=g).scatter_add(1, block[:, None] * 4 + torch.arange(4), signal)
+
+
+@pytest.mark.parametrize("reward,best_range_mass", [("off_policy", "most"), ("on_policy", "none")])
+def test_off_policy_reward_finds_the_best_t_where_the_original_loop_stays(one_thread, reward, best_range_mass):
+    """The policy starts with 98 % of its mass on t >= 750. The original loop's probe learns
+    only the features it is shown there, so the rare draws at t < 250 score badly and the
+    policy stays (all three seeds keep < 1 % there after 80 steps). The off-policy probe
+    learns every range alike, so t < 250 earns the best reward and the policy moves there."""
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        policy = TimestepPolicy(16, 4, num_bins=4, reward=reward, entropy_reg=0.01, entropy_end_step=400)
+        with torch.no_grad():
+            policy.net.head[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0]))
+        assert policy.action_probs(images(64, seed=999)).mean(0)[3].item() > 0.97
+        train_policy(policy, 80, seed, planted_feature)
+        low_t_mass = policy.action_probs(images(64, seed=999)).mean(0)[0].item()
+        assert (low_t_mass > 0.9) if best_range_mass == "most" else (low_t_mass < 0.01), (seed, low_t_mass)
+
+
+def test_off_policy_probe_trains_on_the_uniform_draws_and_scores_without_moving():
+    """In training the probe's loss is on the uniform-t features; the reward is the eval-mode
+    probe's CE at the policy's t, which moves neither its statistics nor its weights."""
+    torch.manual_seed(0)
+    policy = TimestepPolicy(4, 3, probe_norm="running")
+    assert policy.reward == "off_policy" and policy.off_policy  # the default
+    draw = TimestepDraw(torch.zeros(4, dtype=torch.long), torch.zeros(4, requires_grad=True), torch.ones(4))
+    labels = torch.tensor([0, 1, 2, 0])
+    policy.losses(draw, torch.randn(4, 4, 1, 1), labels, torch.randn(4, 4, 1, 1))  # warm-up batch
+    uniform_feature, policy_feature = torch.randn(4, 4, 1, 1), torch.randn(4, 4, 1, 1) + 3.0
+    before = policy.probe[0].mean.clone()
+    out = policy.losses(draw, policy_feature, labels, uniform_feature)
+    moved_by_uniform = torch.lerp(before, uniform_feature.mean(dim=(0, 2, 3)), 0.05)
+    assert torch.allclose(policy.probe[0].mean, moved_by_uniform)  # only the uniform batch moved them
+    policy.eval()
+    assert out["reward"].item() == pytest.approx(-policy.probe_ce(policy_feature, labels)[0].mean().item(), rel=1e-5)
+    policy.train()
+    with pytest.raises(ValueError, match="uniformly drawn t"):
+        policy.losses(draw, policy_feature, labels)
+
+
+def test_unlabelled_images_reach_neither_probe_nor_reward():
+    """Label -1 marks an image of the pool whose label is not used: the losses equal those of
+    the labelled images alone, and an all-unlabelled batch trains nothing."""
+    torch.manual_seed(0)
+    policy = TimestepPolicy(4, 3, reward="on_policy", baseline="none")
+    log_prob = torch.tensor([-1.0, -2.0, -3.0, -4.0], requires_grad=True)
+    draw = TimestepDraw(torch.zeros(4, dtype=torch.long), log_prob, torch.ones(4))
+    feature = torch.randn(4, 4, 1, 1)
+    out = policy.losses(draw, feature, torch.tensor([0, -1, 2, -1]))
+    ce = policy.probe_ce(feature[[0, 2]], torch.tensor([0, 2]))[0]
+    assert out["loss_probe"].item() == pytest.approx(ce.mean().item(), rel=1e-6)
+    assert out["loss_policy"].item() == pytest.approx(-((-1.0) * -ce[0] + (-3.0) * -ce[1]).item() / 2, rel=1e-6)
+    none = policy.losses(draw, feature, torch.full((4,), -1))
+    assert none["loss_probe"].item() == 0.0 and none["loss_policy"].item() == 0.0 and "reward" not in none
