@@ -10,6 +10,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from tasks.config.types import PROBABILITY, AtLeastOne, Choices, Device, NonNegative, Range, Seed
 
+# the search's proxies (dery/proxies.py reads this list)
+ProxyName = Literal["naswot", "params", "flops", "knn", "logme"]
+
 
 @dataclass
 class ZooMember:
@@ -77,6 +80,8 @@ class Budget:
 
 @dataclass
 class Proxy:
+    name: ProxyName = "naswot"
+    knn_k: Annotated[int, Range(1, what="at least one neighbour")] = 5
     batches: Annotated[int, Range(1, what="at least one batch")] = 5
     batch_size: AtLeastOne = 32
     hooks: Annotated[str, Choices("dery.proxy.HOOK_SETS")] = "default"
@@ -102,3 +107,22 @@ class SearchStage:
     device: Device = "auto"
     cache: bool = True
     cache_dir: str = ""
+
+
+@dataclass
+class ProxyStudyStage:
+    """conf/dery/proxy_study.yaml."""
+
+    sections: ClassVar[tuple[str, ...]] = ("data",)
+
+    partition: str
+    task_name: str = "dery_proxy_study"
+    seed: Seed = 0
+    num_classes: Annotated[int, Range(1, what="at least one class")] = 10
+    candidates: Annotated[int, Range(2, what="at least two candidates to rank")] = 24
+    budget: Budget = field(default_factory=Budget)
+    enumerate_limit: Annotated[int, Range(1, what="at least one candidate")] = 200000
+    topology_rule: bool = True
+    proxy: Proxy = field(default_factory=Proxy)
+    device: Device = "auto"
+    threads: Annotated[int | None, Range(1, what="at least one thread")] = None
