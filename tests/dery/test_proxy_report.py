@@ -85,3 +85,41 @@ def test_stratified_draw_takes_one_from_each_stratum_seeded():
     ]
     assert stratified_draw(plans, 4, seed=0) == (picks, ranges)
     assert {tuple(stratified_draw(plans, 4, seed=s)[0]) for s in range(20)} != {tuple(picks)}  # the seed matters
+
+
+def test_draw_stage_scores_each_candidate_as_the_search_would(stages, tmp_path):
+    """The study's draw on the tiny zoo: one candidate per parameter stratum, each spec saved,
+    and every forward-pass score equal to the search's prefix tree on the same probe."""
+    from dery import proxy_study
+    from dery.candidates import Budget, Pool, exhaustive
+    from dery.plan import Planner
+    from dery.prefix_tree import PrefixTree
+    from dery.probe import Probe
+    from dery.search import load_partition, probe_labels, zoo_members
+    from dery.spec import load_spec
+    from tests.dery.conftest import compose_stage
+
+    overrides = [f"partition={stages['partition']}", "candidates=3", "budget.params=null", "proxy.batches=2"]
+    overrides += ["proxy.batch_size=8"]
+    cfg = compose_stage("proxy_study", overrides, tmp_path)
+    result = proxy_study.compute(cfg, tmp_path)
+    rows = json.loads((tmp_path / "candidates.json").read_text())["candidates"]
+    partition, zoo = load_partition(stages["partition"])
+    members = zoo_members(zoo)
+    pool, planner = Pool(partition, members), Planner(members, zoo["input_size"], 10)
+    feasible = exhaustive(pool, planner, Budget())[0]
+    picks, ranges = proxy_study.stratified_draw(feasible, 3, 0)
+    assert [r["blocks"] for r in rows] == [pool.label(feasible[i].blocks) for i in picks]
+    assert [r["stratum_params"] for r in rows] == ranges and result["draw"]["feasible"] == len(feasible)
+    probe = Probe(cfg.data, "train", 16, 8)
+    batches = list(probe.batches())
+    labels = probe_labels(probe, 16)
+    plans = [feasible[i] for i in picks]
+    for name in ("naswot", "knn", "logme"):
+        tree = PrefixTree(members, batches, 0, "default", name, labels if name != "naswot" else None)
+        assert tree.scores(plans, progress=False) == pytest.approx([r["scores"][name] for r in rows], abs=1e-12)
+    for row, plan in zip(rows, plans):
+        assert row["scores"]["params"] == plan.params and row["scores"]["flops"] == plan.flops
+        assert row["scores"]["zoo_acc"] is None  # the tiny zoo is untrained: no accuracies
+        assert load_spec(row["spec"])["params"] == plan.params
+        assert set(row["seconds"]) == set(proxy_study.SCORES)

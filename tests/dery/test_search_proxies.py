@@ -69,7 +69,7 @@ def test_feature_proxies_from_the_tree_equal_each_candidate_alone(stages, tmp_pa
     probe = Probe(cfg.data, "train", 16, 8)
     batches = list(probe.batches())
     labels = probe_labels(probe, 16)
-    assert labels.tolist() == [int(y) for x in [probe.labels[i] for i in probe.indices[:16]] for y in [x]]
+    assert labels.tolist() == [int(probe.labels[i]) for i in probe.indices[:16]]
     alone = {
         tuple(pool.label(p.blocks)): feature_score(
             name, candidate_features(candidate_network(p, members, 0), batches, 0), labels
