@@ -18,26 +18,27 @@ def _pair(scores: Sequence[float], accuracy: Sequence[float]) -> tuple[np.ndarra
     return s, a
 
 
-def kendall(scores: Sequence[float], accuracy: Sequence[float]) -> float:
-    """Kendall tau-b; nan where either side is constant."""
-    from scipy.stats import kendalltau
-
+def _correlation(statistic, scores: Sequence[float], accuracy: Sequence[float]) -> float:
+    """A rank correlation of scipy.stats; nan where either side is constant."""
     s, a = _pair(scores, accuracy)
     if np.ptp(s) == 0 or np.ptp(a) == 0:
         return float("nan")
-    tau = kendalltau(s, a).statistic
-    return float("nan") if np.isnan(tau) else float(tau)
+    value = statistic(s, a).statistic
+    return float("nan") if np.isnan(value) else float(value)
+
+
+def kendall(scores: Sequence[float], accuracy: Sequence[float]) -> float:
+    """Kendall tau-b."""
+    from scipy.stats import kendalltau
+
+    return _correlation(kendalltau, scores, accuracy)
 
 
 def spearman(scores: Sequence[float], accuracy: Sequence[float]) -> float:
-    """Spearman rho; nan where either side is constant."""
+    """Spearman rho."""
     from scipy.stats import spearmanr
 
-    s, a = _pair(scores, accuracy)
-    if np.ptp(s) == 0 or np.ptp(a) == 0:
-        return float("nan")
-    rho = spearmanr(s, a).statistic
-    return float("nan") if np.isnan(rho) else float(rho)
+    return _correlation(spearmanr, scores, accuracy)
 
 
 def bootstrap_ci(
