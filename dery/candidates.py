@@ -2,12 +2,13 @@
 block that sat at position k in its own network, with every equivalence set used once
 (paper Eqs. 8-11). Topology rule (on by default): the first block is a CNN and CNN blocks
 come before transformer blocks. Budgets bound the parameters and FLOPs of the exact
-network that will be built (dery/plan.py). Which feasible candidates NASWOT scores:
+network that will be built (dery/plan.py). Which feasible candidates the proxy scores:
 
   random      the paper's search: `count` (500) drawn uniformly from the feasible set, without
               replacement (all of them when fewer are feasible)
   exhaustive  every feasible candidate
-  milp        the `count` largest feasible candidates, exactly (dery/milp.py)
+  milp        the `count` largest feasible candidates (in parameters, or in FLOPs when the
+              proxy is FLOPs), exactly (dery/milp.py)
 """
 
 from __future__ import annotations
@@ -154,9 +155,17 @@ def random_search(
 
 
 def search(
-    pool: Pool, planner: Planner, budget: Budget, mode: str, count: int, seed: int, enumerate_limit: int = 200_000
+    pool: Pool,
+    planner: Planner,
+    budget: Budget,
+    mode: str,
+    count: int,
+    seed: int,
+    enumerate_limit: int = 200_000,
+    objective: str = "params",
 ) -> tuple[list[Plan], dict[str, Any]]:
-    """The feasible plans NASWOT scores, and how they were found."""
+    """The feasible plans the proxy scores, and how they were found (`objective`: what the
+    MILP maximises, params or flops)."""
     if mode not in MODES:
         raise UserError(f"search mode '{mode}' is unknown; use one of {list(MODES)}.")
     size = pool.size()
@@ -173,7 +182,7 @@ def search(
     elif mode == "random":
         chosen, plans = random_search(pool, planner, budget, count, np.random.default_rng(seed), enumerate_limit)
     else:
-        chosen = milp(pool, planner, budget, count)
+        chosen = milp(pool, planner, budget, count, objective=objective)
     if plans:
         info["valid"] = len(plans)
         info["feasible"] = sum(1 for p in plans if budget.admits(p.params, p.flops))

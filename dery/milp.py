@@ -20,6 +20,8 @@ import numpy as np
 from dery.blocks import Block
 from dery.plan import Plan, Planner, Unbuildable
 
+OBJECTIVES = ("params", "flops")  # the edge costs a path sums, in the order of StateGraph.edges' costs
+
 
 @dataclass
 class StateGraph:
@@ -74,9 +76,18 @@ def state_graph(pool, planner: Planner) -> StateGraph:
 
 
 def milp(
-    pool, planner: Planner, budget, limit: int, minimise: bool = False, graph: StateGraph | None = None
+    pool,
+    planner: Planner,
+    budget,
+    limit: int,
+    minimise: bool = False,
+    graph: StateGraph | None = None,
+    objective: str = "params",
 ) -> list[Plan]:
-    """Up to `limit` feasible plans, most parameters first (fewest with `minimise`)."""
+    """Up to `limit` feasible plans, the most of `objective` (params or flops, both sums over
+    the path's edges) first; the fewest with `minimise`."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"MILP objective '{objective}' is not additive; use one of {list(OBJECTIVES)}")
     from scipy.optimize import Bounds, LinearConstraint
     from scipy.optimize import milp as solve
     from scipy.sparse import csr_matrix, vstack
@@ -117,16 +128,15 @@ def milp(
         return csr_matrix((v, (r, c)), shape=(len(entries), n))
 
     base, lower, upper = matrix(rows), [r[1] for r in rows], [r[2] for r in rows]
-    objective = cost[0] if minimise else -cost[0]
+    row = cost[OBJECTIVES.index(objective)]
+    weights = row if minimise else -row
     found: list[Plan] = []
     cuts: list[csr_matrix] = []
     while len(found) < limit:
         constraint = LinearConstraint(
             vstack([base, *cuts]) if cuts else base, lower + [-np.inf] * len(cuts), upper + [pool.K - 1] * len(cuts)
         )
-        result = solve(
-            objective, constraints=constraint, integrality=np.ones(n), bounds=Bounds(np.zeros(n), np.ones(n))
-        )
+        result = solve(weights, constraints=constraint, integrality=np.ones(n), bounds=Bounds(np.zeros(n), np.ones(n)))
         if result.status != 0 or result.x is None:
             break
         used = [j for j in range(n) if result.x[j] > 0.5]

@@ -112,14 +112,14 @@ def plot_architecture(spec: Mapping[str, Any], path: Path) -> Path:
     return _save(architecture_figure(spec), path)
 
 
-def plot_candidates(table: list[dict], best: int, path: Path) -> Path:
-    """NASWOT against parameters of the scored candidates; the chosen one in red."""
+def plot_candidates(table: list[dict], best: int, path: Path, proxy: str = "naswot") -> Path:
+    """The proxy's score against parameters of the scored candidates; the chosen one in red."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.scatter(
-        [r["params"] / 1e6 for r in table], [r["naswot"] for r in table], s=10, alpha=0.6, label="feasible candidates"
+        [r["params"] / 1e6 for r in table], [r[proxy] for r in table], s=10, alpha=0.6, label="feasible candidates"
     )
-    ax.scatter([table[best]["params"] / 1e6], [table[best]["naswot"]], s=60, color="red", label="chosen")
+    ax.scatter([table[best]["params"] / 1e6], [table[best][proxy]], s=60, color="red", label="chosen")
     ax.set_xlabel("parameters (M)")
-    ax.set_ylabel("NASWOT")
+    ax.set_ylabel(proxy)
     ax.legend(fontsize=7)
     return _save(fig, path)

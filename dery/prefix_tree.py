@@ -1,8 +1,10 @@
-"""NASWOT of many candidate networks, exactly and with shared work. A candidate runs in
-K + 1 stages: stem + block 0, then adapter k-1 + block k for k = 1..K-1, then the head.
-Stage k's input, and its share of the code kernel, depend only on the blocks before it, so
-a prefix tree over the candidates' blocks evaluates every shared prefix once: a leaf costs
-one adapter, one block and the head instead of the whole network.
+"""Forward-pass proxies (NASWOT, k-NN, LogME; dery/proxies.py) of many candidate networks,
+exactly and with shared work. A candidate runs in K + 1 stages: stem + block 0, then
+adapter k-1 + block k for k = 1..K-1, then the head. Stage k's input, and its share of
+NASWOT's code kernel, depend only on the blocks before it, so a prefix tree over the
+candidates' blocks evaluates every shared prefix once: a leaf costs one adapter, one block
+and the head instead of the whole network. The feature scores (k-NN, LogME) read the pooled
+output of the last block, which is the leaf's, so they share every prefix the same way.
 
 For the tree to equal scoring every candidate on its own (`candidate_naswot`, the
 reference), everything random is a function of its place, not of the evaluation order: a
@@ -27,8 +29,10 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from dery.blocks import Block
+from dery.feature_scores import pooled
 from dery.layout import from_nchw
 from dery.plan import Plan
+from dery.proxies import feature_score
 from dery.proxy import CodeKernel, log_det_score
 from dery.stitch import ReassembledNet, make_part, node_block
 from dery.zoo import Member
@@ -96,6 +100,21 @@ def candidate_naswot(net: ReassembledNet, batches: Sequence[torch.Tensor], seed:
     return float(np.mean(scores))
 
 
+@torch.no_grad()
+def candidate_features(net: ReassembledNet, batches: Sequence[torch.Tensor], seed: int) -> torch.Tensor:
+    """(N, C) pooled features of the last block over all batches, in train mode (as NASWOT
+    sees the network), stage by stage under the tree's RNG seeds."""
+    net.train()
+    feats = []
+    for b, x in enumerate(batches):
+        h = x
+        for k, block in enumerate(net.blocks):
+            part = net.stem if k == 0 else net.adapters[k - 1]
+            h = _run_stage(part, block, h, stage_seed(seed, b, k), net.stem_layout if k == 0 else None)
+        feats.append(pooled(h, net.head.layout))
+    return torch.cat(feats)
+
+
 def candidate_key(blocks: Sequence[Block]) -> str:
     return "|".join(f"{b.member}:{b.stage}:{b.start}-{b.end}" for b in blocks)
 
@@ -119,12 +138,23 @@ class ScoreCache:
 
 
 class PrefixTree:
-    """Scores plans by NASWOT, each shared prefix of blocks evaluated once."""
+    """Scores plans by a forward-pass proxy (`naswot`, or a feature score of the probe's
+    `labels`: `knn`, `logme`), each shared prefix of blocks evaluated once."""
 
     def __init__(
-        self, members: Mapping[str, Member], batches: Sequence[torch.Tensor], seed: int, hooks: str = "default"
+        self,
+        members: Mapping[str, Member],
+        batches: Sequence[torch.Tensor],
+        seed: int,
+        hooks: str = "default",
+        proxy: str = "naswot",
+        labels: torch.Tensor | None = None,
+        knn_k: int = 5,
     ):
+        if proxy != "naswot" and labels is None:
+            raise ValueError(f"proxy '{proxy}' scores features against labels; pass the probe's labels")
         self.members, self.batches, self.seed, self.hooks = members, list(batches), seed, hooks
+        self.proxy, self.labels, self.knn_k = proxy, labels, knn_k
         self._blocks: dict[Block, nn.Module] = {}
         self.evaluated_stages = 0
 
@@ -139,6 +169,13 @@ class PrefixTree:
         """(outputs, kernels) of stage k for every batch, from the parent's."""
         module = seeded_part(part, self.seed, k).to(self.batches[0].device).train()
         block_module = self._block(block) if block is not None else None
+        if self.proxy != "naswot":  # feature scores need no kernel
+            outputs = [
+                _run_stage(module, block_module, x, stage_seed(self.seed, b, k), stem_layout)
+                for b, x in enumerate(inputs)
+            ]
+            self.evaluated_stages += 1
+            return outputs, kernels
         recorder = CodeKernel([module] + ([block_module] if block_module is not None else []), self.hooks)
         outputs, new_kernels = [], []
         try:
@@ -165,6 +202,14 @@ class PrefixTree:
             cache.save(force=True)
         return [cache.scores[key] for key in keys]
 
+    def _leaf(self, plan: Plan, k: int, outputs, kernels) -> float:
+        """The score of a candidate from its last block's outputs (and kernels so far)."""
+        if self.proxy == "naswot":
+            _, final = self._stage(plan.parts[k + 1], k + 1, None, outputs, kernels, None)  # the head
+            return float(np.mean([log_det_score(K) for K in final]))
+        features = torch.cat([pooled(h, plan.parts[k + 1]["layout"]) for h in outputs])
+        return feature_score(self.proxy, features, self.labels, self.knn_k)
+
     def _descend(self, plans: list[Plan], k: int, inputs, kernels, cache: ScoreCache, bar) -> None:
         groups: dict[Block, list[Plan]] = defaultdict(list)
         for plan in plans:
@@ -176,7 +221,6 @@ class PrefixTree:
             if k + 1 < len(first.blocks):
                 self._descend(group, k + 1, outputs, sums, cache, bar)
                 continue
-            _, final = self._stage(first.parts[k + 1], k + 1, None, outputs, sums, None)  # the head
-            cache.scores[candidate_key(first.blocks)] = float(np.mean([log_det_score(K) for K in final]))
+            cache.scores[candidate_key(first.blocks)] = self._leaf(first, k, outputs, sums)
             bar.update(1)
             cache.save()

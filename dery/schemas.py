@@ -10,6 +10,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from tasks.config.types import PROBABILITY, AtLeastOne, Choices, Device, NonNegative, Range, Seed
 
+# the search's proxies (dery/proxies.py reads this list)
+ProxyName = Literal["naswot", "params", "flops", "knn", "logme"]
+
 
 @dataclass
 class ZooMember:
@@ -77,28 +80,47 @@ class Budget:
 
 @dataclass
 class Proxy:
+    name: ProxyName = "naswot"
+    knn_k: Annotated[int, Range(1, what="at least one neighbour")] = 5
     batches: Annotated[int, Range(1, what="at least one batch")] = 5
     batch_size: AtLeastOne = 32
     hooks: Annotated[str, Choices("dery.proxy.HOOK_SETS")] = "default"
 
 
 @dataclass
-class SearchStage:
-    """conf/dery/search.yaml."""
+class CandidateStage:
+    """What the search and the proxy study share: the partition the candidates come from, their
+    budget and the proxy settings."""
 
     sections: ClassVar[tuple[str, ...]] = ("data",)
 
     partition: str
-    task_name: str = "dery_search"
+    task_name: str = ""
     seed: Seed = 0
     num_classes: Annotated[int, Range(1, what="at least one class")] = 10
     budget: Budget = field(default_factory=Budget)
-    mode: Annotated[str, Choices("dery.candidates.MODES")] = "random"
-    random_candidates: Annotated[int, Range(1, what="at least one candidate")] = 500
-    max_scored: Annotated[int, Range(1, what="at least one candidate")] = 100
     enumerate_limit: Annotated[int, Range(1, what="at least one candidate")] = 200000
     topology_rule: bool = True
     proxy: Proxy = field(default_factory=Proxy)
     device: Device = "auto"
+    threads: Annotated[int | None, Range(1, what="at least one thread")] = None
+
+
+@dataclass
+class SearchStage(CandidateStage):
+    """conf/dery/search.yaml."""
+
+    task_name: str = "dery_search"
+    mode: Annotated[str, Choices("dery.candidates.MODES")] = "random"
+    random_candidates: Annotated[int, Range(1, what="at least one candidate")] = 500
+    max_scored: Annotated[int, Range(1, what="at least one candidate")] = 100
     cache: bool = True
     cache_dir: str = ""
+
+
+@dataclass
+class ProxyStudyStage(CandidateStage):
+    """conf/dery/proxy_study.yaml."""
+
+    task_name: str = "dery_proxy_study"
+    candidates: Annotated[int, Range(2, what="at least two candidates to rank")] = 24

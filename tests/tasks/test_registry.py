@@ -63,6 +63,7 @@ def test_stage_apps_and_their_schemas_are_registered_by_their_packages():
         "dery.similarity": "dery/similarity",
         "dery.partition": "dery/partition",
         "dery.search": "dery/search",
+        "dery.proxy_study": "dery/proxy_study",
         "repfusion.oracle": "repfusion/oracle",
     }
     from dery.schemas import PartitionStage, SearchStage, SimilarityStage
