@@ -13,6 +13,7 @@ teacher trained on other statistics still sees what it was trained on."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -25,6 +26,9 @@ from tasks.distill.frozen import attach_frozen
 from tasks.distill.losses import kd_loss
 from tasks.distill.teacher_source import input_normalization, load_timm_teacher
 from tasks.models.classification import ClassificationModule
+
+# The frozen teacher stays in eval mode on purpose.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 Temperature = Annotated[float, Range(0, low_open=True, what="the softmax temperature divides the logits")]
 
