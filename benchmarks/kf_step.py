@@ -19,11 +19,12 @@ import torch.nn as nn
 from benchmarks.classifier_throughput import BATCH, make_data
 from benchmarks.common import fit_seconds, record, side_by_side, step_args
 from kf.factor import FactorNetwork
-from kf.losses import infomax_loss, infomin_loss, kd_loss, label_smooth_ce
+from kf.losses import infomax_loss, infomin_loss, label_smooth_ce
 from kf.metrics import match_teacher, teacher_task_probs
 from kf.module import KFModule, projection
 from kf.task_spec import one_vs_rest, task_targets
 from kf.teacher import TeacherSpec, load_teacher
+from tasks.distill.losses import kd_loss
 from tasks.models.backbones import create_backbone, export_backbone
 from tasks.training.optim import cosine
 

@@ -17,10 +17,10 @@ import torch
 from benchmarks.classifier_throughput import BATCH, make_data
 from benchmarks.common import fit_seconds, record, side_by_side, step_args
 from benchmarks.repfusion_teacher import ARCHITECTURES, save_teacher
-from repfusion.losses import HintLoss
 from repfusion.module import RepFusionModule
 from repfusion.policy import TimestepPolicy
 from repfusion.teacher import DiffusionTeacher
+from tasks.distill.losses import HintLoss
 from tasks.distill.taps import stage_features
 from tasks.models.backbones import create_backbone
 from tasks.training.ema import ModelEMA

@@ -2,8 +2,8 @@
 without running pickled code, and dissected into atomic nodes with their input and output
 shapes and parameter counts.
 
-A member's `weights` is one of
-    run:<run dir>       a run of this project (its export/model.json card + safetensors)
+A member's `weights` is one of (the forms of tasks.distill.teacher_source that name a timm network)
+    run:<run dir>       a run of this project (its export: config.json + model.safetensors)
     file:<path>         a local .safetensors (or a tensors-only .pt/.pth/.ckpt) for `arch`
     hub:<timm tag>      timm's hub weights (needs the network), e.g. hub:resnet50.tv_in1k
     random              random init (tests, benchmarks)
@@ -23,10 +23,11 @@ import torch.nn as nn
 from dery.flops import count_flops
 from dery.layout import channels, grid
 from dery.nodes import family_of, find_nodes
+from tasks.distill.teacher_source import load_timm_teacher, parse_source
 from tasks.errors import UserError
+from tasks.io.cards import LEGACY_NAMES, TIMM_CONFIG, read_card
 from tasks.io.files import read_json
-from tasks.models.backbones import count_parameters, create_backbone, load_exported
-from tasks.models.backbones.weights import load_backbone_weights
+from tasks.models.backbones import count_parameters, create_backbone
 from tasks.run.summary import finished
 
 WEIGHT_FORMS = "run:<run dir>, file:<path>, hub:<timm tag> or random"
@@ -101,16 +102,6 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _run_card(path: Path) -> Path:
-    for card in (path / "export" / "model.json", path / "model.json"):
-        if card.is_file():
-            return card
-    raise UserError(
-        f"Zoo weights 'run:{path}': no export/model.json there. Train the member first "
-        f"(python train.py experiment=dery_zoo_digits ...) or point to its run dir."
-    )
-
-
 def _run_accuracy(run_dir: Path) -> float | None:
     summary = run_dir / "summary.json"
     if finished(run_dir):
@@ -126,46 +117,45 @@ def load_model(
     `random` weights are drawn from the member's name (and `random_seed` when given)."""
     kind, _, where = str(weights).partition(":")
     accuracy = None
+    if kind not in ("run", "file", "hub", "random"):
+        raise UserError(f"Zoo member '{name}': unknown weights '{weights}'. Use {WEIGHT_FORMS}.")
+    if kind in ("file", "random") and not arch:
+        raise UserError(f"Zoo member '{name}': weights '{weights}' needs arch: <timm name>.")
     if kind == "run":
         run_dir = Path(where).expanduser()
-        card_path = _run_card(run_dir)
-        card = read_json(card_path, "Zoo member card")
-        if "timm_name" not in card:
+        export = run_dir / "export"
+        named = [export / n for n in (TIMM_CONFIG, *LEGACY_NAMES) if (export / n).is_file()]
+        if not named:
             raise UserError(
-                f"Zoo weights 'run:{run_dir}': {card_path} is not the export of a timm classifier "
+                f"Zoo weights 'run:{run_dir}': no export card there (export/config.json). Train the member first "
+                f"(python train.py experiment=dery_zoo_digits ...) or point to its run dir."
+            )
+        fields = read_json(named[0], "Zoo member card")
+        if "architecture" not in fields and "timm_name" not in fields:
+            raise UserError(
+                f"Zoo weights 'run:{run_dir}': {named[0]} is not the export of a timm classifier "
                 "(a zoo member is a run of e.g. experiment=dery_zoo_digits)."
             )
-        model = load_exported(card_path)
-        arch, kwargs = card["timm_name"], card["timm_kwargs"]
-        fingerprint = file_digest(card_path.parent / card["weights"])
+        card = read_card(named[0])
+        model = load_timm_teacher(parse_source(str(weights)))
+        arch, kwargs = model.kt_spec["timm_name"], model.kt_spec["timm_kwargs"]
+        fingerprint = file_digest(card.weights())
         accuracy = _run_accuracy(run_dir)
     elif kind == "file":
-        if not arch:
-            raise UserError(f"Zoo member '{name}': weights 'file:{where}' needs arch: <timm name>.")
-        path = Path(where).expanduser()
-        model = create_backbone(arch, **kwargs)
-        load_backbone_weights(model, path)
-        fingerprint = file_digest(path)
+        extra = dict(kwargs)
+        model = load_timm_teacher(
+            parse_source(weights), arch=arch, num_classes=extra.pop("num_classes", None), strict_head=False, **extra
+        )
+        fingerprint = file_digest(Path(where).expanduser())
     elif kind == "hub":
         tag = where or arch
-        try:
-            model = create_backbone(tag, pretrained=True, **kwargs)
-        except (OSError, RuntimeError, ValueError) as err:
-            message = (
-                f"Zoo member '{name}': cannot fetch hub weights '{tag}' ({type(err).__name__}: {err}). "
-                "This needs the network; offline, download them once and use weights: file:<path>."
-            )
-            raise UserError(message) from None
+        model = load_timm_teacher(parse_source(f"hub:{tag}"), **kwargs)
         arch, fingerprint = tag, f"hub:{tag}"
-    elif kind == "random":
-        if not arch:
-            raise UserError(f"Zoo member '{name}': weights 'random' needs arch: <timm name>.")
+    else:
         with torch.random.fork_rng():  # the same weights for a name, the caller's RNG untouched
             torch.manual_seed(zlib.crc32((name if random_seed is None else f"{name}:{random_seed}").encode()))
             model = create_backbone(arch, **kwargs)
         fingerprint = f"random:{name}"
-    else:
-        raise UserError(f"Zoo member '{name}': unknown weights '{weights}'. Use {WEIGHT_FORMS}.")
     return model.eval(), arch, dict(kwargs), fingerprint, accuracy
 
 

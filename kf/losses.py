@@ -1,6 +1,6 @@
 """The InfoMax-Bottleneck losses of Knowledge Factorization, as pure functions computed in
 float32: InfoMax (DV bound, cosine critic), the teacher's targets over a task's classes and
-KD on task logits (KL at a temperature, or the original's MSE on logits), label-smoothed CE,
+the original's MSE on logits (the KL one is tasks.distill.losses.kd_loss), label-smoothed CE,
 and InfoMin (KL of the batch Gaussian of a task feature to N(0, I), or the per-sample VIB KL
 of a Gaussian TSN)."""
 
@@ -82,14 +82,6 @@ def mse_logit_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -
     """Mean squared error between student and teacher logits over all entries (the original's
     `Logits` KD, Ba & Caruana 2014), used by its dSprites configuration."""
     return F.mse_loss(student_logits.float(), teacher_logits.float())
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * KL(p_T || softmax(student / T)), averaged over the batch; `teacher_probs` are the
-    teacher's probabilities at temperature T over the same classes (already summed into
-    the task's groups)."""
-    log_q = F.log_softmax(student_logits.float() / temperature, dim=1)
-    return F.kl_div(log_q, teacher_probs.float(), reduction="batchmean") * temperature**2
 
 
 def label_smooth_ce(

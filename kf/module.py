@@ -27,7 +27,6 @@ from kf.losses import (
     KD_TARGETS,
     infomax_loss,
     infomin_loss,
-    kd_loss,
     label_smooth_ce,
     mse_logit_loss,
     vib_infomin_loss,
@@ -38,6 +37,7 @@ from kf.task_module import TaskModule
 from kf.teacher import TeacherReader, TeacherSpec, load_teacher
 from tasks.config.types import AtLeastOne, Choices, Count, KeywordsOf, NonNegative, Probability, Range
 from tasks.distill.frozen import attach_frozen
+from tasks.distill.losses import kd_loss
 from tasks.errors import UserError
 from tasks.models.backbones import count_parameters, export_backbone
 from tasks.training.collector import Collector

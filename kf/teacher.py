@@ -1,13 +1,13 @@
-"""The teacher of Knowledge Factorization: loaded from a run's export card (a classifier or a
-multi-head network), a local checkpoint (weights_only, with a key prefix) or a timm model
-name; read through forward hooks on its stages (for InfoMax) plus its logits (for KD)."""
+"""The teacher of Knowledge Factorization, named in the shared teacher-source grammar
+(tasks.distill.teacher_source: a run's export of a classifier or a multi-head network,
+`run:` / `latest:`, a local checkpoint with its architecture and key prefix, a timm name);
+read through forward hooks on its stages (for InfoMax) plus its logits (for KD)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any
 
 import torch
@@ -17,17 +17,16 @@ from kf.multihead import KIND as MULTI_HEAD
 from kf.task_spec import TaskSpec
 from tasks.config.types import Choices, Count
 from tasks.distill.taps import FeatureTap
+from tasks.distill.teacher_source import EXPORT, load_timm_teacher, parse_source
 from tasks.errors import UserError
-from tasks.io.cards import TIMM, load_card, read_card
-from tasks.models.backbones import create_backbone
+from tasks.io.cards import load_card, read_card
 
 BN_MODES = ("eval", "train")
-WEIGHT_FILES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors")
 
 
 @dataclasses.dataclass
 class TeacherSpec:
-    source: str | None = None  # export card (.json) | checkpoint or weight file | timm model name
+    source: str | None = None  # any form of tasks.distill.teacher_source: export, run:, latest:, weights, timm name
     arch: str | None = None  # timm architecture of a checkpoint source
     prefix: str | None = None  # key prefix inside a checkpoint, e.g. net. for a ClassificationModule
     num_classes: Count | None = None  # outputs of a checkpoint / timm teacher (default: the factor's values)
@@ -52,7 +51,7 @@ class TeacherSpec:
 
 MAKE_TEACHER = (
     "A digits teacher comes from `python train.py experiment=classify_digits` (then "
-    "model.teacher.source=<its run dir>/export/model.json); `python -m tasks.chain kf_digits` trains the "
+    "model.teacher.source=run:<its run dir>); `python -m tasks.chain kf_digits` trains the "
     "teacher and factorizes it in one command (kf_shapes likewise)."
 )
 
@@ -61,43 +60,27 @@ def load_teacher(spec: TeacherSpec, factor_sizes: dict[str, int]) -> tuple[nn.Mo
     """The teacher network and the tasks its outputs predict (in output order)."""
     if not spec.source:
         raise UserError(
-            "model.teacher.source is not set. Point it at a run's export card "
-            "(<run dir>/export/model.json), a checkpoint (with model.teacher.arch and .prefix) or a timm name. "
+            "model.teacher.source is not set. Point it at a run's export "
+            "(<run dir>/export, or run:<run dir>), a checkpoint (with model.teacher.arch and .prefix) or a timm name. "
             + MAKE_TEACHER
         )
-    source = Path(str(spec.source)).expanduser()
-    if source.suffix == ".json":
-        if not source.is_file():
-            raise UserError(f"Teacher card {source} does not exist. " + MAKE_TEACHER)
-        card = read_card(source)
+    src = parse_source(str(spec.source), make=MAKE_TEACHER)
+    if src.form == EXPORT:
+        card = read_card(src.path)
         if card.kind == MULTI_HEAD:
             net = load_card(card)
             return net, net.specs
-        model = load_card(card, kinds_allowed=(TIMM,))
-    elif source.suffix in WEIGHT_FILES or source.exists():
-        if not spec.arch:
-            raise UserError(
-                f"Teacher checkpoint {source} needs its architecture: set model.teacher.arch=<timm name> "
-                "(and model.teacher.prefix=<key prefix>, e.g. net. for a ClassificationModule checkpoint)."
-            )
-        model = create_backbone(
-            spec.arch,
-            num_classes=spec.num_classes or factor_sizes.get(spec.factor, 0),
-            small_input_stem=spec.small_input_stem,
-            init=str(source),
-            init_prefix=spec.prefix,
-            **(spec.timm_kwargs or {}),
-        )
-    else:
-        model = create_backbone(
-            str(spec.source),
-            num_classes=spec.num_classes or factor_sizes.get(spec.factor, 0),
-            small_input_stem=spec.small_input_stem,
-            pretrained=spec.pretrained,
-            **(spec.timm_kwargs or {}),
-        )
     if spec.factor not in factor_sizes:
         raise UserError(f"model.teacher.factor='{spec.factor}' is not a factor of the data {list(factor_sizes)}.")
+    model = load_timm_teacher(
+        src,
+        arch=spec.arch,
+        prefix=spec.prefix,
+        num_classes=None if src.form == EXPORT else spec.num_classes or factor_sizes[spec.factor],
+        small_input_stem=spec.small_input_stem,
+        pretrained=spec.pretrained,
+        **(spec.timm_kwargs or {}),
+    )
     n = factor_sizes[spec.factor]
     if getattr(model, "num_classes", n) != n:
         raise UserError(

@@ -5,7 +5,8 @@ makes a teacher where none exists.
 
     teacher.py   load a diffusers UNet2DModel and read one layer, forward truncated there
     policy.py    which timestep each image gets: rl (REINFORCE), uniform, fixed, curriculum
-    losses.py    hint, attention transfer, relational (RKD) and dense feature losses
     module.py    the stage-1 LightningModule (student, EMA, teacher, policy, probe)
     ddpm.py      the DDPM trainer (UNet2DModel + DDPMScheduler) and its sampler
+
+Its feature losses (hint, AT, RKD, dense) are the shared tasks/distill/losses.py.
 """

@@ -29,12 +29,12 @@ import pytorch_lightning as pl
 import torch
 
 from repfusion.knn import knn_accuracy
-from repfusion.losses import FeatureLoss
 from repfusion.plots import timestep_figure
 from repfusion.policy import UNLABELLED, TimestepPolicy
 from repfusion.teacher import DiffusionTeacher
 from tasks.config.types import AtLeastOne, Count, KeywordsOf, Probability, Seed
 from tasks.distill.frozen import attach_frozen, trainable_parameters
+from tasks.distill.losses import FeatureLoss
 from tasks.distill.taps import stage_features
 from tasks.errors import UserError
 from tasks.models.backbones import create_backbone, export_backbone

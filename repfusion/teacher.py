@@ -9,7 +9,6 @@ paper's notation reads. Owners attach it with `tasks.distill.frozen.attach_froze
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -21,9 +20,9 @@ from diffusers import DDPMScheduler, UNet2DModel
 from repfusion.pixels import PixelRange
 from tasks.config.types import AtLeastOne, Choices
 from tasks.distill.taps import FeatureTap
+from tasks.distill.teacher_source import latest_run
+from tasks.distill.teacher_source import load_unet as shared_load_unet
 from tasks.errors import UserError
-from tasks.io.files import check_weights, read_json
-from tasks.run.summary import finished
 
 # The last ResNet block of the middle block, its second conv: before the skip-add (as the original).
 DEFAULT_LAYER = "mid_block.resnets.1.conv2"
@@ -31,75 +30,20 @@ MAKE_DIGITS_TEACHER = (
     "python train.py experiment=ddpm_digits (its export/unet is a teacher), "
     "or the whole chain: python -m tasks.chain repfusion_digits"
 )
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def latest_export(task: str, runs_dir: str | Path) -> Path:
     """The export/unet of the newest finished run of `task` under `<runs_dir>/<task>/runs/`."""
-    root = Path(runs_dir) / task / "runs"
-    found = [p for p in root.glob("*/export/unet") if finished(p.parents[1])]
-    if not found:
-        raise UserError(
-            f"No finished '{task}' run with an export/unet under {root}. Make the teacher first: "
-            f"{MAKE_DIGITS_TEACHER}; or set model.teacher.source=<folder or hub id>."
-        )
-    return max(found, key=lambda p: p.stat().st_mtime)
-
-
-def unet_folder(path: Path) -> Path:
-    """The folder holding the U-Net's config.json and safetensors weights (a pipeline
-    folder's `unet/`, or the folder itself). A pickle-only folder is refused."""
-    if (path / "unet" / "config.json").is_file():
-        path = path / "unet"
-    if not (path / "config.json").is_file():
-        raise UserError(
-            f"Teacher folder {path} has no config.json: it is not a diffusers UNet2DModel folder "
-            f"(save one with unet.save_pretrained(folder, safe_serialization=True))."
-        )
-    read_json(path / "config.json", "Teacher U-Net config", keys=("_class_name",))
-    for weights in path.glob("*.safetensors"):
-        check_weights(weights, "Teacher U-Net weights")
-    if not list(path.glob("*.safetensors")):
-        pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.ckpt"))
-        what = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weight file"
-        raise UserError(
-            f"Teacher folder {path} holds {what}. Teachers load from safetensors only, since a pickle can run code "
-            "when loaded. Convert it once where you trust the file: UNet2DModel.from_pretrained(folder)"
-            ".save_pretrained(folder, safe_serialization=True)."
-        )
-    return path
-
-
-def _from_pretrained(source: str, **kwargs) -> UNet2DModel:
-    # safetensors only: a pickled .bin could run code when loaded.
-    return UNet2DModel.from_pretrained(source, use_safetensors=True, low_cpu_mem_usage=False, **kwargs)
+    return latest_run(task, runs_dir, "export/unet", MAKE_DIGITS_TEACHER)
 
 
 def load_unet(
     source: str, runs_dir: str | Path | None = None, subfolder: str | None = None, offline: bool = False
 ) -> UNet2DModel:
-    """A UNet2DModel from a local folder, `latest:<task>` (newest finished run of that task
-    under runs_dir), or a Hugging Face hub id (needs the network or the hub cache)."""
-    if source.startswith("latest:"):
-        return _from_pretrained(str(latest_export(source.split(":", 1)[1], runs_dir or "logs")))
-    path = Path(source).expanduser()
-    if path.exists():
-        return _from_pretrained(str(unet_folder(path / subfolder if subfolder else path)))
-    if not _HUB_ID.fullmatch(source) or source.startswith(("/", ".", "~")):
-        raise UserError(
-            f"Teacher folder not found: {source}. Make it with {MAKE_DIGITS_TEACHER}; or set "
-            "model.teacher.source=<a UNet2DModel folder or a hub id such as google/ddpm-cifar10-32>."
-        )
-    try:
-        return _from_pretrained(source, subfolder=subfolder, local_files_only=offline)
-    except Exception as err:  # network, missing repo, missing safetensors file: one message with the routes
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"Could not load the teacher '{source}' from a local folder (there is none) or the Hugging Face hub "
-            f"({type(err).__name__}: {first}). Online, check the id and that it has safetensors weights; offline, "
-            f"download it once while online, or use a local teacher: {MAKE_DIGITS_TEACHER}."
-        ) from None
+    """A UNet2DModel from the shared teacher-source grammar (tasks.distill.teacher_source): a
+    local folder, `latest:<task>` / `run:<dir>` (its export/unet), or a Hugging Face hub id."""
+    return shared_load_unet(source, runs_dir, subfolder, offline, make=MAKE_DIGITS_TEACHER)
 
 
 class DiffusionTeacher(nn.Module):

@@ -20,7 +20,7 @@ from tasks.config.types import Count, KeywordsOf, Probability
 from tasks.data.toolbox import MixupCutmix
 from tasks.errors import UserError
 from tasks.models.backbones import create_backbone
-from tasks.models.backbones.export import export_timm, write_legacy_alias
+from tasks.models.backbones.export import export_timm
 from tasks.training.ema import ModelEMA
 from tasks.training.optim import configure_optimizers
 from tasks.training.seeding import batch_generator
@@ -131,6 +131,4 @@ class ClassificationModule(pl.LightningModule):
 
     def export_artifacts(self, export_dir: Path) -> dict[str, str]:
         """timm's Hub layout: config.json + model.safetensors (timm.create_model("local-dir:<dir>"))."""
-        files = export_timm(self.evaluated_net, export_dir)
-        write_legacy_alias(self.evaluated_net, export_dir)  # model.json: the path KF chains and DeRy zoos name
-        return files
+        return export_timm(self.evaluated_net, export_dir)

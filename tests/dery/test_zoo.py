@@ -101,7 +101,7 @@ def test_vit_at_a_non_native_size_needs_img_size():
 def test_weights_forms_and_errors(tmp_path):
     with pytest.raises(UserError, match="run:<run dir>, file:<path>, hub:<timm tag> or random"):
         load_model("m", "resnet18", {}, "s3://bucket/w")
-    with pytest.raises(UserError, match="no export/model.json"):
+    with pytest.raises(UserError, match=r"no export card there \(export/config.json\)"):
         load_model("m", None, {}, f"run:{tmp_path}")
     with pytest.raises(UserError, match="needs weights"):
         load_member("m", {"arch": "resnet18"}, (3, 32, 32))

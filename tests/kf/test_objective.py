@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from kf.assemble import assemble
-from kf.losses import group_logits, kd_loss, kd_target, mse_logit_loss, vib_infomin_loss
+from kf.losses import group_logits, kd_target, mse_logit_loss, vib_infomin_loss
 from kf.module import KFModule
+from tasks.distill.losses import kd_loss
 from tasks.errors import UserError
 from tests.kf.conftest import TINY_NET
 

@@ -56,5 +56,5 @@ def test_digits_chain_runs_teacher_then_factorize(tmp_path):
     rows = {r["label"]: r for r in report["rows"]}
     assert set(rows) == {"teacher (ResNet-18)", "KF assembled 10 factors"}
     factorize = read_summary(tmp_path / "chain" / "factorize")
-    assert factorize["overrides"][1] == f"model.teacher.source={tmp_path / 'chain' / 'teacher'}/export/model.json"
+    assert factorize["overrides"][1] == f"model.teacher.source={tmp_path / 'chain' / 'teacher'}/export"
     assert "test/teacher_acc" in factorize["test"]

@@ -25,6 +25,7 @@ MODELS = {
     "classifier": ([], None),
     "ddpm": ([], None),
     "dery": (["model.spec={spec}"], "tiny_spec"),
+    "kd": (["model.teacher.source={card}"], "digits_teacher"),
     "kf": (["model.teacher.source={card}"], "digits_teacher"),
     "kf_baseline": ([], None),
     "landmarks": (["data=shapes_landmarks", "model.num_keypoints=15"], None),

@@ -98,14 +98,22 @@ def test_an_export_whose_run_dir_is_gone_needs_data_and_is_normalised_as_its_car
     assert other["test/loss"] != read_summary(run)["test"]["test/loss"]
 
 
+def write_old_card(config: Path, card: Path) -> None:
+    """The card of the old layout (no longer written) for the weights beside a timm config.json."""
+    hub = json.loads(config.read_text())
+    kwargs = {"num_classes": hub["num_classes"], **(hub.get("model_args") or {})}
+    card.write_text(
+        json.dumps({"timm_name": hub["architecture"], "timm_kwargs": kwargs, "weights": "model.safetensors"})
+    )
+
+
 def test_an_old_layout_export_is_normalised_as_its_run_was(run, tmp_path, capsys):
     """model.json + model.safetensors, the run's fields in a second card.json: the card holds no
     normalisation, so the run's data config gives it (not timm's ImageNet default)."""
     old = tmp_path / "old_export"
     old.mkdir()
     shutil.copy(run / "export" / "model.safetensors", old / "model.safetensors")
-    card = json.loads((run / "export" / "model.json").read_text())
-    (old / "model.json").write_text(json.dumps({k: card[k] for k in ("timm_name", "timm_kwargs", "weights")}))
+    write_old_card(run / "export" / "config.json", old / "model.json")
     (old / "card.json").write_text(json.dumps({"task_name": "classify_digits", "run_dir": str(run)}))
     summary = _eval([f"ckpt={old}", "data=digits"], tmp_path / "eval")
     assert summary["test"] == read_summary(run)["test"] and summary["source"]["path"] == str(old / "model.json")
@@ -162,7 +170,7 @@ def test_a_kf_run_dir_gives_back_its_own_test_metrics(run, tmp_path):
         "train.py",
         *FULL_TEST,
         "experiment=kf_digits",
-        f"model.teacher.source={run / 'export' / 'model.json'}",
+        f"model.teacher.source={run / 'export'}",
         f"hydra.run.dir={kf}",
     ]
     run_command(train_main, "train", entry="train.py", argv=argv)

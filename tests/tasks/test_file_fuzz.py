@@ -53,8 +53,8 @@ def make_training_checkpoint(path: Path) -> None:
     )
 
 
-def make_safetensors(path: Path) -> None:
-    save_file({k: v.contiguous() for k, v in _net().state_dict().items()}, str(path))
+def make_safetensors(path: Path, num_classes: int = 0) -> None:
+    save_file({k: v.contiguous() for k, v in _net(num_classes).state_dict().items()}, str(path))
 
 
 def make_torch_state(path: Path) -> None:
@@ -283,7 +283,14 @@ KINDS = [
     ),
     Kind("backbone init", "init.safetensors", make_safetensors, make_json_summary, read_init, WEIGHTS),
     Kind("zoo member file:", "member.safetensors", make_safetensors, make_json_summary, read_zoo_file, WEIGHTS),
-    Kind("KF teacher checkpoint", "teacher.ckpt", make_safetensors, make_json_summary, read_kf_checkpoint, WEIGHTS),
+    Kind(  # a teacher keeps its trained head: its weights are a 10-class classifier's
+        "KF teacher checkpoint",
+        "teacher.ckpt",
+        lambda p: make_safetensors(p, 10),
+        make_json_summary,
+        read_kf_checkpoint,
+        WEIGHTS,
+    ),
     Kind("export card", "model.json", make_card, make_json_summary, read_card, CARD),
     Kind(
         "KF teacher card",
@@ -291,7 +298,7 @@ KINDS = [
         lambda p: make_card(p, 10),
         make_json_summary,
         read_kf_card,
-        {**CARD, "folder": "does not exist"},
+        CARD,
     ),
     Kind(
         "zoo member run:",
@@ -299,7 +306,7 @@ KINDS = [
         make_card,
         make_json_summary,
         read_zoo_run,
-        {**CARD, "folder": "no export/model.json there", "wrong_kind": "is not the export of a timm classifier"},
+        {**CARD, "folder": "no export card there", "wrong_kind": "is not the export of a timm classifier"},
     ),
     Kind(
         "teacher U-Net config",
@@ -481,7 +488,7 @@ CONTROLS = {
     "resume checkpoint": lambda out: out["global_step"] == 3 and "net.fc.weight" not in out["state_dict"],
     "backbone init": lambda out: torch.equal(_first_weight(out), _first_weight(_net())),
     "zoo member file:": lambda out: torch.equal(_first_weight(out[0]), _first_weight(_net())) and out[1] == "resnet10t",
-    "KF teacher checkpoint": lambda out: torch.equal(_first_weight(out[0]), _first_weight(_net())),
+    "KF teacher checkpoint": lambda out: torch.equal(_first_weight(out[0]), _first_weight(_net(10))),
     "export card": lambda out: torch.equal(_first_weight(out), _first_weight(_net())),
     "KF teacher card": lambda out: (
         torch.equal(_first_weight(out[0]), _first_weight(_net(10))) and out[1][0].name == "label"

@@ -66,27 +66,6 @@ def export_timm(
     return {"weights": str(weights), "card": str(config_path)}
 
 
-def write_legacy_alias(model: nn.Module, export_dir: str | Path) -> Path:
-    """An old-layout card (model.json) for the same model.safetensors, read by the method
-    packages' loaders until they load exports through tasks.io.cards (issue 15, part B)."""
-    import json
-
-    spec = getattr(model, "kt_spec", None) or {}
-    path = Path(export_dir) / "model.json"
-    path.write_text(
-        json.dumps(
-            {
-                "timm_name": spec.get("timm_name"),
-                "timm_kwargs": spec.get("timm_kwargs", {}),
-                "weights": cards.WEIGHTS,
-                "alias_of": cards.TIMM_CONFIG,
-            },
-            indent=2,
-        )
-    )
-    return path
-
-
 def _small_stem(arch: str) -> None:
     if arch.endswith("_smallstem"):
         from tasks.models.backbones.small_stem import small_stem_name

@@ -34,9 +34,14 @@ def weight_file(path: str | Path) -> Path:
     return path
 
 
-def load_backbone_weights(model: nn.Module, path: str | Path, prefix: str | None = None) -> nn.Module:
-    """Load a backbone's weights; the classifier may be absent or of another size (it is
-    then left as initialised), everything else must match exactly."""
+def load_backbone_weights(
+    model: nn.Module, path: str | Path, prefix: str | None = None, strict_head: bool = False
+) -> nn.Module:
+    """Load a backbone's weights; everything but the classifier must match exactly.
+
+    The classifier may be absent or of another size (it is then left as initialised): right
+    for a backbone init. `strict_head=True` (a teacher) makes it part of the exact match, so a
+    teacher never silently gets a random head."""
     path = weight_file(path)
     state = load_state_dict_file(path, prefix)
     own = model.state_dict()
@@ -47,6 +52,9 @@ def load_backbone_weights(model: nn.Module, path: str | Path, prefix: str | None
         raise UserError(
             f"Weights in {path} do not fit the backbone ({details}). Use the architecture they were exported from."
         )
+    if strict_head:
+        _check_head(state, own, head, path)
+        head = set()
     state = {k: v for k, v in state.items() if not (k in head and k in own and own[k].shape != v.shape)}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k not in head]
@@ -58,6 +66,26 @@ def load_backbone_weights(model: nn.Module, path: str | Path, prefix: str | None
             "Use the architecture they were exported from."
         )
     return model
+
+
+def _check_head(state: dict, own: dict, head: set[str], path: Path) -> None:
+    """A teacher's classifier must come from its weights, with the model's shape."""
+    present = sorted(k for k in head if k in own)
+    missing = [k for k in present if k not in state]
+    wrong = [k for k in present if k in state and state[k].shape != own[k].shape]
+    if not (missing or wrong):
+        return
+    if missing:
+        raise UserError(
+            f"The teacher's classifier does not come from {path}: the file has no {missing}. A teacher keeps the "
+            "head it was trained with; use weights that hold it (check the key prefix)."
+        )
+    shapes = ", ".join(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong)
+    raise UserError(
+        f"The teacher's classifier in {path} has another shape than the model's ({shapes}), so it would be "
+        f"replaced by a random one. Set the teacher's number of classes to the weights' "
+        f"({tuple(state[wrong[0]].shape)[0]}), or use a teacher trained on this data."
+    )
 
 
 def export_backbone(

@@ -1,6 +1,11 @@
-"""Stage-1 feature losses between the student's map f_S (B, C_s, h, w) and the teacher's
-f_T (B, C_t, H, W), with the original weights as defaults. Each is computed in float32,
+"""The generic distillation losses every transfer method may use, each computed in float32
 with autocast off, whatever the training precision.
+
+Logits (student (B, K), teacher probabilities (B, K)):
+  kd_loss    Hinton's KD: T^2 * KL(p_T || softmax(student / T)), batch mean
+
+Feature maps, the student's f_S (B, C_s, h, w) against the teacher's f_T (B, C_t, H, W), with
+the weights of the diffusion-distillation recipes as defaults:
 
   HintLoss   1x1-conv adapter (C_s -> C_t), global average pooling of both, MSE (weight 1)
   ATLoss     attention transfer: sum_c |f|^p, L2-normalised over positions, MSE (weight 1000)
@@ -22,6 +27,14 @@ from tasks.config.types import Choices, NonNegative, Positive, Range
 from tasks.errors import UserError
 
 DENSE_KINDS = ("mse", "l1")  # DenseLoss: the distance between the adapted student map and the teacher map
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(p_T || softmax(student / T)), averaged over the batch; `teacher_probs` are the
+    teacher's probabilities at temperature T over the same classes (for a grouped task, already
+    summed into its groups). The T^2 keeps the gradient's scale independent of T (Hinton et al.)."""
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=1)
+    return F.kl_div(log_q, teacher_probs.float(), reduction="batchmean") * temperature**2
 
 
 class FeatureLoss(nn.Module, ABC):
@@ -160,7 +173,7 @@ class DenseLoss(FeatureLoss):
         student_channels: int,
         teacher_channels: int,
         weight: NonNegative = 1.0,
-        kind: Annotated[str, Choices("repfusion.losses.DENSE_KINDS")] = "mse",
+        kind: Annotated[str, Choices("tasks.distill.losses.DENSE_KINDS")] = "mse",
         standardize: bool = False,
     ):
         super().__init__(student_channels, teacher_channels, weight, standardize)

@@ -1,5 +1,6 @@
-"""Golden values of the stage-1 feature losses (numbers worked out by hand or by
-independent loops over pairs and triples), and their float32 guarantee."""
+"""Golden values of the generic distillation losses, KD on logits and the feature losses
+(numbers worked out by hand or by independent loops over pairs and triples), and their
+float32 guarantee."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from repfusion.losses import ATLoss, DenseLoss, HintLoss, RKDLoss
+from tasks.distill.losses import ATLoss, DenseLoss, HintLoss, RKDLoss, kd_loss
 from tasks.errors import UserError
 
 
@@ -119,3 +120,18 @@ def test_standardize_makes_every_loss_blind_to_a_per_channel_affine_teacher(make
     # equal up to the 1e-6 eps
     assert standardized(f_s, moved).item() == pytest.approx(standardized(f_s, f_t).item(), rel=1e-3)
     assert plain(f_s, moved).item() != pytest.approx(plain(f_s, f_t).item(), rel=1e-2)
+
+
+def test_kd_loss_golden():
+    # KL([.5, .5] || softmax([0, 1] / T)) * T^2: T = 1 -> 0.1201145, T = 2 -> 4 * 0.0309298 = 0.1237192.
+    logits, probs = torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]])
+    assert kd_loss(logits, probs, 1.0).item() == pytest.approx(0.12011450695827758, abs=1e-6)
+    assert kd_loss(logits, probs, 2.0).item() == pytest.approx(0.12371921448064555, abs=1e-6)
+    assert kd_loss(torch.tensor([[3.0, -1.0]]), torch.tensor([[0.9, 0.1]]), 10.0).item() == pytest.approx(
+        22.79322790085045, rel=1e-5
+    )
+
+
+def test_kd_loss_is_batch_mean():
+    logits, probs = torch.tensor([[0.0, 1.0], [0.0, 1.0]]), torch.tensor([[0.5, 0.5], [0.5, 0.5]])
+    assert kd_loss(logits, probs, 1.0).item() == pytest.approx(0.12011450695827758, abs=1e-6)
