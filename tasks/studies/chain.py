@@ -5,7 +5,8 @@ in its own dir under the chain dir; later stages get earlier run dirs through
 `{run:<stage>}` placeholders. Finished stages are skipped when the chain is re-run with
 `--dir`, so an interrupted chain continues where it stopped.
 
-    python -m tasks.chain repfusion_digits                 # the whole chain
+    python -m tasks.chain repfusion_digits                 # the whole chain, independent runs side by side
+    python -m tasks.chain repfusion_digits --jobs 1 threads=2   # one run at a time, two threads each
     python -m tasks.chain repfusion_digits trainer=ddp_cpu distil:trainer.max_epochs=5
     python -m tasks.chain repfusion_digits --dir logs/chains/repfusion_digits/<stamp>   # continue
     python -m tasks.chain <name> --dir <dir> --stages a,b   # only these stages (e.g. two workers on
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -36,12 +38,11 @@ from tasks.config.location import USER_CONFIG_ENV, add_env_config_dir, working_d
 from tasks.errors import UserError
 from tasks.io.files import read_yaml, write_text
 from tasks.io.places import require_writable
-from tasks.run import interruption
 from tasks.run.boundary import guarded
 from tasks.run.lock import holding
 from tasks.run.preflight import check_stage_commands
-from tasks.run.resume import resumable_checkpoint
 from tasks.run.summary import finished
+from tasks.studies.scheduler import Job, popen, run_jobs
 from tasks.studies.study import rows_from_summaries, write_study
 
 PLACEHOLDER = re.compile(r"\{run:([A-Za-z0-9_]+)\}")
@@ -146,18 +147,53 @@ def plan(
     return runs
 
 
-def execute(run: StageRun) -> None:
-    command = list(run.command)
-    if resumable_checkpoint(run.run_dir) is not None:
-        command.append(f"resume={run.run_dir}")  # an interrupted stage continues from its last checkpoint
-    label = run.stage + (f" (seed {run.seed})" if run.seed is not None else "")
-    print(f"\n=== chain stage: {label} -> {run.run_dir}\n    {' '.join(command[1:])}", flush=True)
-    code = interruption.run_child(command, Path.cwd())  # a stop of the chain is passed on to its stage
-    if code != 0 or not run.finished:
+def run_key(run: StageRun) -> str:
+    return run.stage + (f"/seed{run.seed}" if run.seed is not None else "")
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def stage_jobs(chain_name: str, runs: list[StageRun], selected: set[str], threads: int | None) -> list[Job]:
+    """One scheduler job per selected run, waiting for the selected runs it reads. A run of the
+    shared layer's commands gets `threads=` (its thread count, in its config and summary)."""
+    chosen = [r for r in runs if r.stage in selected]
+    keys = {r.run_dir: run_key(r) for r in chosen}
+    jobs = []
+    for run in chosen:
+        command = list(run.command)
+        if threads is not None and command[1:3] in (["-m", "tasks.train"], ["-m", "tasks.eval"]):
+            command.insert(3, f"threads={threads}")  # before the user's own overrides, which win
+        deps = sorted({keys[d] for d in run.needs if d in keys})
+        jobs.append(Job(run_key(run), chain_name, command, run.run_dir, deps))
+    return jobs
+
+
+def execute(jobs: list[Job], max_jobs: int, threads: int | None, chain_dir: Path) -> None:
+    """Run the jobs side by side by their dependencies (tasks.studies.scheduler). A failed or killed
+    run stops only the runs that need it; the others finish, then one error names what failed."""
+    for job in jobs:
+        if job.finished:
+            print(f"=== chain stage {job.key} already finished: {job.run_dir}")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if threads is not None:  # module stages without a `threads` key, and what they launch, take it from here
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    log_dir = chain_dir / "logs" if max_jobs > 1 else None  # side by side: one log per run
+    launch = functools.partial(popen, own_group=False)
+    run_jobs(jobs, max_jobs, log_dir, env, cwd=Path.cwd(), launch=launch, grace_s=300.0)
+    failed = [j for j in jobs if j.state not in ("done",)]
+    if failed:
+        lines = [
+            f"  {j.key}: {j.state}"
+            + (f" (exit code {j.exit_code})" if j.exit_code is not None else "")
+            + f", files in {j.run_dir}"
+            + (f", output in {j.log}" if j.log and j.state == "failed" else "")
+            for j in failed
+        ]
         raise UserError(
-            f"Chain stage '{label}' failed (exit code {code}); its files are in {run.run_dir}. "
-            f"Fix the cause and re-run the same command with --dir "
-            f"{run.run_dir.parents[1] if run.seed is not None else run.run_dir.parent} to continue."
+            "Chain stages did not finish:\n" + "\n".join(lines) + "\nFix the cause and re-run the same command "
+            f"with --dir {chain_dir} to continue (finished stages are kept)."
         )
 
 
@@ -270,10 +306,17 @@ def main(argv: list[str] | None = None) -> dict:
         "report comes once every stage has finished)",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="stage runs side by side (those that do not need each other); default: one per core, each "
+        "with cores/jobs threads (threads=<n> fixes every run's thread count, and so its numbers)",
+    )
+    parser.add_argument(
         "--launcher",
         default="local",
         choices=["local", "slurm", "submitit_local"],
-        help="local: stages run here one after another; slurm: one SLURM job per stage run, with "
+        help="local: stages run here, --jobs at a time; slurm: one SLURM job per stage run, with "
         "dependencies, submitted through submitit; submitit_local: the same jobs as local processes",
     )
     parser.add_argument(
@@ -332,12 +375,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"\n=== chain {chain_name} finished: {chain_dir}\n" + (chain_dir / "report.md").read_text())
             return json.loads(summary.read_text())
         start = time.time()
+        max_jobs = args.jobs or available_cores()
+        threads = None if any(o.startswith("threads=") for o in common) else max(1, available_cores() // max_jobs)
         with hold_stages(chain_dir, selected):
-            for run in runs:
-                if run.finished:
-                    print(f"=== chain stage {run.stage} already finished: {run.run_dir}")
-                elif run.stage in selected:
-                    execute(run)
+            execute(stage_jobs(chain_name, runs, selected, threads), max_jobs, threads, chain_dir)
         if left := sorted({run.stage for run in runs if not run.finished}):
             print(
                 f"=== chain {chain_name}: stages {left} have not run yet; "
