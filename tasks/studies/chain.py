@@ -42,6 +42,8 @@ from tasks.run.boundary import guarded
 from tasks.run.lock import holding
 from tasks.run.preflight import check_stage_commands
 from tasks.run.summary import finished
+from tasks.studies.forkserver import launch as forked
+from tasks.studies.forkserver import preload
 from tasks.studies.scheduler import Job, popen, run_jobs
 from tasks.studies.study import rows_from_summaries, write_study
 
@@ -170,9 +172,11 @@ def stage_jobs(chain_name: str, runs: list[StageRun], selected: set[str], thread
     return jobs
 
 
-def execute(jobs: list[Job], max_jobs: int, threads: int | None, chain_dir: Path) -> None:
-    """Run the jobs side by side by their dependencies (tasks.studies.scheduler). A failed or killed
-    run stops only the runs that need it; the others finish, then one error names what failed."""
+def execute(jobs: list[Job], max_jobs: int, threads: int | None, chain_dir: Path, fresh: bool = False) -> None:
+    """Run the jobs side by side by their dependencies (tasks.studies.scheduler), each forked from
+    this process once it imported the libraries (tasks.studies.forkserver; --fresh: a new
+    interpreter each). A failed or killed run stops only the runs that need it; the others finish,
+    then one error names what failed."""
     for job in jobs:
         if job.finished:
             print(f"=== chain stage {job.key} already finished: {job.run_dir}")
@@ -180,7 +184,11 @@ def execute(jobs: list[Job], max_jobs: int, threads: int | None, chain_dir: Path
     if threads is not None:  # module stages without a `threads` key, and what they launch, take it from here
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     log_dir = chain_dir / "logs" if max_jobs > 1 else None  # side by side: one log per run
-    launch = functools.partial(popen, own_group=False)
+    if fresh or all(j.finished for j in jobs):
+        launch = functools.partial(popen, own_group=False)
+    else:
+        preload()  # torch, Lightning, timm, diffusers, wandb: imported once, then each run forks from here
+        launch = forked
     run_jobs(jobs, max_jobs, log_dir, env, cwd=Path.cwd(), launch=launch, grace_s=300.0)
     failed = [j for j in jobs if j.state not in ("done",)]
     if failed:
@@ -313,6 +321,12 @@ def main(argv: list[str] | None = None) -> dict:
         "with cores/jobs threads (threads=<n> fixes every run's thread count, and so its numbers)",
     )
     parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start each stage run in a fresh interpreter (by default each is forked from this process, "
+        "which imported torch, Lightning, timm, diffusers and wandb once)",
+    )
+    parser.add_argument(
         "--launcher",
         default="local",
         choices=["local", "slurm", "submitit_local"],
@@ -378,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict:
         max_jobs = args.jobs or available_cores()
         threads = None if any(o.startswith("threads=") for o in common) else max(1, available_cores() // max_jobs)
         with hold_stages(chain_dir, selected):
-            execute(stage_jobs(chain_name, runs, selected, threads), max_jobs, threads, chain_dir)
+            execute(stage_jobs(chain_name, runs, selected, threads), max_jobs, threads, chain_dir, args.fresh)
         if left := sorted({run.stage for run in runs if not run.finished}):
             print(
                 f"=== chain {chain_name}: stages {left} have not run yet; "
