@@ -2,8 +2,9 @@
 search -> train, ...) declared in conf/chain/<name>.yaml (or a chain file of yours, by path or
 in a config folder of yours: --config-dir / KT_CONFIG_DIR). Each stage is an ordinary run
 in its own dir under the chain dir; later stages get earlier run dirs through
-`{run:<stage>}` placeholders. Finished stages are skipped when the chain is re-run with
-`--dir`, so an interrupted chain continues where it stopped.
+`{run:<stage>}` placeholders (a stage may also wait for others with `needs: [<stage>, ...]`);
+runs that do not need each other go side by side (--jobs). Finished stages are skipped when the
+chain is re-run with `--dir`, so an interrupted chain continues where it stopped.
 
     python -m tasks.chain repfusion_digits                 # the whole chain, independent runs side by side
     python -m tasks.chain repfusion_digits --jobs 1 threads=2   # one run at a time, two threads each
@@ -126,6 +127,11 @@ def plan(
                 return str(chain_dir / ref)
 
             overrides = [PLACEHOLDER.sub(locate, str(o)) for o in stage.get("overrides", [])]
+            for ref in stage.get("needs") or []:  # an order without a path: `needs: [stage, ...]`
+                if ref not in names[:index]:
+                    raise UserError(f"Stage '{name}' needs '{ref}', which is not an earlier stage of the chain.")
+                wanted = [seed] if seed is not None and seed in seeded[ref] else seeded[ref]
+                needs += [(chain_dir / ref / f"seed{s}").resolve() for s in wanted] or [(chain_dir / ref).resolve()]
             if any(READS_CHAIN_DIR.search(str(o)) for o in stage.get("overrides", [])):
                 needs = [r.run_dir for r in runs]  # `{run:x}/..` reads the chain dir: every earlier run
             overrides += common + per_stage.get(name, [])
@@ -155,6 +161,19 @@ def run_key(run: StageRun) -> str:
 
 def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def jobs_and_threads(jobs: int | None, common: list[str]) -> tuple[int, int]:
+    """How many runs go side by side, and each one's thread count. A thread count the user fixed
+    (threads=, else OMP_NUM_THREADS) sets the default number of jobs to what fits the cores;
+    otherwise the cores are shared among --jobs runs."""
+    cores = available_cores()
+    given = next((o.split("=", 1)[1] for o in reversed(common) if o.startswith("threads=")), None)
+    fixed = given or os.environ.get("OMP_NUM_THREADS")
+    if fixed is not None and fixed.isdigit() and int(fixed) > 0:
+        return jobs or max(1, cores // int(fixed)), int(fixed)
+    jobs = jobs or cores
+    return jobs, max(1, cores // jobs)
 
 
 def stage_jobs(chain_name: str, runs: list[StageRun], selected: set[str], threads: int | None) -> list[Job]:
@@ -389,8 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"\n=== chain {chain_name} finished: {chain_dir}\n" + (chain_dir / "report.md").read_text())
             return json.loads(summary.read_text())
         start = time.time()
-        max_jobs = args.jobs or available_cores()
-        threads = None if any(o.startswith("threads=") for o in common) else max(1, available_cores() // max_jobs)
+        max_jobs, threads = jobs_and_threads(args.jobs, common)
         with hold_stages(chain_dir, selected):
             execute(stage_jobs(chain_name, runs, selected, threads), max_jobs, threads, chain_dir, args.fresh)
         if left := sorted({run.stage for run in runs if not run.finished}):
