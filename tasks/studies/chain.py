@@ -8,6 +8,7 @@ chain is re-run with `--dir`, so an interrupted chain continues where it stopped
 
     python -m tasks.chain repfusion_digits                 # the whole chain, independent runs side by side
     python -m tasks.chain repfusion_digits --jobs 1 threads=2   # one run at a time, two threads each
+    python -m tasks.chain repfusion_digits trainer.max_epochs=1   # to every stage whose config has the key
     python -m tasks.chain repfusion_digits trainer=ddp_cpu distil:trainer.max_epochs=5
     python -m tasks.chain repfusion_digits --dir logs/chains/repfusion_digits/<stamp>   # continue
     python -m tasks.chain <name> --dir <dir> --stages a,b   # only these stages (e.g. two workers on
@@ -45,6 +46,7 @@ from tasks.run.preflight import check_stage_commands
 from tasks.run.summary import finished
 from tasks.studies.forkserver import launch as forked
 from tasks.studies.forkserver import preload
+from tasks.studies.overrides import route
 from tasks.studies.scheduler import Job, popen, run_jobs
 from tasks.studies.study import rows_from_summaries, write_study
 
@@ -153,6 +155,17 @@ def plan(
                 )
             )
     return runs
+
+
+def routed_overrides(
+    chain: DictConfig, chain_dir: Path, common: list[str], per_stage: dict[str, list[str]], seeds: list[int] | None
+) -> dict[str, list[str]]:
+    """Each stage's overrides: the chain-wide ones its config takes (tasks.studies.overrides), then its own."""
+    first: dict[str, list[str]] = {}
+    for run in plan(chain, chain_dir, [], per_stage, seeds) if common else []:
+        first.setdefault(run.stage, run.command)
+    routed = route(first, common)
+    return {**per_stage, **{name: routed.get(name, []) + per_stage.get(name, []) for name in chain.stages}}
 
 
 def run_key(run: StageRun) -> str:
@@ -381,7 +394,8 @@ def main(argv: list[str] | None = None) -> dict:
             else:
                 common.append(override)
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-        runs = plan(chain, chain_dir, common, per_stage, seeds)
+        max_jobs, threads = jobs_and_threads(args.jobs, common)
+        runs = plan(chain, chain_dir, [], routed_overrides(chain, chain_dir, common, per_stage, seeds), seeds)
         selected = set(args.stages.split(",")) if args.stages else set(chain.stages)
         if unknown := selected - set(chain.stages):
             raise UserError(
@@ -408,7 +422,6 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"\n=== chain {chain_name} finished: {chain_dir}\n" + (chain_dir / "report.md").read_text())
             return json.loads(summary.read_text())
         start = time.time()
-        max_jobs, threads = jobs_and_threads(args.jobs, common)
         with hold_stages(chain_dir, selected):
             execute(stage_jobs(chain_name, runs, selected, threads), max_jobs, threads, chain_dir, args.fresh)
         if left := sorted({run.stage for run in runs if not run.finished}):
