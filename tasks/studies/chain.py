@@ -204,6 +204,19 @@ def stage_jobs(chain_name: str, runs: list[StageRun], selected: set[str], thread
     return jobs
 
 
+def write_timing(chain_dir: Path, jobs: list[Job], max_jobs: int, threads: int | None, how: str, wall: float) -> None:
+    """timing.json: each run's process seconds and its start-up (process seconds less the run's own
+    wall time from its summary: imports, config checks, exit), with how the chain ran them."""
+    runs = {}
+    for job in jobs:
+        if job.wall_s is None:
+            continue
+        own = json.loads((job.run_dir / "summary.json").read_text()).get("wall_time_s") if job.finished else None
+        runs[job.key] = {"process_s": job.wall_s, "startup_s": job.wall_s - own if own is not None else None}
+    record = {"jobs": max_jobs, "threads": threads, "launch": how, "wall_s": wall, "cores": available_cores()}
+    write_text(chain_dir / "timing.json", json.dumps({**record, "runs": runs}, indent=2))
+
+
 def execute(jobs: list[Job], max_jobs: int, threads: int | None, chain_dir: Path, fresh: bool = False) -> None:
     """Run the jobs side by side by their dependencies (tasks.studies.scheduler), each forked from
     this process once it imported the libraries (tasks.studies.forkserver; --fresh: a new
@@ -221,7 +234,11 @@ def execute(jobs: list[Job], max_jobs: int, threads: int | None, chain_dir: Path
     else:
         preload()  # torch, Lightning, timm, diffusers, wandb: imported once, then each run forks from here
         launch = forked
-    run_jobs(jobs, max_jobs, log_dir, env, cwd=Path.cwd(), launch=launch, grace_s=300.0)
+    started = time.time()
+    try:
+        run_jobs(jobs, max_jobs, log_dir, env, cwd=Path.cwd(), launch=launch, grace_s=300.0)
+    finally:
+        write_timing(chain_dir, jobs, max_jobs, threads, "fresh" if fresh else "fork", time.time() - started)
     failed = [j for j in jobs if j.state not in ("done",)]
     if failed:
         lines = [

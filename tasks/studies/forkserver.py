@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import threading
@@ -61,11 +63,12 @@ def preload(modules: tuple[str, ...] | list[str] = PRELOAD) -> list[str]:
 
 
 def forkable(command: list[str]) -> bool:
-    """A `python -m <module>` command of this interpreter, while this process runs no other thread."""
+    """A `python -m <module>` or `python <script>.py` command of this interpreter, while this process
+    runs no other thread."""
     return (
-        len(command) > 2
+        len(command) > 1
         and command[0] == sys.executable
-        and command[1] == "-m"
+        and ((command[1] == "-m" and len(command) > 2) or command[1].endswith(".py"))
         and threading.active_count() == 1
         and threading.current_thread() is threading.main_thread()
     )
@@ -107,26 +110,33 @@ def launch(command: list[str], cwd: Path, env: dict[str, str], log: Path | None)
     return Forked(pid)
 
 
-def run_child(command: list[str], cwd: Path, env: dict[str, str], log: Path | None) -> int:
-    """In the forked child: become `python -m <module> <args>` in `cwd` with `env`; returns its exit code."""
+def run_child(command: list[str], cwd: Path, env: dict[str, str], log: Path | None, errors: Path | None = None) -> int:
+    """In the forked child: become `python -m <module> <args>` (or `python <script> <args>`) in `cwd`
+    with `env`, its output to `log` (its errors to `errors` when given); returns its exit code."""
     code = 1
     try:
         os.chdir(cwd)
-        if str(cwd) not in sys.path:
-            sys.path.insert(0, str(cwd))  # as `python -m` puts the working folder first
+        script = command[1] != "-m"
+        first = str(Path(command[1]).resolve().parent) if script else str(cwd)
+        if first not in sys.path[:1]:
+            sys.path.insert(0, first)  # as Python puts the script's folder, or with -m the working folder, first
         os.environ.clear()
         os.environ.update(env)
-        if log is not None:
-            descriptor = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            os.dup2(descriptor, 1)
-            os.dup2(descriptor, 2)
-            os.close(descriptor)
+        for stream, path in ((1, log), (2, errors or log)):
+            if path is not None:
+                descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                os.dup2(descriptor, stream)
+                os.close(descriptor)
         sys.stdout.reconfigure(line_buffering=True)
         threads = env.get("OMP_NUM_THREADS")
         if threads and threads.isdigit() and "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(int(threads))  # torch read OMP_NUM_THREADS in the parent
-        sys.argv = [command[2], *command[3:]]
-        runpy.run_module(command[2], run_name="__main__", alter_sys=True)
+        if script:
+            sys.argv = list(command[1:])
+            runpy.run_path(command[1], run_name="__main__")
+        else:
+            sys.argv = [command[2], *command[3:]]
+            runpy.run_module(command[2], run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
@@ -142,3 +152,91 @@ def run_child(command: list[str], cwd: Path, env: dict[str, str], log: Path | No
         except BaseException:  # a closed stream must not turn a finished run into a crash
             pass
     return code
+
+
+def serve() -> None:
+    """`python -m tasks.studies.forkserver`: a server of forked runs for a caller that cannot fork
+    safely itself (a test process that has run torch): it imports the libraries once, then for each
+    JSON request line on stdin `{"command", "cwd", "env", "stdout", "stderr"}` forks the run, answers
+    `{"pid": ...}`, then `{"code": ...}` once it ends. One run at a time; it ends at the end of stdin."""
+    preload()
+    for line in sys.stdin:
+        request = json.loads(line)
+        command = list(request["command"])
+        if not forkable(command):
+            answer({"error": f"not a python -m <module> or python <script>.py command: {command}"})
+            continue
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            stdin = os.open(os.devnull, os.O_RDONLY)  # the requests are the server's, not the run's
+            os.dup2(stdin, 0)
+            sys.stdin = open(os.devnull)  # noqa: SIM115  (the child's stdin until it exits)
+            paths = (Path(request["stdout"]), Path(request["stderr"]))
+            os._exit(run_child(command, Path(request["cwd"]), dict(request["env"]), *paths))
+        answer({"pid": pid})
+        answer({"code": Forked(pid).wait()})
+
+
+class Server:
+    """The caller's side of `python -m tasks.studies.forkserver`, started on the first run."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]):
+        self.cwd, self.env = cwd, env
+        self.process: subprocess.Popen | None = None
+
+    def _read(self, timeout: float | None) -> dict | None:
+        import select
+
+        assert self.process is not None and self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self.process.stdout.readline()  # unbuffered: never reads past this answer
+        if not line:
+            raise RuntimeError(f"the fork server ended (exit code {self.process.wait()})")
+        return json.loads(line)
+
+    def run(
+        self, command: list[str], cwd: Path, env: dict[str, str], timeout: float | None = None
+    ) -> subprocess.CompletedProcess:
+        """What subprocess.run(command, capture_output=True, text=True, timeout=...) returns, from a forked run."""
+        import tempfile
+
+        if self.process is None or self.process.poll() is not None:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tasks.studies.forkserver"],
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                bufsize=0,
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            request = {"command": command, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            started = self._read(None)
+            if "error" in started:
+                raise ValueError(started["error"])
+            done = self._read(timeout)
+            if done is None:
+                os.kill(started["pid"], signal.SIGKILL)
+                self._read(None)
+                raise subprocess.TimeoutExpired(command, timeout)
+            text = [p.read_text(errors="replace") if p.is_file() else "" for p in (out, err)]
+        return subprocess.CompletedProcess(command, done["code"], text[0], text[1])
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+
+
+def answer(message: dict) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    serve()
