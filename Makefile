@@ -16,6 +16,7 @@ install: $(STAMP)
 
 # The main job on the embedded default data (the bundled digits): the RepFusion chain
 # (DDPM teacher -> stage-1 distillation -> stage-2 fine-tuning, beside the from-scratch baseline).
+# Independent runs go side by side, one per core, each forked from the chain's process (tasks.studies).
 train: $(STAMP)
 	$(PY) -m tasks.chain repfusion_digits
 
@@ -39,8 +40,8 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Two pytest-xdist workers with one thread each (tests/conftest.py): most of the suite's time is
-# the start-up of the end-to-end runs' processes, which overlaps on two cores. TEST_WORKERS=0: serial.
+# Two pytest-xdist workers with one thread each (tests/conftest.py); each worker's end-to-end runs fork
+# from one fork server that imported the libraries once (KT_TEST_FRESH=1: fresh interpreters). TEST_WORKERS=0: serial.
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 

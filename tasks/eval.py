@@ -107,15 +107,18 @@ def predict(cfg: DictConfig, source, out: Path) -> dict:
 def evaluate(cfg: DictConfig) -> dict:
     """Run one eval job described by a composed conf/eval.yaml; returns its summary."""
     import pytorch_lightning as pl
+    import torch
     from hydra.core.hydra_config import HydraConfig
     from pytorch_lightning.utilities import rank_zero_only
 
     from tasks.config.check import check_config
     from tasks.run.eval_source import resolve
+    from tasks.run.launch import apply_threads
     from tasks.run.summary import print_summary, write_summary
 
     start = time.time()
     check_config(cfg, ("data", "trainer", "logger"), command="eval")  # preflight did this for the command line
+    apply_threads(cfg)
     if cfg.mode == "test" and cfg.get("data_dir"):
         raise UserError(
             f"data_dir={cfg.data_dir} is read by mode=predict only; add mode=predict, or drop data_dir "
@@ -140,6 +143,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "data": choices.get("data") or ("the run's own" if cfg.mode == "test" else None),
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "seed": cfg.seed,
+        "threads": torch.get_num_threads(),
         "run_dir": str(out),
         **result,
         "wall_time_s": time.time() - start,

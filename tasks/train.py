@@ -24,10 +24,12 @@ def train(cfg: DictConfig) -> dict:
     its run dir throughout (tasks.run.lock): a second writer stops at once."""
     from tasks.config.check import check_config
     from tasks.run.guards import check_launch
+    from tasks.run.launch import apply_threads
     from tasks.run.lock import hold_run_dir
 
     start = time.time()
     check_config(cfg, command="train")  # preflight did this for the command line; in-process callers come here
+    apply_threads(cfg)
     check_launch(cfg)
     out = Path(cfg.paths.output_dir)
     with hold_run_dir(out):
@@ -38,6 +40,7 @@ def _train(cfg: DictConfig, out: Path, start: float) -> dict:
     """The run itself; a stop by signal leaves an interrupted summary, and a shape error that is a
     data/network disagreement becomes the UserError that names it (tasks.run.mismatch)."""
     import pytorch_lightning as pl
+    import torch
     from hydra.core.hydra_config import HydraConfig
     from pytorch_lightning.utilities.model_helpers import is_overridden
 
@@ -72,6 +75,7 @@ def _train(cfg: DictConfig, out: Path, start: float) -> dict:
         "experiment": hydra_cfg.runtime.choices.get("experiment"),
         "overrides": list(hydra_cfg.overrides.task),
         "seed": cfg.seed,
+        "threads": torch.get_num_threads(),  # the run's numbers depend on it (tasks.run.launch.apply_threads)
         "run_dir": str(out),
     }
     if getattr(datamodule, "labels_used", None) is not None:  # a label budget: which labels the run read

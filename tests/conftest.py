@@ -71,12 +71,30 @@ def run_in_process(overrides: list[str], run_dir: Path) -> dict:
 def run_cli(
     args: list[str], cwd: Path = ROOT, timeout: int = 600, env: dict | None = None, module: str | None = None
 ) -> subprocess.CompletedProcess:
-    """Run `python train.py <args>` (or `python -m <module> <args>`) as a user would."""
+    """Run `python train.py <args>` (or `python -m <module> <args>`) as a user would: forked from a
+    server that imported the libraries once, as a chain runs its stages (tasks.studies.forkserver);
+    KT_TEST_FRESH=1: a fresh interpreter each."""
     entry = ["-m", module] if module else [str(ROOT / "train.py")]
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, *entry, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
-    )
+    command = [sys.executable, *entry, *args]
+    if os.environ.get("KT_TEST_FRESH") == "1":
+        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return fork_server().run(command, Path(cwd), full_env, timeout)
+
+
+_SERVER: list = []
+
+
+def fork_server():
+    """This test process's fork server, started on first use and ended with the process."""
+    if not _SERVER:
+        import atexit
+
+        from tasks.studies.forkserver import Server
+
+        _SERVER.append(Server(ROOT, dict(os.environ)))
+        atexit.register(_SERVER[0].close)
+    return _SERVER[0]
 
 
 def read_summary(run_dir: Path) -> dict:

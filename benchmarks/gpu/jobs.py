@@ -8,34 +8,16 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from tasks.config.location import CONF_DIR
 from tasks.errors import UserError
-from tasks.run.summary import finished
+from tasks.studies.scheduler import Job  # the GPU route's jobs are the scheduler's
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout the jobs run in
 CHAIN_DIR_REF = re.compile(r"\{run:[A-Za-z0-9_]+\}/\.\.")  # a stage that reads the whole chain dir
-
-
-@dataclass
-class Job:
-    key: str  # "anchor", "repfusion/distil_rl/seed1", ...
-    entry: str  # its plan entry
-    command: list[str]
-    run_dir: Path
-    deps: list[str] = field(default_factory=list)
-    priority: int = 0  # the plan entry's priority (higher starts first)
-    state: str = "waiting"  # waiting | running | done | failed | skipped | not started
-    exit_code: int | None = None
-    wall_s: float | None = None
-
-    @property
-    def finished(self) -> bool:
-        return finished(self.run_dir)  # an interrupted run's summary does not count
 
 
 def training_stages(chain) -> list[str]:

@@ -1,5 +1,5 @@
 """The GPU route: the Fashion-MNIST anchor and every method's study chain on one lent GPU, all
-side by side (benchmarks/gpu/scheduler.py), then each entry's training throughput on the idle
+side by side (tasks/studies/scheduler.py, the chains' scheduler), then each entry's training throughput on the idle
 GPU (images/s, achieved TFLOP/s against the bf16 peak) at the recipe's batch size and at the
 largest that fits, and one report.
 
@@ -26,9 +26,10 @@ from pathlib import Path
 import yaml
 
 from benchmarks.gpu import jobs as plan_jobs
+from benchmarks.gpu.jobs import ROOT
 from benchmarks.gpu.report import report_lines
-from benchmarks.gpu.scheduler import run_jobs
 from benchmarks.gpu.timing import time_entries
+from tasks.studies.scheduler import run_jobs
 
 PLAN = Path(__file__).with_name("plan.yaml")
 
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_starting_at=started + budget - reserve,
         kill_at=started + budget,
         on_change=progress,
+        cwd=ROOT,
     )
     meta["studies_s"] = time.monotonic() - started
     for name, entry in entries.items():

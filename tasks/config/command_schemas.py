@@ -10,6 +10,10 @@ from typing import Annotated, ClassVar, Literal
 
 from tasks.config.types import Range, Seed
 
+# torch.set_num_threads(threads) before the run builds anything (tasks.run.launch); null: torch's
+# default (OMP_NUM_THREADS, else the cores). A run's sums, and so its numbers, depend on it.
+Threads = Annotated[int, Range(1, what="at least one thread")] | None
+
 
 @dataclass
 class Monitor:
@@ -26,6 +30,7 @@ class TrainRun:
     task_name: str = "train"
     tags: list[str] = field(default_factory=list)
     seed: Seed = 42
+    threads: Threads = None
     resume: str | None = None
     test: bool = True
     export: bool = True
@@ -43,6 +48,7 @@ class EvalRun:
     task_name: str = "eval"
     tags: list[str] = field(default_factory=list)
     seed: Seed = 42
+    threads: Threads = None
     mode: Literal["test", "predict"] = "test"
     data_dir: str | None = None
     batch_size: Annotated[int, Range(1, what="at least one image per batch")] = 64

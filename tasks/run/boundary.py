@@ -34,6 +34,14 @@ KEEPS_RUN_DIR = (TrainingDiverged, DiskFull, RunDirLocked)  # a run that started
 _STARTED = time.time()  # files older than this were not written by this process
 
 
+def _restart_clock() -> None:
+    global _STARTED
+    _STARTED = time.time()
+
+
+os.register_at_fork(after_in_child=_restart_clock)  # a forked stage run (tasks.studies.forkserver) is a new process
+
+
 def _hydra_log_file() -> Path | None:
     """The job log of the running Hydra app (its run dir's <task_name>.log), if any."""
     try:

@@ -94,6 +94,20 @@ def watching() -> Iterator[None]:
             _previous.clear()
 
 
+def _forget_in_child() -> None:
+    """A forked child (tasks.studies.forkserver) starts unwatched, with its parent's original handlers:
+    its own command's `watching()` installs ours again."""
+    global _received, _deferred, _raised, _depth
+    if threading.current_thread() is threading.main_thread():
+        for signum, handler in _previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    _previous.clear()
+    _received, _deferred, _raised, _depth = None, False, False, 0
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def run_child(command: list[str], cwd: str | Path, grace_s: float = 300.0) -> int:
     """Run `command` (a stage of a chain, a run an oracle makes) and return its exit code. A stop
     of this process is passed on to the child, and the child's own interrupted summary awaited

@@ -41,6 +41,16 @@ def job_name(task: Callable[..., Any]) -> str:
     return get_valid_filename(Path(inspect.getfile(task)).stem)
 
 
+def apply_threads(cfg: DictConfig) -> None:
+    """A run's `threads` key, applied before it builds anything: its sums (and so its numbers) depend
+    on the thread count, so a chain fixes it whatever runs beside it (null: torch's default)."""
+    threads = cfg.get("threads")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 def run_once(task: Callable[[DictConfig], Any], cfg: DictConfig, config_name: str) -> Any:
     """Hydra's RUN mode on a composed config (hydra.core.utils.run_job, as Hydra.run calls it).
     Hydra has no public way to build the user's hydra.callbacks: its internal Callbacks is why
@@ -99,6 +109,7 @@ def run_command(
         if checked.config is not None:
             with open_dict(checked.config):  # one resolved dir: the one locked is the one Hydra writes
                 run_dir = checked.config.hydra.run.dir = str(checked.config.hydra.run.dir)
+            apply_threads(checked.config)
             with hold_run_dir(run_dir, RESUME_AUTO_LOCKED if checked.resume == "auto" else ""):
                 return run_once(guarded_task, checked.config, config_name)
         from hydra import main as hydra_main

@@ -27,6 +27,8 @@ from tasks.errors import RunDirLocked
 LOCK_FILE = ".writer.lock"
 _RANK_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
 _held: dict[str, list[int]] = {}  # real path of a lock file -> [descriptor, nested holds]
+# fcntl locks are not inherited: a forked child (tasks.studies.forkserver) holds none of its parent's.
+os.register_at_fork(after_in_child=_held.clear)
 
 
 def writes_here() -> bool:

@@ -2,10 +2,13 @@
 search -> train, ...) declared in conf/chain/<name>.yaml (or a chain file of yours, by path or
 in a config folder of yours: --config-dir / KT_CONFIG_DIR). Each stage is an ordinary run
 in its own dir under the chain dir; later stages get earlier run dirs through
-`{run:<stage>}` placeholders. Finished stages are skipped when the chain is re-run with
-`--dir`, so an interrupted chain continues where it stopped.
+`{run:<stage>}` placeholders (a stage may also wait for others with `needs: [<stage>, ...]`);
+runs that do not need each other go side by side (--jobs). Finished stages are skipped when the
+chain is re-run with `--dir`, so an interrupted chain continues where it stopped.
 
-    python -m tasks.chain repfusion_digits                 # the whole chain
+    python -m tasks.chain repfusion_digits                 # the whole chain, independent runs side by side
+    python -m tasks.chain repfusion_digits --jobs 1 threads=2   # one run at a time, two threads each
+    python -m tasks.chain repfusion_digits trainer.max_epochs=1   # to every stage whose config has the key
     python -m tasks.chain repfusion_digits trainer=ddp_cpu distil:trainer.max_epochs=5
     python -m tasks.chain repfusion_digits --dir logs/chains/repfusion_digits/<stamp>   # continue
     python -m tasks.chain <name> --dir <dir> --stages a,b   # only these stages (e.g. two workers on
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -36,12 +40,14 @@ from tasks.config.location import USER_CONFIG_ENV, add_env_config_dir, working_d
 from tasks.errors import UserError
 from tasks.io.files import read_yaml, write_text
 from tasks.io.places import require_writable
-from tasks.run import interruption
 from tasks.run.boundary import guarded
 from tasks.run.lock import holding
 from tasks.run.preflight import check_stage_commands
-from tasks.run.resume import resumable_checkpoint
 from tasks.run.summary import finished
+from tasks.studies.forkserver import launch as forked
+from tasks.studies.forkserver import preload
+from tasks.studies.overrides import route
+from tasks.studies.scheduler import Job, popen, run_jobs
 from tasks.studies.study import rows_from_summaries, write_study
 
 PLACEHOLDER = re.compile(r"\{run:([A-Za-z0-9_]+)\}")
@@ -123,6 +129,11 @@ def plan(
                 return str(chain_dir / ref)
 
             overrides = [PLACEHOLDER.sub(locate, str(o)) for o in stage.get("overrides", [])]
+            for ref in stage.get("needs") or []:  # an order without a path: `needs: [stage, ...]`
+                if ref not in names[:index]:
+                    raise UserError(f"Stage '{name}' needs '{ref}', which is not an earlier stage of the chain.")
+                wanted = [seed] if seed is not None and seed in seeded[ref] else seeded[ref]
+                needs += [(chain_dir / ref / f"seed{s}").resolve() for s in wanted] or [(chain_dir / ref).resolve()]
             if any(READS_CHAIN_DIR.search(str(o)) for o in stage.get("overrides", [])):
                 needs = [r.run_dir for r in runs]  # `{run:x}/..` reads the chain dir: every earlier run
             overrides += common + per_stage.get(name, [])
@@ -146,18 +157,100 @@ def plan(
     return runs
 
 
-def execute(run: StageRun) -> None:
-    command = list(run.command)
-    if resumable_checkpoint(run.run_dir) is not None:
-        command.append(f"resume={run.run_dir}")  # an interrupted stage continues from its last checkpoint
-    label = run.stage + (f" (seed {run.seed})" if run.seed is not None else "")
-    print(f"\n=== chain stage: {label} -> {run.run_dir}\n    {' '.join(command[1:])}", flush=True)
-    code = interruption.run_child(command, Path.cwd())  # a stop of the chain is passed on to its stage
-    if code != 0 or not run.finished:
+def routed_overrides(
+    chain: DictConfig, chain_dir: Path, common: list[str], per_stage: dict[str, list[str]], seeds: list[int] | None
+) -> dict[str, list[str]]:
+    """Each stage's overrides: the chain-wide ones its config takes (tasks.studies.overrides), then its own."""
+    first: dict[str, list[str]] = {}
+    for run in plan(chain, chain_dir, [], per_stage, seeds) if common else []:
+        first.setdefault(run.stage, run.command)
+    routed = route(first, common)
+    return {**per_stage, **{name: routed.get(name, []) + per_stage.get(name, []) for name in chain.stages}}
+
+
+def run_key(run: StageRun) -> str:
+    return run.stage + (f"/seed{run.seed}" if run.seed is not None else "")
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def jobs_and_threads(jobs: int | None, common: list[str]) -> tuple[int, int]:
+    """How many runs go side by side, and each one's thread count. A thread count the user fixed
+    (threads=, else OMP_NUM_THREADS) sets the default number of jobs to what fits the cores;
+    otherwise the cores are shared among --jobs runs."""
+    cores = available_cores()
+    given = next((o.split("=", 1)[1] for o in reversed(common) if o.startswith("threads=")), None)
+    fixed = given or os.environ.get("OMP_NUM_THREADS")
+    if fixed is not None and fixed.isdigit() and int(fixed) > 0:
+        return jobs or max(1, cores // int(fixed)), int(fixed)
+    jobs = jobs or cores
+    return jobs, max(1, cores // jobs)
+
+
+def stage_jobs(chain_name: str, runs: list[StageRun], selected: set[str], threads: int | None) -> list[Job]:
+    """One scheduler job per selected run, waiting for the selected runs it reads. A run of the
+    shared layer's commands gets `threads=` (its thread count, in its config and summary)."""
+    chosen = [r for r in runs if r.stage in selected]
+    keys = {r.run_dir: run_key(r) for r in chosen}
+    jobs = []
+    for run in chosen:
+        command = list(run.command)
+        if threads is not None and command[1:3] in (["-m", "tasks.train"], ["-m", "tasks.eval"]):
+            command.insert(3, f"threads={threads}")  # before the user's own overrides, which win
+        deps = sorted({keys[d] for d in run.needs if d in keys})
+        jobs.append(Job(run_key(run), chain_name, command, run.run_dir, deps))
+    return jobs
+
+
+def write_timing(chain_dir: Path, jobs: list[Job], max_jobs: int, threads: int | None, how: str, wall: float) -> None:
+    """timing.json: each run's process seconds and its start-up (process seconds less the run's own
+    wall time from its summary: imports, config checks, exit), with how the chain ran them."""
+    runs = {}
+    for job in jobs:
+        if job.wall_s is None:
+            continue
+        own = json.loads((job.run_dir / "summary.json").read_text()).get("wall_time_s") if job.finished else None
+        runs[job.key] = {"process_s": job.wall_s, "startup_s": job.wall_s - own if own is not None else None}
+    record = {"jobs": max_jobs, "threads": threads, "launch": how, "wall_s": wall, "cores": available_cores()}
+    write_text(chain_dir / "timing.json", json.dumps({**record, "runs": runs}, indent=2))
+
+
+def execute(jobs: list[Job], max_jobs: int, threads: int | None, chain_dir: Path, fresh: bool = False) -> None:
+    """Run the jobs side by side by their dependencies (tasks.studies.scheduler), each forked from
+    this process once it imported the libraries (tasks.studies.forkserver; --fresh: a new
+    interpreter each). A failed or killed run stops only the runs that need it; the others finish,
+    then one error names what failed."""
+    for job in jobs:
+        if job.finished:
+            print(f"=== chain stage {job.key} already finished: {job.run_dir}")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if threads is not None:  # module stages without a `threads` key, and what they launch, take it from here
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    log_dir = chain_dir / "logs" if max_jobs > 1 else None  # side by side: one log per run
+    if fresh or all(j.finished for j in jobs):
+        launch = functools.partial(popen, own_group=False)
+    else:
+        preload()  # torch, Lightning, timm, diffusers, wandb: imported once, then each run forks from here
+        launch = forked
+    started = time.time()
+    try:
+        run_jobs(jobs, max_jobs, log_dir, env, cwd=Path.cwd(), launch=launch, grace_s=300.0)
+    finally:
+        write_timing(chain_dir, jobs, max_jobs, threads, "fresh" if fresh else "fork", time.time() - started)
+    failed = [j for j in jobs if j.state not in ("done",)]
+    if failed:
+        lines = [
+            f"  {j.key}: {j.state}"
+            + (f" (exit code {j.exit_code})" if j.exit_code is not None else "")
+            + f", files in {j.run_dir}"
+            + (f", output in {j.log}" if j.log and j.state == "failed" else "")
+            for j in failed
+        ]
         raise UserError(
-            f"Chain stage '{label}' failed (exit code {code}); its files are in {run.run_dir}. "
-            f"Fix the cause and re-run the same command with --dir "
-            f"{run.run_dir.parents[1] if run.seed is not None else run.run_dir.parent} to continue."
+            "Chain stages did not finish:\n" + "\n".join(lines) + "\nFix the cause and re-run the same command "
+            f"with --dir {chain_dir} to continue (finished stages are kept)."
         )
 
 
@@ -270,10 +363,23 @@ def main(argv: list[str] | None = None) -> dict:
         "report comes once every stage has finished)",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="stage runs side by side (those that do not need each other); default: one per core, each "
+        "with cores/jobs threads (threads=<n> fixes every run's thread count, and so its numbers)",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start each stage run in a fresh interpreter (by default each is forked from this process, "
+        "which imported torch, Lightning, timm, diffusers and wandb once)",
+    )
+    parser.add_argument(
         "--launcher",
         default="local",
         choices=["local", "slurm", "submitit_local"],
-        help="local: stages run here one after another; slurm: one SLURM job per stage run, with "
+        help="local: stages run here, --jobs at a time; slurm: one SLURM job per stage run, with "
         "dependencies, submitted through submitit; submitit_local: the same jobs as local processes",
     )
     parser.add_argument(
@@ -305,7 +411,8 @@ def main(argv: list[str] | None = None) -> dict:
             else:
                 common.append(override)
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-        runs = plan(chain, chain_dir, common, per_stage, seeds)
+        max_jobs, threads = jobs_and_threads(args.jobs, common)
+        runs = plan(chain, chain_dir, [], routed_overrides(chain, chain_dir, common, per_stage, seeds), seeds)
         selected = set(args.stages.split(",")) if args.stages else set(chain.stages)
         if unknown := selected - set(chain.stages):
             raise UserError(
@@ -333,11 +440,7 @@ def main(argv: list[str] | None = None) -> dict:
             return json.loads(summary.read_text())
         start = time.time()
         with hold_stages(chain_dir, selected):
-            for run in runs:
-                if run.finished:
-                    print(f"=== chain stage {run.stage} already finished: {run.run_dir}")
-                elif run.stage in selected:
-                    execute(run)
+            execute(stage_jobs(chain_name, runs, selected, threads), max_jobs, threads, chain_dir, args.fresh)
         if left := sorted({run.stage for run in runs if not run.finished}):
             print(
                 f"=== chain {chain_name}: stages {left} have not run yet; "

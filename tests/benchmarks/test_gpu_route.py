@@ -1,7 +1,7 @@
 """The GPU route, tested here on the CPU: the plan's chain entries give every training stage
 the common overrides as `<stage>:key=value` (module stages their own), the jobs wait for
-exactly the runs they read, every GPU command composes, the scheduler runs them in dependency
-and priority order within its budget, the throughput phase goes round by round until its
+exactly the runs they read, every GPU command composes (the scheduler they run under is tested in
+tests/tasks/test_scheduler.py), the throughput phase goes round by round until its
 deadline, and the smoke mode runs the anchor (its step FLOPs equal a plain PyTorch count of
 the same training step) and one whole chain end to end."""
 
@@ -21,7 +21,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.gpu import throughput
 from benchmarks.gpu.jobs import Job, nested_override
-from benchmarks.gpu.scheduler import run_jobs
 from benchmarks.gpu.studies import build_entries, load_plan
 from benchmarks.gpu.timing import time_entries
 from tasks.errors import UserError
@@ -127,59 +126,6 @@ def test_every_gpu_command_composes(tmp_path):
     broken = {**PLAN, "common": {**PLAN["common"], "gpu": [*GPU_COMMON, "trainer.precison=bf16-mixed"]}}
     with pytest.raises(UserError, match="precison"):
         check_stage_commands([j.command for j in build_entries(broken, "gpu", tmp_path, ["kf"])["kf"]["jobs"]])
-
-
-def fake_job(tmp_path: Path, key: str, deps=(), exit_code: int = 0, sleep_s: float = 0.0, priority: int = 0) -> Job:
-    run_dir = tmp_path / key
-    order = tmp_path / "order.txt"
-    script = (
-        f"import pathlib, sys, time; log = open({str(order)!r}, 'a'); log.write('start {key}\\n'); log.flush(); "
-        f"time.sleep({sleep_s}); d = pathlib.Path({str(run_dir)!r}); d.mkdir(parents=True, exist_ok=True); "
-        f"log.write('end {key}\\n'); log.close(); "
-        + ("(d / 'summary.json').write_text('{}')" if exit_code == 0 else f"sys.exit({exit_code})")
-    )
-    return Job(
-        key, "fake", [sys.executable, "-c", script, f"hydra.run.dir={run_dir}"], run_dir, list(deps), priority=priority
-    )
-
-
-def test_scheduler_runs_by_dependency_and_depth_and_skips_after_a_failure(tmp_path):
-    jobs = [
-        fake_job(tmp_path, "a"),
-        fake_job(tmp_path, "b", ["a"]),
-        fake_job(tmp_path, "c", exit_code=3),
-        fake_job(tmp_path, "d", ["c"]),
-        fake_job(tmp_path, "e"),
-        fake_job(tmp_path, "f", priority=1),
-    ]
-    (tmp_path / "done_before").mkdir()
-    jobs.append(Job("g", "fake", ["false"], tmp_path / "done_before"))
-    (tmp_path / "done_before" / "summary.json").write_text("{}")
-    run_jobs(jobs, 1, tmp_path / "logs", {"PATH": "/usr/bin:/bin"})
-    lines = (tmp_path / "order.txt").read_text().split()
-    # one at a time; the priority first, then the longer chains (a, c have one job waiting behind them)
-    assert lines == [w for k in "facbe" for w in ("start", k, "end", k)]
-    assert {j.key: j.state for j in jobs} == {
-        "a": "done",
-        "b": "done",
-        "c": "failed",
-        "d": "skipped",
-        "e": "done",
-        "f": "done",
-        "g": "done",
-    }
-    assert [j.exit_code for j in jobs] == [0, 0, 3, None, 0, 0, None]
-
-
-def test_scheduler_starts_nothing_past_the_budget_and_stops_what_runs_at_its_end(tmp_path):
-    late = [fake_job(tmp_path, "a"), fake_job(tmp_path, "b", ["a"])]
-    run_jobs(late, 2, tmp_path / "logs", {}, stop_starting_at=time.monotonic())
-    assert [j.state for j in late] == ["not started", "not started"] and not (tmp_path / "order.txt").exists()
-    slow = [fake_job(tmp_path, "slow", sleep_s=60), fake_job(tmp_path, "after", ["slow"])]
-    started = time.monotonic()
-    run_jobs(slow, 2, tmp_path / "logs", {}, kill_at=started + 3)
-    assert [j.state for j in slow] == ["stopped at the budget", "not started"]
-    assert time.monotonic() - started < 30
 
 
 def plain_step_flops(batch: int) -> float:

@@ -253,7 +253,7 @@ def test_a_chain_passes_sigterm_to_its_stage_and_a_second_runner_on_its_dir_stop
     chain = tmp_path / "two.yaml"
     chain.write_text(
         "stages:\n  first:\n    experiment: classify_digits\n  second:\n    experiment: classify_digits\n"
-        "    overrides: ['seed=7']\ncompare:\n  metric: test/acc\n"
+        "    overrides: ['seed=7']\n    needs: [first]\ncompare:\n  metric: test/acc\n"
     )
     chain_dir, marker = tmp_path / "chain", tmp_path / "paused"
     runner = Job(

@@ -232,7 +232,7 @@ def test_chain_killed_mid_stage_continues_with_dir(tmp_path):
     chain = tmp_path / "two.yaml"
     chain.write_text(
         "stages:\n  first:\n    experiment: classify_digits\n  second:\n    experiment: classify_digits\n"
-        "    overrides: ['seed=7']\ncompare:\n  metric: test/acc\n"
+        "    overrides: ['seed=7']\n    needs: [first]\ncompare:\n  metric: test/acc\n"
     )
     chain_dir, marker, log = tmp_path / "chain", tmp_path / "paused", tmp_path / "chain.log"
     pause = [
