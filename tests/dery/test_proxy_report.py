@@ -123,3 +123,12 @@ def test_draw_stage_scores_each_candidate_as_the_search_would(stages, tmp_path):
         assert row["scores"]["zoo_acc"] is None  # the tiny zoo is untrained: no accuracies
         assert load_spec(row["spec"])["params"] == plan.params
         assert set(row["seconds"]) == set(proxy_study.SCORES)
+
+
+def test_the_draw_stage_is_checked_before_it_runs():
+    from tasks.run.preflight import preflight
+
+    with pytest.raises(UserError, match=r"candidates=1 is out of range"):
+        preflight(["dery.proxy_study", "partition=/x", "candidates=1"], "pkg://tasks.conf", "dery/proxy_study")
+    with pytest.raises(UserError, match=r"proxy.knn_k=0 is out of range"):
+        preflight(["dery.proxy_study", "partition=/x", "proxy.knn_k=0"], "pkg://tasks.conf", "dery/proxy_study")
