@@ -54,7 +54,7 @@ def test_push_uploads_timms_hub_layout_with_a_model_card(tmp_path):
     torch.manual_seed(0)
     model = create_backbone("resnet18", num_classes=10)
     export_timm(model, tmp_path / "export", card={"run": RUN}, data=DATA)
-    (tmp_path / "export" / "model.json").write_text("{}")  # the transitional alias is not uploaded
+    (tmp_path / "export" / "model.json").write_text("{}")  # an old export's model.json alias is not uploaded
     hub = FakeHub(tmp_path)
     url = push.push(tmp_path / "export", "me/digits", private=True, api=hub)
     assert url == "https://huggingface.co/me/digits/commit/abc"
