@@ -197,8 +197,9 @@ def stage_jobs(chain_name: str, runs: list[StageRun], selected: set[str], thread
     jobs = []
     for run in chosen:
         command = list(run.command)
-        if threads is not None and command[1:3] in (["-m", "tasks.train"], ["-m", "tasks.eval"]):
-            command.insert(3, f"threads={threads}")  # before the user's own overrides, which win
+        shared = command[1:3] in (["-m", "tasks.train"], ["-m", "tasks.eval"])
+        if threads is not None and shared and not any(a.startswith("threads=") for a in command):
+            command.insert(-1, f"threads={threads}")  # last but the run dir; a threads= of the user's stays
         deps = sorted({keys[d] for d in run.needs if d in keys})
         jobs.append(Job(run_key(run), chain_name, command, run.run_dir, deps))
     return jobs

@@ -48,6 +48,7 @@ def route(stage_commands: dict[str, list[str]], common: list[str], cfg_dir=CONFI
     apps = {**SHARED_APPS, **stage_apps()}
     routed: dict[str, list[str]] = {}
     described: list[str] = []
+    composed: list[tuple[str, list[str], DictConfig]] = []
     for stage, command in stage_commands.items():
         config_name, args = app_of(command, apps)
         described.append(f"{stage} ({config_name or ' '.join(command[1:3])})")
@@ -59,10 +60,29 @@ def route(stage_commands: dict[str, list[str]], common: list[str], cfg_dir=CONFI
             cfg = _compose(cfg_dir, config_name, own)
         except Exception as err:  # the stage's own overrides are wrong: preflight names them
             raise UserError(f"Stage '{stage}': {_explain(err, cfg_dir, own, config_name)}") from None
+        composed.append((config_name, own, cfg))
         routed[stage] = [o for o in common if takes(cfg, o)]
     if unused := [o for o in common if not any(o in taken for taken in routed.values())]:
+        hints = [why_not(o, composed, cfg_dir) for o in unused]
         raise UserError(
-            f"No stage of this chain takes {unused}: no stage's config has that key. The stages and their "
+            f"No stage of this chain takes {unused}: {' '.join(h for h in hints if h)} The stages and their "
             f"apps: {', '.join(described)}. Give it to one stage as <stage>:key=value, or fix the key."
         )
     return routed
+
+
+def why_not(override: str, composed: list[tuple[str, list[str], DictConfig]], cfg_dir) -> str:
+    """Preflight's own explanation (a close key, the valid ones) from the first stage that has the
+    override's section, else from the first stage."""
+    from tasks.run.preflight import _compose, _explain
+
+    section = override.lstrip("+~").split("=")[0].split(".")[0]
+    ordered = sorted(composed, key=lambda c: section not in c[2])  # stable: the first stage with it
+    if not ordered:
+        return ""
+    config_name, own, _ = ordered[0]
+    try:
+        _compose(cfg_dir, config_name, [*own, override])
+    except Exception as err:
+        return _explain(err, cfg_dir, [*own, override], config_name)
+    return ""

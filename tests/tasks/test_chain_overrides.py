@@ -37,7 +37,8 @@ def test_an_override_no_stage_takes_names_the_stages_and_their_apps(tmp_path):
     with pytest.raises(UserError) as caught:
         routed_overrides(chain, tmp_path, ["trainer.max_epoch=1", QUICK], {}, None)
     text = str(caught.value)
-    assert text.startswith("No stage of this chain takes ['trainer.max_epoch=1']")
+    assert text.startswith("No stage of this chain takes ['trainer.max_epoch=1']: Unknown config key ")
+    assert "'trainer.max_epoch'. Did you mean 'trainer.max_epochs'?" in text
     assert "teacher (train), oracle (repfusion/oracle), distil (train)" in text and "picture (repfusion/oracle)" in text
     routed = routed_overrides(chain, tmp_path, ["trainer=cpu", "hydra.job.chdir=false"], {"oracle": ["grid=[]"]}, None)
     assert routed["oracle"] == ["hydra.job.chdir=false", "grid=[]"] and routed["teacher"] == [
