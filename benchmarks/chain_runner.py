@@ -6,7 +6,8 @@ from the chain's timing.json) and the ratios to the first, and checks that every
 metrics.csv is the same under the three.
 
     python -m benchmarks.chain_runner                                  # a two-seed classify_digits chain
-    python -m benchmarks.chain_runner --chain repfusion_digits --threads 1 --overrides ''   # make train itself
+    python -m benchmarks.chain_runner --chain repfusion_digits --threads 1 --overrides '' \
+        --skip-forked-serial --results benchmarks/results/chain_runner_make_train.json   # make train itself
 """
 
 from __future__ import annotations
@@ -74,15 +75,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="every run's thread count, under every schedule")
     parser.add_argument("--overrides", default=QUICK, help="chain-wide overrides, one string")
     parser.add_argument("--results", type=Path, default=RESULTS / "chain_runner.json")
+    parser.add_argument(
+        "--skip-forked-serial", action="store_true", help="only the first and the side-by-side schedules (long chains)"
+    )
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
+    plan = schedules(cores)
+    if args.skip_forked_serial:
+        plan.pop("forked, one at a time")
     with tempfile.TemporaryDirectory() as tmp:
         chain = args.chain or str(Path(tmp) / "small.yaml")
         if args.chain is None:
             Path(chain).write_text(SMALL)
         measured = {
             name: run_chain(chain, flags, args.threads, shlex.split(args.overrides), Path(tmp) / f"c{i}")
-            for i, (name, flags) in enumerate(schedules(cores).items())
+            for i, (name, flags) in enumerate(plan.items())
         }
     first = next(iter(measured.values()))
     result = {
