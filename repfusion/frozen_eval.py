@@ -47,7 +47,8 @@ def fit_linear(train_x: torch.Tensor, train_y: torch.Tensor, weight_decay: float
     layer = torch.nn.Linear(train_x.shape[1], num_classes, dtype=torch.float64)
     torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)  # a convex problem: start anywhere
     x, y = train_x.double(), train_y
-    optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe")
+    # a short history: each step costs 4 x history dot products, which dominate on a small problem
+    optimizer = torch.optim.LBFGS(layer.parameters(), max_iter=max_iter, history_size=10, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()

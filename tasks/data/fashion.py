@@ -168,17 +168,15 @@ class FashionMNISTDataModule(ImageDataModule):
         train_images, train_labels = load_split(self.files, "train")
         test_images, test_labels = load_split(self.files, "test")
         train_idx, val_idx = stratified_split(train_labels, self.val_size, self.train_subset, self.split_seed)
-        x_train = to_float_images(train_images, self.image_size)
         y_train = torch.from_numpy(train_labels)
 
         def subset(idx: np.ndarray) -> GreyImages:
-            index = torch.from_numpy(idx)
-            return GreyImages(x_train[index], y_train[index], self.in_chans)
+            # only the images a split uses are resized (a 2,000-image study need not resize 60,000)
+            return GreyImages(to_float_images(train_images[idx], self.image_size), y_train[idx], self.in_chans)
 
-        pool, pool_labels, self.labels_used = self.label_budget.apply(
-            torch.from_numpy(train_idx), y_train[torch.from_numpy(train_idx)]
-        )
-        self.train_set = GreyImages(x_train[pool], pool_labels, self.in_chans)
+        pool = subset(train_idx)
+        kept, pool_labels, self.labels_used = self.label_budget.apply(torch.arange(len(train_idx)), pool.labels)
+        self.train_set = GreyImages(pool.images[kept], pool_labels, self.in_chans)
         # With val_size=0 the official test set also serves for validation (as the original recipes do).
         self.val_set = subset(val_idx) if len(val_idx) else None
         self.test_set = GreyImages(
