@@ -108,6 +108,11 @@ def test_kernel_counts_every_code_of_every_family(member):
             assert recorder.kernel.diagonal().tolist() == [per_sample, per_sample]
             if member.family == "swin":  # the stage-0 attention runs on 16 windows per image
                 assert max(out.shape[0] for out in counted) == 2 * 16
+            # Train-mode BatchNorm over two identical samples divides their rounding-level differences
+            # by a zero variance (at 1x1 stages), flipping codes: tinynet_e on one thread differs in 3,689.
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
             recorder.kernel = torch.zeros(2, 2, dtype=torch.float64)
             model(x[:1].expand(2, -1, -1, -1).contiguous())
             assert recorder.kernel.flatten().tolist() == [per_sample] * 4
