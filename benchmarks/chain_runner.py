@@ -78,12 +78,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--skip-forked-serial", action="store_true", help="only the first and the side-by-side schedules (long chains)"
     )
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="write the chain dirs here and keep them (their tables)"
+    )
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
     plan = schedules(cores)
     if args.skip_forked_serial:
         plan.pop("forked, one at a time")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
         chain = args.chain or str(Path(tmp) / "small.yaml")
         if args.chain is None:
             Path(chain).write_text(SMALL)
