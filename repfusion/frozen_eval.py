@@ -19,10 +19,6 @@ The labelled images come from the data config, so `data.labels_per_class` sets t
 
 from __future__ import annotations
 
-import sys
-import time
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -37,7 +33,7 @@ from tasks.config.location import CONFIG_SOURCE
 from tasks.errors import UserError
 from tasks.models.backbones import create_backbone
 from tasks.run.instantiate import build
-from tasks.run.summary import write_summary
+from tasks.run.stage_app import run_stage
 
 
 def fit_linear(train_x: torch.Tensor, train_y: torch.Tensor, weight_decay: float, max_iter: int) -> torch.nn.Linear:
@@ -125,30 +121,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_SOURCE, config_name="repfusion/frozen_eval")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    hydra_cfg = HydraConfig.get()
-    out = Path(hydra_cfg.runtime.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    try:
-        result = run(cfg)
-    except UserError as err:
-        print(f"\nerror: {err}", file=sys.stderr)
-        sys.exit(2)
-    summary = {
-        "task_name": cfg.task_name,
-        "stage": "repfusion_frozen_eval",
-        "run_dir": str(out),
-        "seed": cfg.seed,
-        "overrides": list(hydra_cfg.overrides.task),
-        **result,
-        "wall_time_s": time.time() - start,
-        "finished": datetime.now().isoformat(timespec="seconds"),
-    }
-    write_summary(out / "summary.json", summary)
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in result["test"].items())
-    print(f"frozen evaluation done in {summary['wall_time_s']:.1f} s: {metrics}")
+    result = run_stage("repfusion_frozen_eval", cfg, lambda cfg, out: run(cfg))
+    print("frozen evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in result["test"].items()))
 
 
 def command() -> None:

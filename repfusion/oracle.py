@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +42,8 @@ from tasks.io.files import atomic_path
 from tasks.run import interruption
 from tasks.run.instantiate import build
 from tasks.run.resume import resumable_checkpoint
-from tasks.run.summary import finished, read_finished, write_summary
+from tasks.run.stage_app import run_stage
+from tasks.run.summary import finished, read_finished
 
 MAKE_ORACLE = "python -m repfusion.oracle teacher.source=<teacher folder> (see docs/repfusion.md)"
 
@@ -302,33 +301,8 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_SOURCE, config_name="repfusion/oracle")
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    hydra_cfg = HydraConfig.get()
-    out = Path(hydra_cfg.runtime.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    torch.manual_seed(cfg.seed)
-    try:
-        result = run(cfg, out)
-    except UserError as err:
-        print(f"\nerror: {err}", file=sys.stderr)
-        sys.exit(2)
-    summary = {
-        "task_name": cfg.task_name,
-        "stage": "repfusion_oracle",
-        "run_dir": str(out),
-        "seed": cfg.seed,
-        "overrides": list(hydra_cfg.overrides.task),
-        **result,
-        "wall_time_s": time.time() - start,
-        "finished": datetime.now().isoformat(timespec="seconds"),
-    }
-    write_summary(out / "summary.json", summary)
-    print(
-        f"oracle done in {summary['wall_time_s']:.1f} s: best fixed t = {result['best_t']} ({result['best_t_by']}); "
-        f"{out / 'plots' / 'timestep_oracle.png'}"
-    )
+    result = run_stage("repfusion_oracle", cfg, run)
+    print(f"best fixed t = {result['best_t']} ({result['best_t_by']}); {result['plot']}")
 
 
 def command() -> None:
