@@ -121,9 +121,9 @@ def test_bf16_mixed_with_weight_ema(tmp_path):
     from safetensors.torch import load_file
 
     run = tmp_path / "run"
-    # Six steps at the full learning rate (no warm-up) move the network off chance level, so the
-    # EMA's loss and the network's differ clearly (two warm-up steps left both at ln 10).
-    steps = 6
+    # Two steps at the full learning rate (no warm-up), so that the network moves away from its EMA;
+    # bf16 on the CPU is slow (six steps took 250 s), so no more.
+    steps = 2
     overrides = ["trainer.precision=bf16-mixed", "model.ema_decay=0.5", "model.scheduler.warmup_epochs=0"]
     summary = run_in_process(TINY + overrides + [f"trainer.limit_train_batches={steps}"], run)
     state = load_checkpoint(summary["checkpoints"]["last"])["state_dict"]
@@ -142,7 +142,7 @@ def test_bf16_mixed_with_weight_ema(tmp_path):
         model.load_state_dict(weights)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             losses[name] = float(torch.nn.functional.cross_entropy(model(data.normalize(x)).float(), y))
-    # The same batch under the same autocast: the test phase's loss is the EMA's to float precision,
-    # and the network's lies far outside that tolerance (0.007 away here), so the check tells them apart.
+    # The same batch under the same autocast: the test phase's loss is the EMA's to float precision
+    # (equal here), and the network's lies ten tolerances or more away (7e-4 here), so the check tells them apart.
     assert summary["test"]["test/loss"] == pytest.approx(losses["ema"], abs=1e-5), losses
-    assert abs(losses["net"] - losses["ema"]) > 1e-3, losses
+    assert abs(losses["net"] - losses["ema"]) > 1e-4, losses
