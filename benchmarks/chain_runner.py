@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import RESULTS, record
+from tasks.studies.chain import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = """stages:
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         "--keep", type=Path, default=None, help="write the chain dirs here and keep them (their tables)"
     )
     args = parser.parse_args(argv)
-    cores = len(os.sched_getaffinity(0))
+    cores = available_cores()
     plan = schedules(cores)
     if args.skip_forked_serial:
         plan.pop("forked, one at a time")
